@@ -1,0 +1,3 @@
+"""harvest: infrastructure as code for Modal."""
+
+__version__ = "0.1.0"

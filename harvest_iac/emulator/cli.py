@@ -1,0 +1,48 @@
+"""`harvest emulator serve`: the local Modal in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from harvest_iac.emulator.server import Emulator, Faults
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    http_port: int,
+    data_dir: str,
+    latency_ms: float | None,
+    error_rate: float | None,
+    verbose: bool,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(message)s")
+    faults = Faults.from_env()
+    if latency_ms is not None:
+        faults.latency_ms = latency_ms
+    if error_rate is not None:
+        faults.error_rate = error_rate
+
+    async def run() -> None:
+        emu = Emulator(Path(data_dir).resolve(), host=host, port=port, http_port=http_port,
+                       faults=faults)
+        await emu.start()
+        click.echo("# The local Modal is running. Point the modal client at it with:")
+        for key, value in emu.client_env().items():
+            click.echo(f"export {key}={value}")
+        click.echo("# Stop with Ctrl-C.", err=False)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await emu.stop()
+
+    asyncio.run(run())

@@ -1,0 +1,469 @@
+"""The local Modal: a grpclib server speaking Modal's own control-plane protocol.
+
+The generated `modal_proto` base classes tell us every method, its cardinality and its
+message types. Services (`harvest_iac.emulator.services.*`) implement methods by name:
+
+* a plain method `def Name(self, req, ctx) -> Response` is a unary RPC run inside one
+  SQLite transaction, with its response cached under the client's `x-idempotency-key`,
+  so the client's automatic retries never double an effect;
+* `async def Name(self, req, ctx) -> Response` is a unary RPC that manages its own
+  transactions (long polls);
+* a method decorated with `@streaming` gets the raw grpclib stream: `(self, stream, ctx)`.
+
+Every method no service implements answers UNIMPLEMENTED, naming the method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpclib.const
+import grpclib.server
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from modal_proto import api_grpc, task_command_router_grpc
+
+from harvest_iac.emulator.store import Store
+
+log = logging.getLogger("harvest.emulator")
+
+IMAGE_BUILDER_VERSION = "2025.06"
+DEFAULT_ENVIRONMENT = "main"
+
+
+def streaming(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a service method as a raw-stream handler: `async def X(self, stream, ctx)`."""
+    fn.__harvest_streaming__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+@dataclass
+class Faults:
+    """Fault injection, off by default: latency per RPC and a transient error rate."""
+
+    latency_ms: float = 0.0
+    error_rate: float = 0.0
+    error_codes: tuple[Status, ...] = (Status.UNAVAILABLE, Status.INTERNAL)
+    seed: int | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Faults:
+        env = os.environ if environ is None else environ
+        return cls(
+            latency_ms=float(env.get("HARVEST_EMULATOR_LATENCY_MS", "0") or 0),
+            error_rate=float(env.get("HARVEST_EMULATOR_ERROR_RATE", "0") or 0),
+        )
+
+
+@dataclass
+class Ctx:
+    """What a handler knows about the call it serves."""
+
+    method: str
+    metadata: Mapping[str, str]
+    emu: Emulator
+    peer_token: str | None = None
+
+    @property
+    def store(self) -> Store:
+        return self.emu.store
+
+
+@dataclass
+class Stats:
+    """RPC counts since start, by method (for benchmarks and tests)."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    injected_errors: int = 0
+    idempotent_replays: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "calls": dict(sorted(self.calls.items())),
+            "total": sum(self.calls.values()),
+            "injected_errors": self.injected_errors,
+            "idempotent_replays": self.idempotent_replays,
+        }
+
+
+class Service:
+    """Base of the emulator's services. `schema` is DDL run once at start."""
+
+    schema: str = ""
+
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+        self.store = emu.store
+
+
+def _abstract_base_mapping(base: type) -> dict[str, grpclib.const.Handler]:
+    """Instantiate the generated abstract base with stubs to read its method table."""
+
+    async def _stub(self: Any, stream: Any) -> None:  # pragma: no cover - replaced below
+        raise NotImplementedError
+
+    names = {n: _stub for n in getattr(base, "__abstractmethods__", ())}
+    concrete = type(f"_Concrete{base.__name__}", (base,), names)
+    return dict(concrete().__mapping__())
+
+
+class _Servable:
+    """What grpclib's Server wants: an object with `__mapping__()`."""
+
+    def __init__(self, mapping: dict[str, grpclib.const.Handler]) -> None:
+        self._mapping = mapping
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        return self._mapping
+
+
+class Emulator:
+    """State, services and server of one local Modal."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        http_port: int = 0,
+        faults: Faults | None = None,
+        token_id: str | None = None,
+        token_secret: str | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.port = port
+        self.http_port = http_port
+        self.faults = faults or Faults()
+        self._rng = random.Random(self.faults.seed)
+        self.store = Store(self.data_dir)
+        self.token_id, self.token_secret = self._credentials(token_id, token_secret)
+        self.stats = Stats()
+        self.services: list[Service] = []
+        self._server: grpclib.server.Server | None = None
+        self._http: Any = None
+        self.background: set[asyncio.Task[Any]] = set()
+        # Called (inside the transaction) with an environment id before it is deleted,
+        # so each service can drop the objects it scopes to that environment.
+        self.environment_delete_hooks: list[Callable[[str], None]] = []
+        from harvest_iac.emulator.services import SERVICE_CLASSES
+
+        for cls in SERVICE_CLASSES:
+            svc = cls(self)
+            if svc.schema:
+                self.store.add_schema(svc.schema)
+            self.services.append(svc)
+        with self.store.tx():
+            self.ensure_environment(DEFAULT_ENVIRONMENT, default=True)
+
+    # -- credentials and addresses -------------------------------------------------
+    def _credentials(self, token_id: str | None, token_secret: str | None) -> tuple[str, str]:
+        if token_id and token_secret:
+            return token_id, token_secret
+        stored = self.store.meta_get("credentials")
+        if stored:
+            data = json.loads(stored)
+            return str(data["token_id"]), str(data["token_secret"])
+        tid = "ak-local" + secrets.token_hex(8)
+        tsecret = "as-local" + secrets.token_hex(16)
+        with self.store.tx():
+            self.store.meta_set("credentials", json.dumps({"token_id": tid, "token_secret": tsecret}))
+        return tid, tsecret
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._url_host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self._url_host}:{self.http_port}"
+
+    @property
+    def _url_host(self) -> str:
+        host = self.host
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"[{host}]" if ":" in host else host
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "modal.toml"
+
+    def client_env(self) -> dict[str, str]:
+        """Environment variables that point the real `modal` client at this emulator."""
+        return {
+            "MODAL_SERVER_URL": self.url,
+            "MODAL_TOKEN_ID": self.token_id,
+            "MODAL_TOKEN_SECRET": self.token_secret,
+            "MODAL_CONFIG_PATH": str(self.config_path),
+        }
+
+    # -- environments (every object is scoped to one) -------------------------------
+    def ensure_environment(self, name: str, *, default: bool = False) -> str:
+        from harvest_iac.emulator.store import new_id
+
+        row = self.store.one("SELECT id FROM environments WHERE name = ?", name)
+        if row:
+            return str(row["id"])
+        env_id = new_id("en")
+        self.store.run(
+            "INSERT INTO environments (id, name, created_at, is_default) VALUES (?, ?, ?, ?)",
+            env_id,
+            name,
+            time.time(),
+            int(default),
+        )
+        return env_id
+
+    def environment_id(self, name: str, *, create: bool = False) -> str:
+        """Resolve a request's `environment_name` ('' = the default) to its id, or NOT_FOUND."""
+        if not name:
+            row = self.store.one("SELECT id FROM environments WHERE is_default = 1")
+            if row:
+                return str(row["id"])
+            name = DEFAULT_ENVIRONMENT
+        row = self.store.one("SELECT id FROM environments WHERE name = ?", name)
+        if row:
+            return str(row["id"])
+        if create:
+            return self.ensure_environment(name)
+        raise GRPCError(Status.NOT_FOUND, f"Environment '{name}' not found")
+
+    # -- the method table ------------------------------------------------------------
+    def _implementation(self, name: str) -> Callable[..., Any] | None:
+        for svc in self.services:
+            fn = getattr(svc, name, None)
+            if fn is not None and callable(fn):
+                return fn  # type: ignore[no-any-return]
+        return None
+
+    def mapping(self) -> list[_Servable]:
+        servables = []
+        for base in (api_grpc.ModalClientBase, task_command_router_grpc.TaskCommandRouterBase):
+            table = {}
+            for path, handler in _abstract_base_mapping(base).items():
+                name = path.rsplit("/", 1)[1]
+                impl = self._implementation(name)
+                func = self._wrap(name, impl, handler.cardinality, handler.reply_type)
+                table[path] = grpclib.const.Handler(
+                    func, handler.cardinality, handler.request_type, handler.reply_type
+                )
+            servables.append(_Servable(table))
+        return servables
+
+    def _check_auth(self, name: str, metadata: Mapping[str, str]) -> None:
+        if metadata.get("x-modal-token-id") == self.token_id and metadata.get(
+            "x-modal-token-secret"
+        ) == self.token_secret:
+            return
+        if metadata.get("x-modal-auth-token") or metadata.get("x-modal-sandbox-token"):
+            return  # task command router and input-plane calls carry a JWT we issued
+        raise GRPCError(Status.UNAUTHENTICATED, "Invalid token for the local Modal emulator")
+
+    async def _inject_before(self, name: str) -> bool:
+        """Sleep the injected latency; return True when this call should fail."""
+        if self.faults.latency_ms:
+            await asyncio.sleep(self.faults.latency_ms / 1000.0)
+        return bool(self.faults.error_rate) and self._rng.random() < self.faults.error_rate
+
+    def _injected_error(self, name: str) -> GRPCError:
+        self.stats.injected_errors += 1
+        code = self._rng.choice(self.faults.error_codes)
+        return GRPCError(code, f"injected fault in {name}")
+
+    def _wrap(
+        self,
+        name: str,
+        impl: Callable[..., Any] | None,
+        cardinality: grpclib.const.Cardinality,
+        reply_type: Any,
+    ) -> Callable[[Any], Any]:
+        emu = self
+
+        if impl is None:
+
+            async def unimplemented(stream: Any) -> None:
+                emu.stats.calls[name] += 1
+                log.info("rpc %s UNIMPLEMENTED", name)
+                raise GRPCError(Status.UNIMPLEMENTED, f"The local Modal does not implement {name}")
+
+            return unimplemented
+
+        if getattr(impl, "__harvest_streaming__", False) or cardinality.value.client_streaming or (
+            cardinality.value.server_streaming
+        ):
+
+            async def raw(stream: Any) -> None:
+                emu.stats.calls[name] += 1
+                md = dict(stream.metadata or {})
+                emu._check_auth(name, md)
+                if await emu._inject_before(name):
+                    raise emu._injected_error(name)
+                ctx = Ctx(name, md, emu)
+                await impl(stream, ctx)
+
+            return raw
+
+        is_async = inspect.iscoroutinefunction(impl)
+
+        async def unary(stream: Any) -> None:
+            emu.stats.calls[name] += 1
+            md = dict(stream.metadata or {})
+            emu._check_auth(name, md)
+            req = await stream.recv_message()
+            fail = await emu._inject_before(name)
+            fail_after = fail and emu._rng.random() < 0.5
+            if fail and not fail_after:
+                raise emu._injected_error(name)
+            key = md.get("x-idempotency-key")
+            ctx = Ctx(name, md, emu)
+            if is_async:
+                resp = await impl(req, ctx)
+            else:
+                with emu.store.tx():
+                    cached = emu.store.cached_response(name, key) if key else None
+                    if cached is not None:
+                        emu.stats.idempotent_replays += 1
+                        resp = reply_type.FromString(cached)
+                    else:
+                        resp = impl(req, ctx)
+                        if key:
+                            emu.store.cache_response(name, key, resp.SerializeToString())
+            if fail_after:
+                # The effect landed but the answer is "lost": the client retries with the
+                # same idempotency key and must get the cached answer, not a second effect.
+                raise emu._injected_error(name)
+            log.debug("rpc %s OK", name)
+            await stream.send_message(resp)
+
+        return unary
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        from harvest_iac.emulator.http import start_http
+
+        self._http = await start_http(self)
+        self._server = grpclib.server.Server(self.mapping())
+        await self._server.start(self.host, self.port)
+        sock = self._server._server.sockets[0]  # type: ignore[union-attr]
+        self.port = sock.getsockname()[1]
+        self._write_client_config()
+        log.info("local Modal listening on %s (files on %s)", self.url, self.http_url)
+
+    def _write_client_config(self) -> None:
+        # An empty profile file of our own, so the user's ~/.modal.toml is never read.
+        self.config_path.write_text("")
+
+    async def stop(self) -> None:
+        for task in list(self.background):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._http is not None:
+            await self._http.cleanup()
+        self.store.close()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run a background task tied to the server's lifetime."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+
+class LocalModal:
+    """A local Modal running in a background thread of this process, on a free port.
+
+    >>> with LocalModal(tmp_path) as lm:
+    ...     os.environ.update(lm.client_env())
+    """
+
+    def __init__(self, data_dir: Path, *, faults: Faults | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.data_dir = Path(data_dir)
+        self._faults = faults
+        self._host = host
+        self._port = port
+        self.emulator: Emulator | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> LocalModal:
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                self.emulator = Emulator(self.data_dir, faults=self._faults, host=self._host,
+                                         port=self._port)
+                loop.run_until_complete(self.emulator.start())
+            except BaseException as exc:  # surfaced in the caller's thread
+                errors.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self.emulator.stop())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="harvest-local-modal", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if errors:
+            raise errors[0]
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop = None
+
+    def __enter__(self) -> LocalModal:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _emu(self) -> Emulator:
+        assert self.emulator is not None, "LocalModal is not started"
+        return self.emulator
+
+    @property
+    def url(self) -> str:
+        return self._emu().url
+
+    def client_env(self) -> dict[str, str]:
+        return self._emu().client_env()
+
+    @property
+    def faults(self) -> Faults:
+        return self._emu().faults
+
+    def stats(self) -> dict[str, Any]:
+        return self._emu().stats.as_dict()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,10 @@
+"""The emulator's services, one module per family of RPCs. Order matters only when two
+services define the same method name (the first wins)."""
+
+from __future__ import annotations
+
+from harvest_iac.emulator.services.environments import EnvironmentService
+
+SERVICE_CLASSES: list[type] = [
+    EnvironmentService,
+]
