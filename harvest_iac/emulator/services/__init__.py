@@ -4,7 +4,9 @@ services define the same method name (the first wins)."""
 from __future__ import annotations
 
 from harvest_iac.emulator.services.environments import EnvironmentService
+from harvest_iac.emulator.services.secrets import SecretService
 
 SERVICE_CLASSES: list[type] = [
     EnvironmentService,
+    SecretService,
 ]
