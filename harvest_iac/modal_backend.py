@@ -1,0 +1,371 @@
+"""The only module that talks to Modal (real, or the local Modal through MODAL_SERVER_URL).
+
+Reads are raw RPCs on a client of our own, made concurrently in one asyncio loop, so the
+number of sequential round trips does not grow with the number of resources (apart from
+Modal's list pages of 100). Each read is an RPC plus a pure converter (`*_from_proto`),
+tested on hand-built protos. Modal's SDK moves between releases: keep every use of it here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from harvest_iac.errors import BackendError, TargetError
+from harvest_iac.naming import FUNCTION_KINDS, function_tag
+from harvest_iac.live import Live, LiveApp, LiveFunction, LiveImage, LiveSecret, LiveVolume
+from harvest_iac.state import STATE_VOLUME, StateRecord, state_path
+from harvest_iac.targets import LOCAL_DATA_DIR, TargetChoice
+
+T = TypeVar("T")
+
+#: Names harvest itself owns in a Modal environment (never reported as unmanaged).
+INTERNAL_VOLUMES = frozenset({STATE_VOLUME})
+
+
+# -- pure converters (protos in, frozen live models out) -------------------------------
+def volume_from_proto(item: Any) -> LiveVolume:
+    version = int(item.metadata.version) if item.HasField("metadata") else 0
+    # VOLUME_FS_VERSION_UNSPECIFIED (0) and V1 (1) both mean a v1 volume
+    return LiveVolume(
+        name=item.label,
+        object_id=item.volume_id,
+        version=2 if version == 2 else 1,
+        created_at=float(item.created_at),
+    )
+
+
+def secret_from_proto(item: Any) -> LiveSecret:
+    keys: tuple[str, ...] = ()
+    if item.HasField("metadata"):
+        keys = tuple(sorted(item.metadata.keys))
+    return LiveSecret(name=item.label, object_id=item.secret_id, keys=keys,
+                      created_at=float(item.created_at))
+
+
+def schedule_string(schedule: Any) -> str | None:
+    """`Cron('*/30 * * * *', UTC)` / `Period(minutes=30)`, as `Function.info()` shows it."""
+    which = schedule.WhichOneof("schedule_oneof")
+    if which is None:
+        return None
+    if which == "cron":
+        return f"Cron({schedule.cron.cron_string!r}, {schedule.cron.timezone or 'UTC'})"
+    p = schedule.period
+    parts = [f"{unit}={getattr(p, unit)}" for unit in
+             ("years", "months", "weeks", "days", "hours", "minutes", "seconds")
+             if getattr(p, unit)]
+    return f"Period({', '.join(parts)})"
+
+
+def function_from_proto(
+    name: str,
+    function_id: str,
+    data: Any,
+    volume_names: dict[str, str],
+    secret_names: dict[str, str],
+) -> LiveFunction:
+    """A FunctionData (FunctionGet's answer) to a LiveFunction, ids mapped to names."""
+    fn = data.ranked_functions[0].function if len(data.ranked_functions) else None
+    schedule = schedule_string(data.schedule) if data.HasField("schedule") else None
+    if fn is None:
+        return LiveFunction(name=name, object_id=function_id, schedule=schedule,
+                            max_retries=None, timeout=int(data.timeout_secs), cpu=None,
+                            memory_mib=None, image_id=None)
+    res = fn.resources
+    retries = fn.retry_policy.retries if fn.HasField("retry_policy") else None
+    return LiveFunction(
+        name=name,
+        object_id=function_id,
+        schedule=schedule,
+        max_retries=retries,
+        timeout=int(fn.timeout_secs or data.timeout_secs),
+        cpu=res.milli_cpu / 1000 if res.milli_cpu else None,
+        memory_mib=int(res.memory_mb) if res.memory_mb else None,
+        image_id=fn.image_id or None,
+        volumes={vm.mount_path: volume_names.get(vm.volume_id, vm.volume_id)
+                 for vm in fn.volume_mounts},
+        secrets=tuple(sorted(secret_names.get(s, s) for s in fn.secret_ids)),
+        block_network=bool(fn.block_network),
+    )
+
+
+# -- the connection --------------------------------------------------------------------
+@dataclass
+class Connection:
+    """An open Modal client bound to the current event loop, counting RPCs."""
+
+    client: Any
+    rpcs: int = 0
+    environment: str = ""
+
+    async def call(self, method: str, request: Any) -> Any:
+        """One RPC with the client's own retries for transient errors; NOT_FOUND -> None."""
+        from modal.exception import NotFoundError
+
+        self.rpcs += 1
+        try:
+            return await getattr(self.client.stub, method)(request)
+        except NotFoundError:
+            return None
+
+
+def _modal_config() -> tuple[str, tuple[str, str]]:
+    from modal.config import config
+
+    server_url = str(config.get("server_url"))
+    token_id = config.get("token_id")
+    token_secret = config.get("token_secret")
+    if not token_id or not token_secret:
+        raise TargetError("no Modal credentials: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET")
+    return server_url, (str(token_id), str(token_secret))
+
+
+async def open_connection() -> Connection:
+    """A client of our own (not the SDK's singleton, which is bound to its own loop)."""
+    import warnings
+
+    from modal.client import _Client
+    from modal_proto import api_pb2
+
+    server_url, creds = _modal_config()
+    client = _Client(server_url, api_pb2.CLIENT_TYPE_CLIENT, creds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            await client._open()
+        except OSError as exc:
+            raise TargetError(f"cannot reach Modal at {server_url}: {exc}") from exc
+    return Connection(client=client)
+
+
+def _quiet_stub_warning() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*Client.stub.*")
+
+
+# -- reading live state ----------------------------------------------------------------
+@dataclass(frozen=True)
+class ReadRequest:
+    """What to read for one environment file."""
+
+    environment: str
+    app: str
+    function_names: tuple[str, ...] = ()  # function tags the spec expects in the app
+    image_ids: tuple[str, ...] = ()  # images to check for existence (beyond the state's)
+
+
+async def _paged(conn: Connection, method: str, request_cls: Any, environment: str) -> list[Any]:
+    from modal_proto import api_pb2
+
+    items: list[Any] = []
+    created_before = 0.0
+    while True:
+        pagination = api_pb2.ListPagination(max_objects=100, created_before=created_before)
+        resp = await conn.call(method, request_cls(environment_name=environment,
+                                                    pagination=pagination))
+        if resp is None:
+            return items
+        page = list(resp.items)
+        items.extend(page)
+        if len(page) < 100:
+            return items
+        last = page[-1]
+        created_before = float(last.metadata.creation_info.created_at or last.created_at)
+
+
+async def _read_state(conn: Connection, environment: str, app: str) -> StateRecord | None:
+    from modal_proto import api_pb2
+
+    vol = await conn.call("VolumeGetOrCreate", api_pb2.VolumeGetOrCreateRequest(
+        deployment_name=STATE_VOLUME, environment_name=environment,
+        object_creation_type=api_pb2.OBJECT_CREATION_TYPE_UNSPECIFIED))
+    if vol is None:
+        return None
+    text = await _read_volume_file(conn, vol.volume_id, state_path(app))
+    if text is None:
+        return None
+    return StateRecord.from_json(text.decode(), where=f"state record {STATE_VOLUME}:{state_path(app)}")
+
+
+async def _read_volume_file(conn: Connection, volume_id: str, path: str) -> bytes | None:
+    from modal_proto import api_pb2
+
+    resp = await conn.call("VolumeGetFile2", api_pb2.VolumeGetFile2Request(
+        volume_id=volume_id, path=path))
+    if resp is None:
+        return None
+    return b"".join(await asyncio.gather(*(_http_get(u) for u in resp.get_urls)))
+
+
+async def _http_get(url: str) -> bytes:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as r:
+            if r.status != 200:
+                raise BackendError(f"reading {url}: HTTP {r.status}")
+            return await r.read()
+
+
+async def _read_app(conn: Connection, req: ReadRequest, state: Awaitable[StateRecord | None],
+                    names: Awaitable[tuple[dict[str, str], dict[str, str]]]) -> LiveApp | None:
+    from modal_proto import api_pb2
+
+    got = await conn.call("AppGetByDeploymentName", api_pb2.AppGetByDeploymentNameRequest(
+        name=req.app, environment_name=req.environment))
+    if got is None or not got.app_id:
+        return None
+    app_id = got.app_id
+    tags_t = conn.call("AppGetTags", api_pb2.AppGetTagsRequest(app_id=app_id))
+    hist_t = conn.call("AppDeploymentHistory", api_pb2.AppDeploymentHistoryRequest(app_id=app_id))
+    fn_names = set(req.function_names)
+    st = await state
+    if st is not None:
+        for addr in st.resources:
+            kind, name = addr.split(".", 1)
+            if kind in FUNCTION_KINDS:
+                fn_names.add(function_tag(kind, name))
+    fn_calls = {n: conn.call("FunctionGet", api_pb2.FunctionGetRequest(
+        app_name=req.app, object_tag=n, environment_name=req.environment))
+        for n in sorted(fn_names)}
+    tags, hist, *fn_resps = await asyncio.gather(tags_t, hist_t, *fn_calls.values())
+    volume_names, secret_names = await names
+    functions = {}
+    for name, resp in zip(fn_calls, fn_resps):
+        if resp is not None:
+            functions[name] = function_from_proto(name, resp.function_id, resp.function,
+                                                  volume_names, secret_names)
+    latest = None
+    if hist is not None and hist.app_deployment_histories:
+        latest = max(hist.app_deployment_histories, key=lambda h: h.version)
+    state_name = "deployed"
+    if got.HasField("lifecycle"):
+        state_name = api_pb2.AppState.Name(got.lifecycle.app_state).removeprefix("APP_STATE_").lower()
+    return LiveApp(
+        name=req.app,
+        app_id=app_id,
+        state=state_name,
+        tags=dict(tags.tags) if tags is not None else {},
+        version=latest.version if latest else None,
+        deployed_by=latest.deployed_by if latest else "",
+        deployment_tag=latest.tag if latest else "",
+        functions=functions,
+    )
+
+
+async def read_live(req: ReadRequest) -> Live:
+    """Everything a plan needs, read concurrently. Runs in the caller's event loop."""
+    from modal_proto import api_pb2
+
+    _quiet_stub_warning()
+    conn = await open_connection()
+    try:
+        envs_t = asyncio.ensure_future(conn.call("EnvironmentList", _empty()))
+        vols_t = asyncio.ensure_future(_paged(conn, "VolumeList", api_pb2.VolumeListRequest,
+                                              req.environment))
+        secs_t = asyncio.ensure_future(_paged(conn, "SecretList", api_pb2.SecretListRequest,
+                                              req.environment))
+        state_t = asyncio.ensure_future(_read_state(conn, req.environment, req.app))
+
+        async def names() -> tuple[dict[str, str], dict[str, str]]:
+            vols, secs = await asyncio.gather(vols_t, secs_t)
+            return ({v.volume_id: v.label for v in vols}, {s.secret_id: s.label for s in secs})
+
+        names_t = asyncio.ensure_future(names())
+        app_t = asyncio.ensure_future(_read_app(conn, req, asyncio.shield(state_t),
+                                                asyncio.shield(names_t)))
+        envs, vols, secs, state, app = await asyncio.gather(envs_t, vols_t, secs_t, state_t, app_t)
+        image_ids = set(req.image_ids)
+        if state is not None:
+            for rec in state.resources.values():
+                image_ids |= {s.image_id for s in rec.snapshots}
+        images = await _check_images(conn, sorted(image_ids))
+        env_names = {e.name for e in envs.items} if envs is not None else set()
+        return Live(
+            environment=req.environment,
+            environment_exists=req.environment in env_names,
+            volumes={v.label: volume_from_proto(v) for v in vols if v.label not in INTERNAL_VOLUMES},
+            secrets={s.label: secret_from_proto(s) for s in secs},
+            app=app,
+            images=images,
+            state=state,
+            rpc_count=conn.rpcs,
+        )
+    except _grpc_errors() as exc:  # permanent errors after the client's retries
+        raise BackendError(f"reading environment {req.environment!r}: {exc}") from exc
+    finally:
+        await conn.client._close() if hasattr(conn.client, "_close") else None
+
+
+async def _check_images(conn: Connection, image_ids: list[str]) -> dict[str, LiveImage]:
+    from modal_proto import api_pb2
+
+    resps = await asyncio.gather(*(conn.call("ImageFromId", api_pb2.ImageFromIdRequest(image_id=i))
+                                   for i in image_ids))
+    return {i: LiveImage(image_id=i, exists=r is not None) for i, r in zip(image_ids, resps)}
+
+
+def _empty() -> Any:
+    from google.protobuf import empty_pb2
+
+    return empty_pb2.Empty()
+
+
+def _grpc_errors() -> tuple[type[BaseException], ...]:
+    from modal.exception import Error as ModalError
+
+    return (ModalError,)
+
+
+# -- targets -----------------------------------------------------------------------------
+class Session:
+    """A target made ready: for `local`, an in-process local Modal under `.harvest/local/`
+    with this process's environment pointed at it (before modal is imported)."""
+
+    def __init__(self, choice: TargetChoice, project_dir: Path) -> None:
+        self.choice = choice
+        self.project_dir = project_dir
+        self._local: Any = None
+
+    def __enter__(self) -> Session:
+        if self.choice.name == "local":
+            from harvest_iac.emulator.server import LocalModal
+
+            self._local = LocalModal(self.project_dir / LOCAL_DATA_DIR).start()
+            os.environ.update(self._local.client_env())
+            _repoint_modal_config()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._local is not None:
+            self._local.stop()
+
+    def run(self, coro_fn: Callable[[], Awaitable[T]]) -> T:
+        return asyncio.run(_call(coro_fn))
+
+    def read(self, req: ReadRequest) -> Live:
+        return self.run(lambda: read_live(req))
+
+
+async def _call(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    return await coro_fn()
+
+
+def _repoint_modal_config() -> None:
+    """modal reads its config file path at import; if it is already imported, refresh."""
+    import sys
+
+    cfg = sys.modules.get("modal.config")
+    if cfg is not None:
+        cfg.user_config_path = os.environ["MODAL_CONFIG_PATH"]  # type: ignore[attr-defined]
+
+
+def unmanaged_addresses(live: Live, managed: Iterable[str]) -> tuple[str, ...]:
+    managed_set = set(managed)
+    found = [f"volume.{n}" for n in live.volumes] + [f"secret.{n}" for n in live.secrets]
+    return tuple(sorted(a for a in found if a not in managed_set))

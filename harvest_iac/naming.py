@@ -1,0 +1,31 @@
+"""How harvest names the things it creates in Modal (shared by render, diff and backend)."""
+
+from __future__ import annotations
+
+#: App tag keys harvest sets on the deployed app.
+TAG_MANAGED_BY = "managed-by"
+TAG_CODE_HASH = "harvest-code-hash"
+
+FUNCTION_KINDS = ("cron", "sandbox")
+
+
+def function_tag(kind: str, name: str) -> str:
+    """The deployed function's name for a cron or a sandbox profile.
+
+    Crons keep their own name (what users look for in Modal's dashboard); a sandbox profile
+    `agent` becomes the function `sandbox-agent` (its `execute_agent_code`).
+    """
+    if kind == "cron":
+        return name
+    if kind == "sandbox":
+        return f"sandbox-{name}"
+    raise ValueError(f"no function for {kind}")
+
+
+def function_address(tag: str, cron_names: set[str]) -> str:
+    """Inverse of function_tag, given the crons known."""
+    if tag in cron_names:
+        return f"cron.{tag}"
+    if tag.startswith("sandbox-"):
+        return f"sandbox.{tag.removeprefix('sandbox-')}"
+    return f"cron.{tag}"

@@ -1,0 +1,97 @@
+"""Plans rendered as text, JSON and Markdown (golden files), and the plan file round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harvest_iac.plan import (
+    SENSITIVE,
+    Action,
+    Change,
+    Drift,
+    FieldChange,
+    Plan,
+    order_changes,
+    plan_from_dict,
+    plan_to_dict,
+)
+from harvest_iac.present import render_json, render_markdown, render_text
+from tests.golden import check_golden
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def sample_plan() -> Plan:
+    changes = [
+        Change("volume.scratch", "volume", "scratch", Action.DELETE, before={"version": 2},
+               blocked="volume.scratch is protected: set `protect: false` in the YAML and apply, "
+                       "then delete it with --allow-destroy volume.scratch"),
+        Change("cron.refresh", "cron", "refresh", Action.UPDATE,
+               before={"schedule": "*/30 * * * *"}, after={"schedule": "*/15 * * * *"},
+               fields=(FieldChange("schedule", "*/30 * * * *", "*/15 * * * *"),),
+               notes=("next runs: 2026-11-27 22:45 UTC, 2026-11-27 23:00 UTC",)),
+        Change("volume.agent-state", "volume", "agent-state", Action.CREATE,
+               after={"version": 2, "protect": True}),
+        Change("secret.openai", "secret", "openai", Action.UPDATE,
+               before={"keys": ["OPENAI_API_KEY"], "values": SENSITIVE},
+               after={"keys": ["OPENAI_API_KEY"], "values": SENSITIVE},
+               fields=(FieldChange("values", SENSITIVE, SENSITIVE),),
+               reason="values changed"),
+        Change("volume.old", "volume", "old", Action.REPLACE, before={"version": 1},
+               after={"version": 2}, fields=(FieldChange("version", 1, 2),),
+               reason="version is fixed at creation"),
+        Change("secret.github", "secret", "github", Action.IMPORT,
+               after={"keys": ["GITHUB_TOKEN"], "values": SENSITIVE}),
+    ]
+    return Plan(
+        environment="dev", app="harvest-agents", target="local", source="environments/dev.yaml",
+        changes=order_changes(changes),
+        drift=(Drift("volume.cache", "volume", "cache", "was deleted outside of harvest"),),
+        unmanaged=("secret.legacy",),
+        warnings=("6 crons exceed the Starter plan's limit of 5",),
+        live_fingerprint="sha256:abc", spec_digest="sha256:def",
+    )
+
+
+def test_order_is_dependency_order_with_deletes_last() -> None:
+    plan = sample_plan()
+    assert [c.address for c in plan.changes] == [
+        "volume.agent-state", "volume.old", "secret.github", "secret.openai", "cron.refresh",
+        "volume.scratch",
+    ]
+
+
+def test_summary_counts_replace_as_add_and_destroy() -> None:
+    s = sample_plan().summary
+    assert (s.add, s.change, s.destroy, s.imports) == (2, 2, 2, 1)
+    assert s.line() == "Plan: 1 to import, 2 to add, 2 to change, 2 to destroy."
+
+
+def test_text_golden() -> None:
+    check_golden(GOLDEN / "plan.txt", render_text([sample_plan()]))
+
+
+def test_text_colour_only_on_request() -> None:
+    assert "\x1b[" not in render_text([sample_plan()])
+    assert "\x1b[" in render_text([sample_plan()], color=True)
+
+
+def test_markdown_golden() -> None:
+    check_golden(GOLDEN / "plan.md", render_markdown([sample_plan()]))
+
+
+def test_json_golden_and_round_trip() -> None:
+    text = render_json([sample_plan()])
+    check_golden(GOLDEN / "plan.json", text)
+    data = json.loads(text)
+    assert data["change_summary"] == {"add": 2, "change": 2, "remove": 2, "import": 1}
+    assert [rc["actions"] for rc in data["resource_changes"]][1] == ["delete", "create"]
+    again = plan_from_dict(data)
+    assert plan_to_dict(again) == data
+
+
+def test_no_changes_text() -> None:
+    plan = Plan(environment="dev", app="a", target="local", source="dev.yaml", changes=())
+    text = render_text([plan])
+    assert "No changes." in text and "Plan:" not in text
