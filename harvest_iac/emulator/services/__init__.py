@@ -3,10 +3,16 @@ services define the same method name (the first wins)."""
 
 from __future__ import annotations
 
+from harvest_iac.emulator.services.apps import AppService
 from harvest_iac.emulator.services.environments import EnvironmentService
+from harvest_iac.emulator.services.functions import FunctionService
+from harvest_iac.emulator.services.images import ImageService
 from harvest_iac.emulator.services.secrets import SecretService
 
 SERVICE_CLASSES: list[type] = [
     EnvironmentService,
+    AppService,
+    FunctionService,
+    ImageService,
     SecretService,
 ]

@@ -1,0 +1,314 @@
+"""Images: get-or-create by recipe, build streaming, from_id, and named (published) images.
+
+Nothing is really built. An image's identity is its recipe: the `Image` proto the client
+sends (Dockerfile commands, context files, base image ids, secrets, ...) plus the image
+builder version, within one environment. The same recipe gives the same image id; a build
+"succeeds" at once and the answer says so, so the client skips streaming. `force_build`
+makes a fresh image (new id) whose build is streamed through ImageJoinStreaming (a short
+log made from the recipe's commands, then the result); later lookups of the recipe get the
+newest image.
+
+Snapshot images (a sandbox's filesystem captured into a directory) are registered by the
+sandbox service with `register_snapshot_image`; `image_fs_dir` finds the directory an
+image (or its nearest snapshot ancestor) starts from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from modal_proto import api_pb2
+
+from harvest_iac.emulator.server import IMAGE_BUILDER_VERSION, Ctx, Service, streaming
+from harvest_iac.emulator.store import new_id
+
+if TYPE_CHECKING:
+    from harvest_iac.emulator.server import Emulator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,
+    env_id TEXT NOT NULL,
+    recipe_key TEXT,
+    definition BLOB,
+    builder_version TEXT NOT NULL,
+    python_version TEXT NOT NULL DEFAULT '',
+    workdir TEXT NOT NULL DEFAULT '',
+    parent_ids TEXT NOT NULL DEFAULT '',
+    fs_dir TEXT,
+    status INTEGER NOT NULL,
+    build_log TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_recipe ON images (env_id, recipe_key, created_at);
+CREATE TABLE IF NOT EXISTS image_tags (
+    env_id TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (env_id, tag)
+);
+"""
+
+SUCCESS = api_pb2.GenericResult.GENERIC_STATUS_SUCCESS
+PENDING = api_pb2.GenericResult.GENERIC_STATUS_UNSPECIFIED
+_PYTHON_FROM = re.compile(r"^\s*FROM\s+\S*python:(\d+\.\d+(?:\.\d+)?)", re.IGNORECASE)
+_WORKDIR = re.compile(r"^\s*WORKDIR\s+(\S+)", re.IGNORECASE)
+_IMAGE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+# -- the interface other services use ---------------------------------------------------
+def register_snapshot_image(emu: Emulator, env_id: str, fs_dir: Path) -> str:
+    """Register an image whose filesystem is the directory `fs_dir` (a sandbox snapshot).
+
+    Returns the new image id; the image is built (ready) at once. Joins the caller's
+    transaction when there is one."""
+    image_id = new_id("im")
+    with emu.store.tx():
+        emu.store.run(
+            "INSERT INTO images (id, env_id, recipe_key, definition, builder_version, fs_dir,"
+            " status, build_log, created_at) VALUES (?, ?, NULL, NULL, ?, ?, ?, ?, ?)",
+            image_id, env_id, IMAGE_BUILDER_VERSION, str(Path(fs_dir).resolve()), SUCCESS,
+            "Snapshot of a sandbox filesystem\n", time.time(),
+        )
+    return image_id
+
+
+def image_fs_dir(emu: Emulator, image_id: str) -> Path | None:
+    """The directory a container of this image starts from: its own snapshot directory, or
+    its nearest snapshot ancestor's (base images), else None for ordinary images."""
+    seen: set[str] = set()
+    todo = [image_id]
+    while todo:
+        current = todo.pop(0)
+        if current in seen:
+            continue
+        seen.add(current)
+        row = emu.store.one("SELECT fs_dir, parent_ids FROM images WHERE id = ?", current)
+        if row is None:
+            continue
+        if row["fs_dir"]:
+            return Path(row["fs_dir"])
+        todo.extend(p for p in str(row["parent_ids"]).split(",") if p)
+    return None
+
+
+def image_exists(emu: Emulator, image_id: str) -> bool:
+    """Whether an image id is known (any environment)."""
+    return emu.store.one("SELECT 1 FROM images WHERE id = ?", image_id) is not None
+
+
+# -- helpers --------------------------------------------------------------------------------
+def _recipe_key(image: api_pb2.Image, builder_version: str) -> str:
+    body = image.SerializeToString(deterministic=True)
+    return hashlib.sha256(builder_version.encode() + b"\0" + body).hexdigest()
+
+
+def _derive(image: api_pb2.Image, parents: list[Any]) -> tuple[str, str]:
+    """Python version and workdir of an image: from its own commands, else its bases'."""
+    python_version = next((str(p["python_version"]) for p in parents if p["python_version"]), "")
+    workdir = next((str(p["workdir"]) for p in parents if p["workdir"]), "")
+    for cmd in image.dockerfile_commands:
+        m = _PYTHON_FROM.match(cmd)
+        if m:
+            python_version = m.group(1)
+        w = _WORKDIR.match(cmd)
+        if w:
+            workdir = w.group(1)
+    return python_version, workdir
+
+
+def _metadata(row: Any) -> api_pb2.ImageMetadata:
+    python_version = str(row["python_version"])
+    return api_pb2.ImageMetadata(
+        python_version_info=f"Python {python_version}" if python_version else "",
+        workdir=str(row["workdir"]) or "/",
+        image_builder_version=str(row["builder_version"]),
+    )
+
+
+def _build_log(image: api_pb2.Image, image_id: str) -> str:
+    lines = [f"Building image {image_id}", ""]
+    lines += [f"=> Step {i}: {cmd}" for i, cmd in enumerate(image.dockerfile_commands)]
+    lines += ["Built (local Modal: no real build was run)", ""]
+    return "\n".join(lines)
+
+
+def split_image_tag(tag: str, fallback_env: str) -> tuple[str, str]:
+    """'[env/]name[:tag]' -> (environment name, 'name:tag'); the tag defaults to latest."""
+    if tag.count("/") > 1:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"Invalid image name '{tag}'")
+    env, _, name_tag = tag.rpartition("/")
+    name, _, version = name_tag.partition(":")
+    version = version or "latest"
+    if not _IMAGE_NAME.match(name) or not _IMAGE_NAME.match(version):
+        raise GRPCError(Status.INVALID_ARGUMENT, f"Invalid image name '{tag}'")
+    return env or fallback_env, f"{name}:{version}"
+
+
+class ImageService(Service):
+    """ImageGetOrCreate, ImageJoinStreaming, ImageFromId and named images."""
+
+    schema = SCHEMA
+
+    def __init__(self, emu: Emulator) -> None:
+        super().__init__(emu)
+        emu.environment_delete_hooks.append(self._drop_environment)
+
+    def _drop_environment(self, env_id: str) -> None:
+        self.store.run("DELETE FROM image_tags WHERE env_id = ?", env_id)
+        self.store.run("DELETE FROM images WHERE env_id = ?", env_id)
+
+    def _env_for_app(self, app_id: str) -> str:
+        row = self.store.one("SELECT env_id FROM apps WHERE id = ?", app_id) if app_id else None
+        return str(row["env_id"]) if row else self.emu.environment_id("")
+
+    def _row(self, image_id: str) -> Any:
+        row = self.store.one("SELECT * FROM images WHERE id = ?", image_id)
+        if row is None:
+            raise GRPCError(Status.NOT_FOUND, f"Image '{image_id}' not found")
+        return row
+
+    def ImageGetOrCreate(
+        self, req: api_pb2.ImageGetOrCreateRequest, ctx: Ctx
+    ) -> api_pb2.ImageGetOrCreateResponse:
+        env_id = self._env_for_app(req.app_id)
+        builder_version = req.builder_version or IMAGE_BUILDER_VERSION
+        key = _recipe_key(req.image, builder_version)
+        if not req.force_build:
+            row = self.store.one(
+                "SELECT * FROM images WHERE env_id = ? AND recipe_key = ? AND status = ?"
+                " ORDER BY created_at DESC LIMIT 1", env_id, key, SUCCESS,
+            )
+            if row is not None:
+                return api_pb2.ImageGetOrCreateResponse(
+                    image_id=row["id"], result=api_pb2.GenericResult(status=SUCCESS),
+                    metadata=_metadata(row),
+                )
+        parent_ids = [b.image_id for b in req.image.base_images if b.image_id]
+        parents = [self._row(pid) for pid in parent_ids]
+        python_version, workdir = _derive(req.image, parents)
+        image_id = new_id("im")
+        status = PENDING if req.force_build else SUCCESS
+        self.store.run(
+            "INSERT INTO images (id, env_id, recipe_key, definition, builder_version,"
+            " python_version, workdir, parent_ids, status, build_log, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            image_id, env_id, key, req.image.SerializeToString(), builder_version, python_version,
+            workdir, ",".join(parent_ids), status, _build_log(req.image, image_id), time.time(),
+        )
+        row = self._row(image_id)
+        if status == PENDING:
+            return api_pb2.ImageGetOrCreateResponse(image_id=image_id)
+        return api_pb2.ImageGetOrCreateResponse(
+            image_id=image_id, result=api_pb2.GenericResult(status=SUCCESS), metadata=_metadata(row)
+        )
+
+    @streaming
+    async def ImageJoinStreaming(self, stream: Any, ctx: Ctx) -> None:
+        req: api_pb2.ImageJoinStreamingRequest = await stream.recv_message()
+        with self.store.tx():
+            row = self._row(req.image_id)
+            was_pending = row["status"] == PENDING
+            if was_pending:
+                self.store.run("UPDATE images SET status = ? WHERE id = ?", SUCCESS, req.image_id)
+                row = self._row(req.image_id)
+        if was_pending or req.include_logs_for_finished:
+            start = int(req.last_entry_id or 0)
+            lines = str(row["build_log"]).splitlines(keepends=True)
+            for i, line in enumerate(lines[start:], start=start + 1):
+                await stream.send_message(api_pb2.ImageJoinStreamingResponse(
+                    task_logs=[api_pb2.TaskLogs(
+                        data=line, file_descriptor=api_pb2.FILE_DESCRIPTOR_STDOUT,
+                        timestamp=time.time(),
+                    )],
+                    entry_id=str(i),
+                ))
+        await stream.send_message(api_pb2.ImageJoinStreamingResponse(
+            result=api_pb2.GenericResult(status=SUCCESS), metadata=_metadata(row), eof=True,
+        ))
+
+    def ImageFromId(self, req: api_pb2.ImageFromIdRequest, ctx: Ctx) -> api_pb2.ImageFromIdResponse:
+        row = self._row(req.image_id)
+        return api_pb2.ImageFromIdResponse(image_id=row["id"], metadata=_metadata(row))
+
+    # -- named images ------------------------------------------------------------------
+    def _tag_target(self, tag: str, environment_name: str) -> tuple[str, str]:
+        env_name, name_tag = split_image_tag(tag, environment_name)
+        return self.emu.environment_id(env_name), name_tag
+
+    def ImagePublish(
+        self, req: api_pb2.ImagePublishRequest, ctx: Ctx
+    ) -> api_pb2.ImagePublishResponse:
+        row = self._row(req.image_id)
+        if row["status"] != SUCCESS:
+            raise GRPCError(Status.FAILED_PRECONDITION, f"Image '{req.image_id}' is not built")
+        env_id, name_tag = self._tag_target(req.tag, req.environment_name)
+        now = time.time()
+        self.store.run(
+            "INSERT INTO image_tags (env_id, tag, image_id, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (env_id, tag) DO UPDATE SET"
+            " image_id = excluded.image_id, updated_at = excluded.updated_at,"
+            " revision = revision + 1",
+            env_id, name_tag, req.image_id, now, now,
+        )
+        return api_pb2.ImagePublishResponse()
+
+    def ImageGetByTag(
+        self, req: api_pb2.ImageGetByTagRequest, ctx: Ctx
+    ) -> api_pb2.ImageGetByTagResponse:
+        env_id, name_tag = self._tag_target(req.tag, req.environment_name)
+        row = self.store.one(
+            "SELECT image_id FROM image_tags WHERE env_id = ? AND tag = ?", env_id, name_tag
+        )
+        if row is None:
+            raise GRPCError(Status.NOT_FOUND, f"Image '{req.tag}' not found")
+        return api_pb2.ImageGetByTagResponse(image_id=row["image_id"])
+
+    def ImageListTags(
+        self, req: api_pb2.ImageListTagsRequest, ctx: Ctx
+    ) -> api_pb2.ImageListTagsResponse:
+        env_id = self.emu.environment_id(req.environment_name)
+        env_row = self.store.one("SELECT name FROM environments WHERE id = ?", env_id)
+        sql = "SELECT * FROM image_tags WHERE env_id = ? AND tag LIKE ? ESCAPE '\\'"
+        args: list[Any] = [env_id, _like_prefix(req.tag_prefix)]
+        if req.image_id:
+            sql += " AND image_id = ?"
+            args.append(req.image_id)
+        limit = req.max_objects or 100
+        offset = int(req.page_token or 0)
+        rows = self.store.all(sql + " ORDER BY tag LIMIT ? OFFSET ?", *args, limit + 1, offset)
+        return api_pb2.ImageListTagsResponse(
+            items=[
+                api_pb2.ImageListTagsItem(
+                    tag=r["tag"], image_id=r["image_id"], revision_id=f"{r['tag']}#{r['revision']}",
+                    created_at=r["created_at"], updated_at=r["updated_at"],
+                    last_published_by="local",
+                )
+                for r in rows[:limit]
+            ],
+            next_page_token=str(offset + limit) if len(rows) > limit else "",
+            environment_name=str(env_row["name"]) if env_row else "",
+        )
+
+    def ImageNameDelete(self, req: api_pb2.ImageNameDeleteRequest, ctx: Ctx) -> Any:
+        from google.protobuf import empty_pb2
+
+        env_id, name_tag = self._tag_target(req.tag, "")
+        cur = self.store.run("DELETE FROM image_tags WHERE env_id = ? AND tag = ?", env_id, name_tag)
+        if cur.rowcount == 0:
+            raise GRPCError(Status.NOT_FOUND, f"Image '{req.tag}' not found")
+        return empty_pb2.Empty()
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
