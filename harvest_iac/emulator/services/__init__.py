@@ -8,6 +8,7 @@ from harvest_iac.emulator.services.environments import EnvironmentService
 from harvest_iac.emulator.services.functions import FunctionService
 from harvest_iac.emulator.services.images import ImageService
 from harvest_iac.emulator.services.secrets import SecretService
+from harvest_iac.emulator.services.volumes import VolumeService
 
 SERVICE_CLASSES: list[type] = [
     EnvironmentService,
@@ -15,4 +16,5 @@ SERVICE_CLASSES: list[type] = [
     FunctionService,
     ImageService,
     SecretService,
+    VolumeService,
 ]
