@@ -56,6 +56,45 @@ def cli() -> None:
     """
 
 
+# -- validate / schema ------------------------------------------------------------------
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@handles_errors
+def validate(paths: tuple[str, ...]) -> None:
+    """Check environment files without touching Modal: every problem as FILE:LINE:COL.
+
+    PATHS are files or folders of *.yaml / *.yml (default: environments/). Exit 0 when all
+    are valid, 1 otherwise. With GITHUB_ACTIONS=true, problems are also annotations.
+    """
+    from harvest_iac.loader import check_paths
+
+    for report in check_paths(list(paths) or ["environments"]):
+        click.echo(f"{report.path}: OK, {report.summary()}")
+
+
+@cli.command()
+@click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@handles_errors
+def schema(out: str | None) -> None:
+    """Print the JSON Schema of the environment file format (for editor autocompletion).
+
+    Save it (e.g. `harvest schema -o .harvest/schema.json`) and start a YAML file with
+    `# yaml-language-server: $schema=../.harvest/schema.json`.
+    """
+    from harvest_iac.spec.schema import schema_json
+
+    text = schema_json()
+    if out is None:
+        click.echo(text)
+        return
+    from pathlib import Path
+
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text + "\n", encoding="utf-8")
+    click.echo(f"Wrote {target}")
+
+
 # -- the local Modal ----------------------------------------------------------------
 @cli.group()
 def emulator() -> None:

@@ -1,0 +1,353 @@
+"""Field types of the environment format: each a validator with a message a user can act on.
+
+Every validator raises `fail(...)` (a pydantic custom error of type ``harvest``) whose message is
+shown as is. `fail(message, field=...)` raised from a model validator names the sub-key the
+problem is about, so the loader can point at it rather than at the whole mapping.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BeforeValidator, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from harvest_iac.spec import names
+from harvest_iac.spec.units import (
+    DURATION_PATTERN,
+    SIZE_PATTERN,
+    UnitError,
+    describe,
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_size_mib,
+)
+
+FORMAT_VERSION = 1
+MAX_TIMEOUT_S = 24 * 3600
+CPU_MIN, CPU_MAX = 0.125, 64.0
+MEMORY_MIN_MIB, MEMORY_MAX_MIB = 128, 336 * 1024
+MAX_RETRIES = 10
+BUILTIN_BASES = ("debian_slim", "micromamba", "registry", "dockerfile")
+TASKS = ("refresh-snapshots", "reload-volumes")
+_PYTHON = re.compile(r"^3\.(1[0-5])(\.[0-9]+|t)?$")
+
+
+def fail(message: str, field: str | int | None = None) -> PydanticCustomError:
+    """A validation error whose text is `message`; `field` names the sub-key it is about."""
+    return PydanticCustomError("harvest", "{message}", {"message": message, "field": field})
+
+
+def _str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise fail(f"{what} must be a string, got {describe(value)}")
+    return value
+
+
+# -- names ------------------------------------------------------------------------------
+def _object_name(kind: str) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        name = _str(value, f"a {kind} name")
+        problem = names.object_name_problem(name, kind)
+        if problem:
+            raise fail(problem)
+        if kind == "image" and name in BUILTIN_BASES:
+            raise fail(f"{name!r} is a built-in base (from: {name}); give the image another name")
+        return name
+
+    return check
+
+
+def _name_type(kind: str) -> Any:
+    return Annotated[
+        str,
+        PlainValidator(_object_name(kind)),
+        WithJsonSchema({"type": "string", "pattern": names.OBJECT_NAME_PATTERN}),
+    ]
+
+
+ImageName = _name_type("image")
+VolumeName = _name_type("volume")
+SecretName = _name_type("secret")
+SnapshotName = _name_type("snapshot")
+SandboxName = _name_type("sandbox")
+CronName = _name_type("cron")
+AppName = _name_type("app")
+
+
+def _reference(value: object) -> str:
+    name = _str(value, "a reference")
+    if not name:
+        raise fail("a reference must not be empty")
+    return name
+
+
+RefName = Annotated[str, PlainValidator(_reference), WithJsonSchema({"type": "string", "minLength": 1})]
+
+
+def _environment_name(value: object) -> str:
+    name = _str(value, "environment")
+    problem = names.environment_name_problem(name)
+    if problem:
+        raise fail(problem)
+    return name
+
+
+EnvironmentName = Annotated[
+    str,
+    PlainValidator(_environment_name),
+    WithJsonSchema({"type": "string", "pattern": names.ENVIRONMENT_NAME_PATTERN}),
+]
+
+
+def _env_var_name(value: object) -> str:
+    name = _str(value, "an environment variable name")
+    if not names.is_env_var_name(name):
+        raise fail(f"{name!r} is not a valid environment variable name: use letters, digits and '_', "
+                   "not starting with a digit")
+    return name
+
+
+EnvVarName = Annotated[
+    str, PlainValidator(_env_var_name), WithJsonSchema({"type": "string", "pattern": names.ENV_VAR_PATTERN})
+]
+
+
+def _env_var_reference(value: object) -> str:
+    # The value is never echoed: a user who pasted a secret here must not see it in CI logs.
+    if not isinstance(value, str) or not names.is_env_var_name(value):
+        raise fail("from_env maps a key to the NAME of an environment variable to read at apply time "
+                   "(like OPENAI_API_KEY); this value is not a variable name. Never write secret values "
+                   "in YAML")
+    return value
+
+
+EnvVarReference = Annotated[
+    str, PlainValidator(_env_var_reference), WithJsonSchema({"type": "string", "pattern": names.ENV_VAR_PATTERN})
+]
+
+
+def check_format_version(value: object) -> int:
+    """The format version, or a `harvest` error when it is not one this harvest reads."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail(f"`harvest:` is the format version and must be the number {FORMAT_VERSION}, "
+                   f"got {describe(value)}")
+    if value != FORMAT_VERSION:
+        raise fail(f"format version {value} is not supported: this harvest reads version {FORMAT_VERSION} "
+                   "(upgrade harvest to read newer files)")
+    return value
+
+
+FormatVersion = Annotated[int, PlainValidator(check_format_version), WithJsonSchema({"const": FORMAT_VERSION})]
+
+
+# -- strings and paths ------------------------------------------------------------------
+def _non_empty(value: object) -> str:
+    text = _str(value, "this value")
+    if not text.strip():
+        raise fail("must not be empty")
+    return text
+
+
+NonEmptyStr = Annotated[str, PlainValidator(_non_empty), WithJsonSchema({"type": "string", "minLength": 1})]
+
+
+def _abs_path(value: object) -> str:
+    path = _str(value, "a path")
+    if not path.startswith("/"):
+        raise fail(f"{path!r} must be an absolute path (starting with /)")
+    if "\n" in path or "\x00" in path:
+        raise fail("a path must not contain newlines or NUL characters")
+    return path
+
+
+AbsPath = Annotated[str, PlainValidator(_abs_path), WithJsonSchema({"type": "string", "pattern": "^/"})]
+
+
+def _mount_path(value: object) -> str:
+    path = _abs_path(value)
+    if path == "/":
+        raise fail("a volume cannot be mounted at /; choose a directory such as /mnt/data")
+    if path.endswith("/") or "//" in path or any(part in (".", "..") for part in path.split("/")):
+        raise fail(f"mount path {path!r} must be a plain absolute path without '..', '//' or a trailing '/'")
+    return path
+
+
+MountPath = Annotated[str, PlainValidator(_mount_path), WithJsonSchema({"type": "string", "pattern": "^/."})]
+
+
+def _python_version(value: object) -> str:
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        raise fail(f"write the Python version as a quoted string, like \"3.11\" (unquoted, YAML reads it as "
+                   f"the number {value!r})")
+    version = _str(value, "python")
+    if not _PYTHON.match(version):
+        raise fail(f"Python {version!r} is not supported by Modal's image builder: use \"3.10\" to \"3.15\"")
+    return version
+
+
+PythonVersion = Annotated[
+    str, PlainValidator(_python_version), WithJsonSchema({"type": "string", "pattern": r"^3\.1[0-5](\.[0-9]+|t)?$"})
+]
+
+
+# -- numbers, durations, sizes ----------------------------------------------------------
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail(f"{what} must be a number, got {describe(value)}")
+    if not math.isfinite(value):
+        raise fail(f"{what} must be a finite number")
+    return value
+
+
+def _cpu(value: object) -> float:
+    cores = _number(value, "cpu")
+    if not CPU_MIN <= cores <= CPU_MAX:
+        raise fail(f"cpu {cores:g} is outside Modal's range of {CPU_MIN:g} to {CPU_MAX:g} cores")
+    return cores
+
+
+Cpu = Annotated[float, PlainValidator(_cpu), WithJsonSchema({"type": "number", "minimum": CPU_MIN, "maximum": CPU_MAX})]
+
+
+def _memory(value: object) -> int:
+    try:
+        mib = parse_size_mib(value)
+    except UnitError as exc:
+        raise fail(str(exc)) from None
+    if not MEMORY_MIN_MIB <= mib <= MEMORY_MAX_MIB:
+        raise fail(f"memory {value} is outside Modal's range of {format_size(MEMORY_MIN_MIB)} to "
+                   f"{format_size(MEMORY_MAX_MIB)}")
+    return mib
+
+
+Memory = Annotated[int, PlainValidator(_memory), WithJsonSchema({"type": "string", "pattern": SIZE_PATTERN})]
+
+
+def _duration(what: str, low: float, high: float | None, limit: str = "Modal's limit") -> Any:
+    def check(value: object) -> float:
+        try:
+            seconds = parse_duration(value)
+        except UnitError as exc:
+            raise fail(str(exc)) from None
+        if seconds < low:
+            raise fail(f"{what} {value} is under the minimum of {format_duration(low) if low else '0s'}")
+        if high is not None and seconds > high:
+            raise fail(f"{what} {value} is over {limit} of {format_duration(high)}")
+        return seconds
+
+    return Annotated[
+        float, PlainValidator(check), WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN})
+    ]
+
+
+FunctionTimeout = _duration("timeout", 1, MAX_TIMEOUT_S)
+SandboxTimeout = _duration("timeout", 1, MAX_TIMEOUT_S)
+IdleTimeout = _duration("idle_timeout", 1, MAX_TIMEOUT_S)
+SnapshotAge = _duration("max_age", 60, None)
+InitialDelay = _duration("initial_delay", 0, 60, "Modal's retry limit")
+MaxDelay = _duration("max_delay", 1, 60, "Modal's retry limit")
+
+
+def _period(value: object) -> str:
+    try:
+        seconds = parse_duration(value)
+    except UnitError as exc:
+        raise fail(str(exc)) from None
+    if seconds < 1:
+        raise fail(f"every {value} is too short: the shortest period is 1s")
+    return str(value)
+
+
+Period = Annotated[str, PlainValidator(_period), WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN})]
+
+
+def _bounded_int(what: str, low: int, high: int, note: str = "") -> Callable[[object], int]:
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail(f"{what} must be a whole number, got {describe(value)}")
+        if not low <= value <= high:
+            raise fail(f"{what} {value} is outside {low} to {high}{note}")
+        return value
+
+    return check
+
+
+MaxRetries = Annotated[
+    int,
+    PlainValidator(_bounded_int("retries", 0, MAX_RETRIES, " (Modal allows at most 10 retries)")),
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_RETRIES}),
+]
+Keep = Annotated[
+    int, PlainValidator(_bounded_int("keep", 1, 100)), WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 100})
+]
+
+
+def _backoff(value: object) -> float:
+    coefficient = _number(value, "backoff")
+    if not 1.0 <= coefficient <= 10.0:
+        raise fail(f"backoff {coefficient:g} is outside Modal's range of 1.0 (fixed delay) to 10.0")
+    return coefficient
+
+
+Backoff = Annotated[float, PlainValidator(_backoff), WithJsonSchema({"type": "number", "minimum": 1, "maximum": 10})]
+
+
+# -- crons ------------------------------------------------------------------------------
+def _cron_string(value: object) -> str:
+    expression = _str(value, "schedule")
+    fields = expression.split()
+    if len(fields) != 5:
+        raise fail(f"schedule {expression!r} has {len(fields)} fields; a cron string has 5: "
+                   "minute hour day-of-month month day-of-week, e.g. \"*/30 * * * *\"")
+    from croniter import croniter  # imported here: only files with crons pay for it
+
+    if not croniter.is_valid(expression):
+        raise fail(f"schedule {expression!r} is not a valid cron string "
+                   "(minute hour day-of-month month day-of-week, e.g. \"*/30 * * * *\")")
+    return expression
+
+
+CronString = Annotated[str, PlainValidator(_cron_string), WithJsonSchema({"type": "string"})]
+
+
+@functools.cache
+def _all_timezones() -> tuple[str, ...]:
+    from zoneinfo import available_timezones
+
+    return tuple(sorted(available_timezones()))
+
+
+def _timezone(value: object) -> str:
+    name = _str(value, "timezone")
+    try:
+        if not name or name.startswith("/") or ".." in name:
+            raise ValueError(name)
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        import difflib
+
+        close = difflib.get_close_matches(name, _all_timezones(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else " (an IANA name such as UTC or Europe/Paris)"
+        raise fail(f"unknown timezone {name!r}{hint}") from None
+    return name
+
+
+TimeZone = Annotated[str, PlainValidator(_timezone), WithJsonSchema({"type": "string"})]
+
+
+def _command(value: object) -> object:
+    if isinstance(value, str):
+        raise fail("write command as a list of arguments, e.g. [\"python\", \"-m\", \"jobs.refresh\"]")
+    if isinstance(value, list) and not value:
+        raise fail("command must not be empty")
+    return value
+
+
+CommandCheck = BeforeValidator(_command)
