@@ -7,6 +7,7 @@ from harvest_iac.emulator.services.apps import AppService
 from harvest_iac.emulator.services.environments import EnvironmentService
 from harvest_iac.emulator.services.functions import FunctionService
 from harvest_iac.emulator.services.images import ImageService
+from harvest_iac.emulator.services.sandboxes import SandboxService
 from harvest_iac.emulator.services.secrets import SecretService
 from harvest_iac.emulator.services.volumes import VolumeService
 
@@ -15,6 +16,7 @@ SERVICE_CLASSES: list[type] = [
     AppService,
     FunctionService,
     ImageService,
+    SandboxService,
     SecretService,
     VolumeService,
 ]

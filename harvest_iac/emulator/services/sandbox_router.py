@@ -1,0 +1,224 @@
+"""The task command router of the local Modal's sandboxes (modal_proto's
+`TaskCommandRouter` service, served on the emulator's own port): exec, stdio streams,
+stdin, exit status, readiness, filesystem snapshots.
+
+Calls carry `authorization: Bearer <jwt>`, a JWT the control plane issued for one task
+(`SandboxCreateV2`, `SandboxGetCommandRouterAccess`); a wrong or expired one answers
+UNAUTHENTICATED, which makes the client fetch a fresh one.
+
+Mixed into `SandboxService`, whose state (`live`, `by_task`) it uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from modal_proto import api_pb2, task_command_router_pb2 as sr_pb2
+
+from harvest_iac.emulator.server import Ctx, streaming
+from harvest_iac.emulator.services.sandbox_procs import STDERR, STDOUT, Proc
+
+if TYPE_CHECKING:
+    from harvest_iac.emulator.services.sandboxes import LiveSandbox, SandboxService
+
+_EXEC_FD = {
+    sr_pb2.TASK_EXEC_STDIO_FILE_DESCRIPTOR_STDOUT: STDOUT,
+    sr_pb2.TASK_EXEC_STDIO_FILE_DESCRIPTOR_STDERR: STDERR,
+}
+_SANDBOX_FD = {
+    sr_pb2.SANDBOX_STDIO_FILE_DESCRIPTOR_STDOUT: STDOUT,
+    sr_pb2.SANDBOX_STDIO_FILE_DESCRIPTOR_STDERR: STDERR,
+}
+
+
+class SandboxRouter:
+    """TaskCommandRouter methods, by name."""
+
+    # -- lookups and auth ----------------------------------------------------------------
+    def _task(self: SandboxService, ctx: Ctx, task_id: str) -> LiveSandbox:
+        from harvest_iac.emulator.services.sandboxes import verify_jwt
+
+        header = ctx.metadata.get("authorization", "")
+        claims = verify_jwt(self.emu.token_secret, header.removeprefix("Bearer ").strip())
+        if claims is None or claims.get("task_id") != task_id:
+            raise GRPCError(Status.UNAUTHENTICATED, "Invalid or expired task command router token")
+        sandbox_id = self.by_task.get(task_id)
+        live = self.live.get(sandbox_id) if sandbox_id else None
+        if live is None:
+            raise GRPCError(Status.NOT_FOUND, f"Task '{task_id}' not found")
+        return live
+
+    def _running_task(self: SandboxService, ctx: Ctx, task_id: str) -> LiveSandbox:
+        live = self._task(ctx, task_id)
+        if live.done.is_set():
+            raise GRPCError(Status.NOT_FOUND, f"Task '{task_id}' has finished")
+        return live
+
+    @staticmethod
+    def _exec(live: LiveSandbox, exec_id: str) -> Proc:
+        proc = live.execs.get(exec_id)
+        if proc is None:
+            raise GRPCError(Status.NOT_FOUND, f"Exec '{exec_id}' not found")
+        return proc
+
+    # -- exec ---------------------------------------------------------------------------
+    async def TaskExecStart(
+        self: SandboxService, req: sr_pb2.TaskExecStartRequest, ctx: Ctx
+    ) -> sr_pb2.TaskExecStartResponse:
+        live = self._running_task(ctx, req.task_id)
+        if req.exec_id in live.execs:  # a retried start: the exec id is the idempotency key
+            return sr_pb2.TaskExecStartResponse()
+        if not req.command_args:
+            raise GRPCError(Status.INVALID_ARGUMENT, "An exec needs a command")
+        extra = self._secret_env(req.secret_sources, req.secret_ids)
+        extra.update(req.env)
+        workdir = live.workdir
+        if req.HasField("workdir") and req.workdir:
+            from harvest_iac.emulator.services.sandboxes import _inside
+
+            workdir = _inside(live.root, req.workdir)
+            workdir.mkdir(parents=True, exist_ok=True)
+        proc = Proc(
+            req.command_args,
+            cwd=workdir,
+            env=self.process_env(live, extra),
+            timeout=float(req.timeout_secs) if req.HasField("timeout_secs") and req.timeout_secs else None,
+            pipe_stdout=req.stdout_config != sr_pb2.TASK_EXEC_STDOUT_CONFIG_DEVNULL,
+            pipe_stderr=req.stderr_config != sr_pb2.TASK_EXEC_STDERR_CONFIG_DEVNULL,
+            merge_stderr=req.stderr_config == sr_pb2.TASK_EXEC_STDERR_CONFIG_STDOUT
+            or req.HasField("pty_info"),
+        )
+        live.execs[req.exec_id] = proc
+        live.last_activity = time.monotonic()
+        await proc.start()
+        return sr_pb2.TaskExecStartResponse()
+
+    @streaming
+    async def TaskExecStdioRead(self: SandboxService, stream: Any, ctx: Ctx) -> None:
+        req: sr_pb2.TaskExecStdioReadRequest = await stream.recv_message()
+        live = self._task(ctx, req.task_id)
+        proc = self._exec(live, req.exec_id)
+        fd = _EXEC_FD.get(req.file_descriptor)
+        if fd is None:
+            raise GRPCError(Status.INVALID_ARGUMENT, "Unknown file descriptor")
+        async for _, data in proc.read(fd, req.offset):
+            await stream.send_message(sr_pb2.TaskExecStdioReadResponse(data=data))
+
+    async def TaskExecWait(
+        self: SandboxService, req: sr_pb2.TaskExecWaitRequest, ctx: Ctx
+    ) -> sr_pb2.TaskExecWaitResponse:
+        proc = self._exec(self._task(ctx, req.task_id), req.exec_id)
+        await proc.exited.wait()  # bounded by the client's deadline, which cancels us
+        return sr_pb2.TaskExecWaitResponse(**_exit_fields(proc))
+
+    async def TaskExecPoll(
+        self: SandboxService, req: sr_pb2.TaskExecPollRequest, ctx: Ctx
+    ) -> sr_pb2.TaskExecPollResponse:
+        proc = self._exec(self._task(ctx, req.task_id), req.exec_id)
+        return sr_pb2.TaskExecPollResponse(**_exit_fields(proc))
+
+    # -- stdin --------------------------------------------------------------------------
+    async def TaskExecStdinWrite(
+        self: SandboxService, req: sr_pb2.TaskExecStdinWriteRequest, ctx: Ctx
+    ) -> sr_pb2.TaskExecStdinWriteResponse:
+        live = self._task(ctx, req.task_id)
+        live.last_activity = time.monotonic()
+        await self._exec(live, req.exec_id).write_stdin(req.offset, req.data, req.eof)
+        return sr_pb2.TaskExecStdinWriteResponse()
+
+    @streaming
+    async def TaskExecStdinWriteStream(self: SandboxService, stream: Any, ctx: Ctx) -> None:
+        first: sr_pb2.TaskExecStdinWriteStreamRequest | None = await stream.recv_message()
+        if first is None or first.WhichOneof("payload") != "start":
+            raise GRPCError(Status.INVALID_ARGUMENT, "The stdin stream must begin with `start`")
+        live = self._task(ctx, first.start.task_id)
+        proc = self._exec(live, first.start.exec_id)
+        offset = first.start.offset
+        async for msg in stream:
+            live.last_activity = time.monotonic()
+            kind = msg.WhichOneof("payload")
+            if kind == "data":
+                await proc.write_stdin(offset, msg.data, False)
+                offset += len(msg.data)
+            elif kind == "end":
+                await proc.write_stdin(offset, b"", True)
+                break
+        await stream.send_message(sr_pb2.TaskExecStdinWriteStreamResponse())
+
+    async def TaskExecStdinStatus(
+        self: SandboxService, req: sr_pb2.TaskExecStdinStatusRequest, ctx: Ctx
+    ) -> sr_pb2.TaskExecStdinStatusResponse:
+        proc = self._exec(self._task(ctx, req.task_id), req.exec_id)
+        return sr_pb2.TaskExecStdinStatusResponse(
+            num_bytes_written=proc.stdin_written, closed=proc.stdin_closed
+        )
+
+    # -- the sandbox's own entrypoint ---------------------------------------------------
+    @streaming
+    async def SandboxStdioReadV2(self: SandboxService, stream: Any, ctx: Ctx) -> None:
+        req: sr_pb2.SandboxStdioReadV2Request = await stream.recv_message()
+        live = self._task(ctx, req.task_id)
+        fd = _SANDBOX_FD.get(req.file_descriptor)
+        if fd is None:
+            raise GRPCError(Status.INVALID_ARGUMENT, "Unknown file descriptor")
+        if live.entry is None:  # no entrypoint: nothing is written until the sandbox ends
+            await live.done.wait()
+            return
+        async for start, data in live.entry.read(fd, req.offset):
+            await stream.send_message(sr_pb2.SandboxStdioReadV2Response(data=data, starting_offset=start))
+
+    async def SandboxStdinWriteV2(
+        self: SandboxService, req: sr_pb2.SandboxStdinWriteV2Request, ctx: Ctx
+    ) -> sr_pb2.SandboxStdinWriteV2Response:
+        live = self._task(ctx, req.task_id)
+        live.last_activity = time.monotonic()
+        if live.entry is not None:
+            await live.entry.write_stdin(req.offset, req.data, req.eof)
+        return sr_pb2.SandboxStdinWriteV2Response()
+
+    async def SandboxWaitUntilReady(self: SandboxService, req: Any, ctx: Ctx) -> Any:
+        """Both services have this name: the control plane's (by sandbox id) and the
+        router's (by task id). No readiness probe is run: a started sandbox is ready."""
+        if isinstance(req, sr_pb2.SandboxWaitUntilReadyTcrRequest):
+            live = self._running_task(ctx, req.task_id)
+            return sr_pb2.SandboxWaitUntilReadyTcrResponse(ready_at=_created_at(self, live.sandbox_id))
+        row = self._row(req.sandbox_id)
+        if self._result(row) is not None:
+            raise GRPCError(Status.FAILED_PRECONDITION, f"Sandbox '{req.sandbox_id}' has finished")
+        return api_pb2.SandboxWaitUntilReadyResponse(ready_at=row["created_at"])
+
+    # -- filesystem snapshots -----------------------------------------------------------
+    async def TaskSnapshotFilesystem(
+        self: SandboxService, req: sr_pb2.TaskSnapshotFilesystemRequest, ctx: Ctx
+    ) -> sr_pb2.TaskSnapshotFilesystemResponse:
+        from harvest_iac.emulator.services.images import register_snapshot_image
+
+        live = self._task(ctx, req.task_id)
+        key = req.snapshot_id or str(uuid.uuid4())
+        if key in live.snapshots:  # a retried snapshot: the client's snapshot id is the key
+            return sr_pb2.TaskSnapshotFilesystemResponse(image_id=live.snapshots[key])
+        dest = self.emu.data_dir / "snapshots" / uuid.uuid4().hex
+        await asyncio.to_thread(_copy_tree, live.root, dest)
+        image_id = register_snapshot_image(self.emu, live.environment_id, dest)
+        live.snapshots[key] = image_id
+        return sr_pb2.TaskSnapshotFilesystemResponse(image_id=image_id)
+
+
+def _copy_tree(src: Any, dest: Any) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, dest, symlinks=True)
+
+
+def _exit_fields(proc: Proc) -> dict[str, int]:
+    status = proc.exit_status()
+    return {} if status is None else {status[0]: status[1]}
+
+
+def _created_at(svc: SandboxService, sandbox_id: str) -> float:
+    return float(svc._row(sandbox_id)["created_at"])

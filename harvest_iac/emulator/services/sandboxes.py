@@ -1,0 +1,541 @@
+"""Sandboxes of the local Modal: the `Sandbox*V2` control-plane RPCs and AuthTokenGet.
+
+A sandbox is a directory, `<data dir>/sandboxes/<id>/root`, and local processes started in
+it (`sandbox_procs.Proc`): its entrypoint, if it has one, and the commands exec'd into it
+through the task command router (`sandbox_router.SandboxRouter`, served on the same port).
+The directory starts as a copy of its image's filesystem when the image is a snapshot.
+Secret values reach the processes' environment only; they are held in memory while the
+sandbox runs and are never stored with the sandbox or logged.
+
+This is NOT isolation: commands run as the emulator's user, on the host, with the host's
+network; absolute paths are the host's. A sandbox's rows outlive the emulator, its processes
+do not: sandboxes still running when the emulator stopped are reported terminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import shutil
+import sqlite3
+import sys
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from modal_proto import api_pb2
+
+from harvest_iac.emulator.server import Ctx, Service
+from harvest_iac.emulator.services.sandbox_procs import Proc, sandbox_env
+from harvest_iac.emulator.services.sandbox_router import SandboxRouter
+from harvest_iac.emulator.store import dumps, new_id
+
+if TYPE_CHECKING:
+    from harvest_iac.emulator.server import Emulator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id TEXT PRIMARY KEY, environment_id TEXT NOT NULL, app_id TEXT NOT NULL, name TEXT,
+    task_id TEXT NOT NULL UNIQUE, image_id TEXT NOT NULL DEFAULT '', definition BLOB NOT NULL,
+    tags TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL, finished_at REAL,
+    status INTEGER NOT NULL DEFAULT 0, exitcode INTEGER NOT NULL DEFAULT 0,
+    exception TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS sandboxes_by_app ON sandboxes (app_id, created_at);
+CREATE INDEX IF NOT EXISTS sandboxes_by_env ON sandboxes (environment_id, created_at);
+"""
+
+GS = api_pb2.GenericResult
+RUNNING = GS.GENERIC_STATUS_UNSPECIFIED
+TOKEN_LIFETIME_S = 3600.0
+LIST_PAGE = 100
+LONG_POLL_MAX_S = 50.0
+
+
+# -- JWTs: the client decodes their payload (`exp`); the router checks our signature ----------
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def issue_jwt(key: str, claims: dict[str, Any], lifetime_s: float = TOKEN_LIFETIME_S) -> str:
+    """An HS256 JWT signed with `key`, expiring after `lifetime_s`."""
+    now = int(time.time())
+    body = {"iat": now, "exp": int(now + lifetime_s), **claims}
+    head = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = _b64url(json.dumps(body, sort_keys=True).encode())
+    sig = hmac.new(key.encode(), f"{head}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{head}.{payload}.{_b64url(sig)}"
+
+
+def verify_jwt(key: str, token: str) -> dict[str, Any] | None:
+    """The claims of a JWT we issued that has not expired, else None."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    expected = hmac.new(key.encode(), f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
+    try:
+        if not hmac.compare_digest(_b64url(expected), parts[2]):
+            return None
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    if not isinstance(claims, dict) or float(claims.get("exp", 0)) < time.time():
+        return None
+    return claims
+
+
+# -- runtime state of one sandbox -----------------------------------------------------------
+@dataclass
+class LiveSandbox:
+    """In-memory state of a sandbox started by this emulator process."""
+
+    sandbox_id: str
+    task_id: str
+    environment_id: str
+    root: Path
+    workdir: Path
+    env: dict[str, str]
+    entry: Proc | None = None
+    execs: dict[str, Proc] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    result: api_pb2.GenericResult | None = None
+    last_activity: float = field(default_factory=time.monotonic)
+    supervisor: asyncio.Task[None] | None = None
+    snapshots: dict[str, str] = field(default_factory=dict)
+    volume_seed: list[tuple[str, str, int, int, list[str]]] = field(default_factory=list)
+
+    def procs(self) -> list[Proc]:
+        return ([self.entry] if self.entry else []) + list(self.execs.values())
+
+    def kill_all(self) -> None:
+        for proc in self.procs():
+            proc.kill()
+
+
+def _new_sandbox_id() -> str:
+    # Not the 22-character shape of V1 ids, so the client keeps using the V2 RPCs.
+    return new_id("sb") + "v2"
+
+
+def _new_task_id() -> str:
+    return new_id("ta") + "V"  # the client's marker of a V2 sandbox task
+
+
+def _inside(root: Path, path: str) -> Path:
+    """`path` (absolute, as the sandbox sees it) under the sandbox root; never outside it."""
+    target = (root / path.lstrip("/")).resolve()
+    if target != root.resolve() and root.resolve() not in target.parents:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"Path '{path}' leaves the sandbox")
+    return target
+
+
+def _kill_everything(ref: weakref.ref[SandboxService]) -> None:
+    svc = ref()
+    if svc is not None:
+        svc.kill_all_processes()
+
+
+class SandboxService(SandboxRouter, Service):
+    """Sandboxes: create, wait, terminate, list, from_name, tags; the router is mixed in."""
+
+    schema = SCHEMA
+
+    def __init__(self, emu: Emulator) -> None:
+        super().__init__(emu)
+        self.live: dict[str, LiveSandbox] = {}
+        self.by_task: dict[str, str] = {}
+        self.sandbox_dir = emu.data_dir / "sandboxes"
+        self.store.add_schema(SCHEMA)
+        self._report_orphans()
+        emu.environment_delete_hooks.append(self._drop_environment)
+        atexit.register(_kill_everything, weakref.ref(self))
+
+    # -- lifecycle helpers -------------------------------------------------------------
+    def _report_orphans(self) -> None:
+        """Sandboxes left running by an earlier emulator process have no processes now."""
+        with self.store.tx():
+            self.store.run(
+                "UPDATE sandboxes SET status = ?, exception = ?, finished_at = ? WHERE status = ?",
+                GS.GENERIC_STATUS_TERMINATED, "The local Modal was restarted", time.time(), RUNNING,
+            )
+
+    def kill_all_processes(self) -> None:
+        """SIGKILL every process of every sandbox (emulator shutdown)."""
+        for live in self.live.values():
+            live.kill_all()
+
+    def _drop_environment(self, env_id: str) -> None:
+        rows = self.store.all("SELECT id FROM sandboxes WHERE environment_id = ?", env_id)
+        for row in rows:
+            live = self.live.pop(str(row["id"]), None)
+            if live is not None:
+                self.by_task.pop(live.task_id, None)
+                live.kill_all()
+                if live.supervisor is not None:
+                    live.supervisor.cancel()
+                live.done.set()
+            shutil.rmtree(self.sandbox_dir / str(row["id"]), ignore_errors=True)
+        self.store.run("DELETE FROM sandboxes WHERE environment_id = ?", env_id)
+
+    def _app_environment(self, app_id: str) -> str:
+        from harvest_iac.emulator.services.apps import app_row
+
+        return str(app_row(self.emu, app_id)["env_id"])
+
+    def _app_by_name(self, env_id: str, app_name: str) -> str | None:
+        from harvest_iac.emulator.services.apps import deployed_app
+
+        row = deployed_app(self.emu, env_id, app_name)
+        return None if row is None else str(row["id"])
+
+    def _row(self, sandbox_id: str) -> sqlite3.Row:
+        row = self.store.one("SELECT * FROM sandboxes WHERE id = ?", sandbox_id)
+        if row is None:
+            raise GRPCError(Status.NOT_FOUND, f"Sandbox '{sandbox_id}' not found")
+        return row
+
+    @staticmethod
+    def _result(row: sqlite3.Row) -> api_pb2.GenericResult | None:
+        if row["status"] == RUNNING:
+            return None
+        return api_pb2.GenericResult(
+            status=row["status"], exitcode=row["exitcode"], exception=row["exception"]
+        )
+
+    def _metadata(self, row: sqlite3.Row) -> api_pb2.SandboxHandleMetadata:
+        meta = api_pb2.SandboxHandleMetadata(app_id=row["app_id"])
+        result = self._result(row)
+        if result is not None:
+            meta.result.CopyFrom(result)
+        return meta
+
+    def _secret_env(self, sources: Any, secret_ids: Any) -> dict[str, str]:
+        from harvest_iac.emulator.services.secrets import secret_values_or_404
+
+        env: dict[str, str] = {}
+        seen: set[str] = set()
+        for source in sources:
+            if source.WhichOneof("source") == "secret_id":
+                seen.add(source.secret_id)
+                env.update(secret_values_or_404(self.store, source.secret_id))
+            elif source.WhichOneof("source") == "env":
+                env.update(source.env.contents)
+        for secret_id in secret_ids:
+            if secret_id not in seen:
+                env.update(secret_values_or_404(self.store, secret_id))
+        return env
+
+    def _image_workdir(self, image_id: str) -> str:
+        row = self.store.one("SELECT workdir FROM images WHERE id = ?", image_id) if image_id else None
+        return str(row["workdir"]) if row is not None and row["workdir"] else "/"
+
+    # -- AuthTokenGet ------------------------------------------------------------------------
+    def AuthTokenGet(self, req: api_pb2.AuthTokenGetRequest, ctx: Ctx) -> api_pb2.AuthTokenGetResponse:
+        return api_pb2.AuthTokenGetResponse(
+            token=issue_jwt(self.emu.token_secret, {"sub": "harvest-local-modal"})
+        )
+
+    # -- create ------------------------------------------------------------------------------
+    async def SandboxCreateV2(
+        self, req: api_pb2.SandboxCreateV2Request, ctx: Ctx
+    ) -> api_pb2.SandboxCreateV2Response:
+        key = ctx.metadata.get("x-idempotency-key")
+        with self.store.tx():
+            cached = self.store.cached_response(ctx.method, key) if key else None
+            if cached is not None:
+                self.emu.stats.idempotent_replays += 1
+                return api_pb2.SandboxCreateV2Response.FromString(cached)
+            live, resp = self._insert_sandbox(req)
+            if key:
+                self.store.cache_response(ctx.method, key, resp.SerializeToString())
+        await self._start(live, req.definition)
+        return resp
+
+    def _insert_sandbox(
+        self, req: api_pb2.SandboxCreateV2Request
+    ) -> tuple[LiveSandbox, api_pb2.SandboxCreateV2Response]:
+        d = req.definition
+        env_id = self._app_environment(req.app_id)
+        if d.name and self.store.one(
+            "SELECT 1 FROM sandboxes WHERE app_id = ? AND name = ? AND status = ?",
+            req.app_id, d.name, RUNNING,
+        ):
+            raise GRPCError(
+                Status.ALREADY_EXISTS, f"A sandbox named '{d.name}' is already running in this app"
+            )
+        env = self._secret_env(req.secret_sources, d.secret_ids)
+        sandbox_id, task_id = _new_sandbox_id(), _new_task_id()
+        root = self.sandbox_dir / sandbox_id / "root"
+        workdir = d.workdir if d.HasField("workdir") and d.workdir else self._image_workdir(d.image_id)
+        stored = api_pb2.Sandbox()
+        stored.CopyFrom(d)
+        stored.ClearField("environment_variables")  # values stay out of the database
+        self.store.run(
+            "INSERT INTO sandboxes (id, environment_id, app_id, name, task_id, image_id,"
+            " definition, tags, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            sandbox_id, env_id, req.app_id, d.name or None, task_id, d.image_id,
+            stored.SerializeToString(), dumps({t.tag_name: t.tag_value for t in req.tags}),
+            time.time(),
+        )
+        live = LiveSandbox(sandbox_id, task_id, env_id, root, _inside(root, workdir), env)
+        live.volume_seed = self._volume_seed(d.volume_mounts)
+        self.live[sandbox_id] = live
+        self.by_task[task_id] = sandbox_id
+        resp = api_pb2.SandboxCreateV2Response(
+            sandbox_id=sandbox_id,
+            task_id=task_id,
+            metadata=api_pb2.SandboxHandleMetadata(app_id=req.app_id),
+            command_router_access=self.router_access(task_id),
+        )
+        return live, resp
+
+    def _volume_seed(self, mounts: Any) -> list[tuple[str, str, int, int, list[str]]]:
+        """(mount path, path in volume, type, mode, blocks) of every mounted volume entry,
+        read now (in the transaction) and copied into the sandbox by `_prepare_root`."""
+        from harvest_iac.emulator.services.volumes import VolumeFiles
+
+        seed = []
+        for mount in mounts:
+            for r in VolumeFiles(self.store, mount.volume_id).below("", recursive=True):
+                seed.append((mount.mount_path, str(r["path"]), int(r["type"]), int(r["mode"]),
+                             list(json.loads(r["blocks"]))))
+        return seed
+
+    def router_access(self, task_id: str) -> api_pb2.CommandRouterAccess:
+        """Where and how to reach the task command router: this server, with a JWT."""
+        jwt = issue_jwt(self.emu.token_secret, {"sub": task_id, "task_id": task_id})
+        return api_pb2.CommandRouterAccess(url=self.emu.url, jwt=jwt)
+
+    async def _start(self, live: LiveSandbox, d: api_pb2.Sandbox) -> None:
+        try:
+            await asyncio.to_thread(self._prepare_root, live, d)
+            if d.entrypoint_args:
+                live.entry = Proc(
+                    d.entrypoint_args, cwd=live.workdir, env=self.process_env(live),
+                    merge_stderr=d.HasField("pty_info"),
+                )
+                await live.entry.start()
+        except OSError as exc:
+            self.finish(live, GS.GENERIC_STATUS_INIT_FAILURE, exception=f"Sandbox setup failed: {exc}")
+            return
+        timeout = float(d.timeout_secs or 300)
+        idle = float(d.idle_timeout_secs) if d.HasField("idle_timeout_secs") else None
+        live.supervisor = self.emu.spawn(self._supervise(live, timeout, idle))
+
+    def _prepare_root(self, live: LiveSandbox, d: api_pb2.Sandbox) -> None:
+        from harvest_iac.emulator.services.images import image_fs_dir
+
+        live.root.mkdir(parents=True, exist_ok=True)
+        base = image_fs_dir(self.emu, d.image_id) if d.image_id else None
+        if base is not None and base.is_dir():
+            shutil.copytree(base, live.root, symlinks=True, dirs_exist_ok=True)
+        for mount in d.volume_mounts:
+            _inside(live.root, mount.mount_path).mkdir(parents=True, exist_ok=True)
+        self._copy_volumes_in(live)
+        live.workdir.mkdir(parents=True, exist_ok=True)
+
+    def _copy_volumes_in(self, live: LiveSandbox) -> None:
+        from harvest_iac.emulator.services.volumes import DIRECTORY
+
+        for mount_path, path, kind, mode, blocks in live.volume_seed:
+            target = _inside(live.root, f"{mount_path}/{path}")
+            if kind == DIRECTORY:
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as out:
+                for digest in blocks:
+                    out.write(self.store.get_bytes(digest))
+            target.chmod(mode & 0o7777 or 0o644)
+        live.volume_seed = []
+
+    def process_env(self, live: LiveSandbox, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of a command in this sandbox (secret values included)."""
+        env = sandbox_env(live.root, live.env, python_dir=str(Path(sys.executable).parent))
+        env["MODAL_SANDBOX_ID"] = live.sandbox_id
+        env["MODAL_TASK_ID"] = live.task_id
+        env.update(extra or {})
+        return env
+
+    async def _supervise(self, live: LiveSandbox, timeout: float, idle: float | None) -> None:
+        deadline = time.monotonic() + timeout
+        try:
+            while not live.done.is_set():
+                now = time.monotonic()
+                if now >= deadline:
+                    self.finish(live, GS.GENERIC_STATUS_TIMEOUT, exception="Sandbox timed out")
+                    return
+                if idle is not None and self._idle_since(live) >= idle:
+                    self.finish(live, GS.GENERIC_STATUS_IDLE_TIMEOUT, exception="Sandbox idle timeout")
+                    return
+                if live.entry is not None and not live.entry.running:
+                    self._finish_from_entry(live)
+                    return
+                await self._wait_any(live, min(deadline - now, 1.0 if idle is not None else 3600.0))
+        finally:
+            live.kill_all()  # also when cancelled: the emulator is stopping
+
+    @staticmethod
+    def _idle_since(live: LiveSandbox) -> float:
+        if any(p.running for p in live.execs.values()):
+            live.last_activity = time.monotonic()
+        return time.monotonic() - live.last_activity
+
+    @staticmethod
+    async def _wait_any(live: LiveSandbox, seconds: float) -> None:
+        waits = [asyncio.ensure_future(live.done.wait())]
+        if live.entry is not None:
+            waits.append(asyncio.ensure_future(live.entry.exited.wait()))
+        try:
+            await asyncio.wait(waits, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    def _finish_from_entry(self, live: LiveSandbox) -> None:
+        assert live.entry is not None
+        status = live.entry.exit_status()
+        kind, number = status if status else ("code", -1)
+        code = number if kind == "code" else 128 + number
+        self.finish(live, GS.GENERIC_STATUS_SUCCESS if code == 0 else GS.GENERIC_STATUS_FAILURE,
+                    exitcode=code)
+
+    def finish(self, live: LiveSandbox, status: int, *, exitcode: int = 0, exception: str = "") -> None:
+        """Record the sandbox's result (once) and kill its processes."""
+        if live.result is not None:
+            return
+        live.result = api_pb2.GenericResult(status=status, exitcode=exitcode, exception=exception)  # type: ignore[arg-type]
+        live.kill_all()
+        live.env = {}
+        with self.store.tx():
+            self.store.run(
+                "UPDATE sandboxes SET status = ?, exitcode = ?, exception = ?, finished_at = ?"
+                " WHERE id = ? AND status = ?",
+                status, exitcode, exception, time.time(), live.sandbox_id, RUNNING,
+            )
+        live.done.set()
+
+    # -- wait, terminate, task ids, router access ---------------------------------------------
+    async def SandboxWaitV2(self, req: api_pb2.SandboxWaitRequest, ctx: Ctx) -> api_pb2.SandboxWaitResponse:
+        self._row(req.sandbox_id)
+        live = self.live.get(req.sandbox_id)
+        if live is not None and req.timeout > 0 and not live.done.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(live.done.wait(), min(req.timeout, LONG_POLL_MAX_S))
+        row = self._row(req.sandbox_id)
+        result = self._result(row)
+        return api_pb2.SandboxWaitResponse(result=result, metadata=self._metadata(row))
+
+    async def SandboxTerminateV2(
+        self, req: api_pb2.SandboxTerminateRequest, ctx: Ctx
+    ) -> api_pb2.SandboxTerminateResponse:
+        row = self._row(req.sandbox_id)
+        existing = self._result(row)
+        live = self.live.get(req.sandbox_id)
+        if existing is None and live is not None:
+            self.finish(live, GS.GENERIC_STATUS_TERMINATED, exception="Sandbox terminated")
+        return api_pb2.SandboxTerminateResponse(existing_result=existing)
+
+    def SandboxGetTaskIdV2(
+        self, req: api_pb2.SandboxGetTaskIdRequest, ctx: Ctx
+    ) -> api_pb2.SandboxGetTaskIdResponse:
+        row = self._row(req.sandbox_id)
+        return api_pb2.SandboxGetTaskIdResponse(task_id=row["task_id"], task_result=self._result(row))
+
+    def SandboxGetCommandRouterAccess(
+        self, req: api_pb2.SandboxGetCommandRouterAccessRequest, ctx: Ctx
+    ) -> api_pb2.SandboxGetCommandRouterAccessResponse:
+        if req.sandbox_id:
+            task_id = str(self._row(req.sandbox_id)["task_id"])
+        else:
+            row = self.store.one("SELECT task_id FROM sandboxes WHERE task_id = ?", req.task_id)
+            if row is None:
+                raise GRPCError(Status.NOT_FOUND, f"Task '{req.task_id}' not found")
+            task_id = str(row["task_id"])
+        access = self.router_access(task_id)
+        return api_pb2.SandboxGetCommandRouterAccessResponse(
+            url=access.url, jwt=access.jwt, worker_ipv4_address="127.0.0.1"
+        )
+
+    # -- list, from_name, tags -----------------------------------------------------------------
+    def SandboxListV2(self, req: api_pb2.SandboxListRequest, ctx: Ctx) -> api_pb2.SandboxListResponse:
+        sql, args = "SELECT * FROM sandboxes WHERE 1 = 1", []  # type: tuple[str, list[Any]]
+        if req.app_id:
+            sql += " AND app_id = ?"
+            args.append(req.app_id)
+        else:
+            sql += " AND environment_id = ?"
+            args.append(self.emu.environment_id(req.environment_name))
+        if not req.include_finished:
+            sql += " AND status = ?"
+            args.append(RUNNING)
+        if req.before_timestamp:
+            sql += " AND created_at < ?"
+            args.append(req.before_timestamp)
+        wanted = {t.tag_name: t.tag_value for t in req.tags}
+        rows = self.store.all(sql + " ORDER BY created_at DESC", *args)
+        rows = [r for r in rows if wanted.items() <= json.loads(r["tags"]).items()][:LIST_PAGE]
+        return api_pb2.SandboxListResponse(sandboxes=[self._info(r) for r in rows])
+
+    SandboxList = SandboxListV2
+
+    def _info(self, row: sqlite3.Row) -> api_pb2.SandboxInfo:
+        result = self._result(row)
+        return api_pb2.SandboxInfo(
+            id=row["id"],
+            created_at=row["created_at"],
+            app_id=row["app_id"],
+            name=row["name"] or "",
+            image_id=row["image_id"],
+            tags=[api_pb2.SandboxTag(tag_name=k, tag_value=v) for k, v in sorted(json.loads(row["tags"]).items())],
+            task_info=api_pb2.TaskInfo(
+                id=row["task_id"], sandbox_id=row["id"], started_at=row["created_at"],
+                finished_at=row["finished_at"] or 0.0, result=result,
+            ),
+            metadata=self._metadata(row),
+        )
+
+    def SandboxGetFromNameV2(
+        self, req: api_pb2.SandboxGetFromNameRequest, ctx: Ctx
+    ) -> api_pb2.SandboxGetFromNameResponse:
+        env_id = self.emu.environment_id(req.environment_name)
+        app_id = self._app_by_name(env_id, req.app_name)
+        if app_id is None:
+            raise GRPCError(Status.NOT_FOUND, f"App '{req.app_name}' not found")
+        sql = "SELECT * FROM sandboxes WHERE app_id = ? AND name = ?"
+        if not req.include_terminated:
+            sql += f" AND status = {RUNNING}"
+        row = self.store.one(sql + " ORDER BY status = 0 DESC, created_at DESC LIMIT 1",
+                             app_id, req.sandbox_name)
+        if row is None:
+            raise GRPCError(
+                Status.NOT_FOUND,
+                f"Sandbox with name '{req.sandbox_name}' not found in app '{req.app_name}'",
+            )
+        return api_pb2.SandboxGetFromNameResponse(sandbox_id=row["id"], metadata=self._metadata(row))
+
+    # The client falls back to the V1 lookup when V2 answers NOT_FOUND; answer it the same way.
+    SandboxGetFromName = SandboxGetFromNameV2
+
+    def SandboxTagsGetV2(self, req: api_pb2.SandboxTagsGetRequest, ctx: Ctx) -> api_pb2.SandboxTagsGetResponse:
+        tags = json.loads(self._row(req.sandbox_id)["tags"])
+        return api_pb2.SandboxTagsGetResponse(
+            tags=[api_pb2.SandboxTag(tag_name=k, tag_value=v) for k, v in sorted(tags.items())]
+        )
+
+    def SandboxTagsSetV2(self, req: api_pb2.SandboxTagsSetRequest, ctx: Ctx) -> Any:
+        from google.protobuf import empty_pb2
+
+        self._row(req.sandbox_id)
+        tags = dumps({t.tag_name: t.tag_value for t in req.tags})
+        self.store.run("UPDATE sandboxes SET tags = ? WHERE id = ?", tags, req.sandbox_id)
+        return empty_pb2.Empty()

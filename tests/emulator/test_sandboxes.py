@@ -1,0 +1,333 @@
+"""Sandboxes of the local Modal, driven by the real modal SDK: create, exec with streamed
+stdout/stderr and exit codes, stdin, wait/terminate/poll, timeouts, list, from_name,
+filesystem snapshots, volumes, and no process outliving its sandbox or the emulator."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import modal
+import pytest
+from modal.exception import NotFoundError, SandboxTerminatedError, SandboxTimeoutError
+
+from tests.conftest import raw_rpc
+
+
+@pytest.fixture
+def app(modal_environment: str) -> modal.App:
+    """An app in the test's own environment, as users get one for sandboxes."""
+    return modal.App.lookup("sandboxes", create_if_missing=True, environment_name=modal_environment)
+
+
+def _gone(pid: int) -> bool:
+    """Whether a process has ended (a zombie left for its parent to reap counts as ended),
+    allowing it a moment to die."""
+    stat = Path(f"/proc/{pid}/stat")
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return True
+        except (OSError, IndexError):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _data_files(local_modal: object) -> list[Path]:
+    data_dir = local_modal.data_dir  # type: ignore[attr-defined]
+    return [p for p in Path(data_dir).rglob("*") if p.is_file()]
+
+
+def test_exec_streams_stdout_stderr_and_exit_codes(
+    app: modal.App, local_modal: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret_value = "sv-" + uuid.uuid4().hex
+    sb = modal.Sandbox.create(
+        app=app,
+        image=modal.Image.debian_slim(),
+        secrets=[modal.Secret.from_dict({"SANDBOX_SECRET": secret_value})],
+        timeout=60,
+    )
+    try:
+        ok = sb.exec("echo", "hello", "world")
+        assert ok.stdout.read() == "hello world\n"
+        assert ok.stderr.read() == ""
+        assert ok.wait() == 0 and ok.returncode == 0
+
+        script = (
+            "import os, sys\n"
+            "print('secret=' + os.environ['SANDBOX_SECRET'])\n"
+            "print('to stderr', file=sys.stderr)\n"
+            "sys.exit(3)\n"
+        )
+        bad = sb.exec("python", "-c", script)
+        assert bad.stdout.read() == f"secret={secret_value}\n"
+        assert bad.stderr.read() == "to stderr\n"
+        assert bad.wait() == 3
+
+        lines = sb.exec("sh", "-c", "for i in 1 2 3; do echo line $i; done", bufsize=1)
+        assert list(lines.stdout) == ["line 1\n", "line 2\n", "line 3\n"]
+
+        missing = sb.exec("no-such-command-here")
+        assert missing.wait() == 127
+        assert "no-such-command-here" in missing.stderr.read()
+    finally:
+        sb.terminate()
+    assert secret_value not in caplog.text
+    for path in _data_files(local_modal):  # the inline secret's value was never stored
+        assert secret_value.encode() not in path.read_bytes(), path
+
+
+def test_named_secret_and_exec_env(app: modal.App, modal_environment: str) -> None:
+    name = "sb-secret-" + uuid.uuid4().hex[:6]
+    modal.Secret.objects.create(name, {"NAMED_TOKEN": "named-value"}, environment_name=modal_environment)
+    secret = modal.Secret.from_name(name, environment_name=modal_environment)
+    sb = modal.Sandbox.create(app=app, secrets=[secret], timeout=60)
+    try:
+        p = sb.exec("sh", "-c", 'echo "$NAMED_TOKEN $EXTRA"', env={"EXTRA": "from-exec"})
+        assert p.stdout.read() == "named-value from-exec\n"
+        assert p.wait() == 0
+    finally:
+        sb.terminate()
+
+
+def test_exec_reads_stdin(app: modal.App) -> None:
+    sb = modal.Sandbox.create(app=app, timeout=60)
+    try:
+        p = sb.exec("python", "-c", "import sys; print(sys.stdin.read().upper(), end='')")
+        p.stdin.write(b"first line\n")
+        p.stdin.write("second line\n")
+        p.stdin.write_eof()
+        p.stdin.drain()
+        assert p.stdout.read() == "FIRST LINE\nSECOND LINE\n"
+        assert p.wait() == 0
+    finally:
+        sb.terminate()
+
+
+def test_entrypoint_output_and_exit_code(app: modal.App) -> None:
+    sb = modal.Sandbox.create("sh", "-c", "echo out; echo err >&2; exit 5", app=app, timeout=60)
+    sb.wait()
+    assert sb.returncode == 5
+    assert sb.poll() == 5
+    assert sb.stdout.read() == "out\n"
+    assert sb.stderr.read() == "err\n"
+
+
+def test_poll_terminate_and_wait(app: modal.App) -> None:
+    sb = modal.Sandbox.create("sh", "-c", "echo $$ > pid; exec sleep 30", app=app, timeout=60)
+    probe = sb.exec("sh", "-c", "while [ ! -s pid ]; do sleep 0.02; done; cat pid")
+    pid = int(probe.stdout.read())
+    assert sb.poll() is None and sb.returncode is None
+    sb.terminate()
+    with pytest.raises(SandboxTerminatedError):
+        sb.wait()
+    assert sb.returncode == 137
+    assert sb.poll() == 137
+    assert _gone(pid)
+    with pytest.raises(Exception):
+        sb.exec("echo", "too late").wait()
+
+
+def test_sandbox_timeout_kills_its_processes(app: modal.App) -> None:
+    sb = modal.Sandbox.create("sh", "-c", "echo $$; exec sleep 30", app=app, timeout=1)
+    pid = int(sb.stdout.read())
+    with pytest.raises(SandboxTimeoutError):
+        sb.wait()
+    assert sb.returncode == 124
+    assert _gone(pid)
+
+
+def test_exec_timeout_kills_the_command(app: modal.App) -> None:
+    sb = modal.Sandbox.create(app=app, timeout=60)
+    try:
+        p = sb.exec("sh", "-c", "echo $$; exec sleep 30", timeout=1)
+        pid = int(p.stdout.read())
+        assert p.wait() != 0
+        assert _gone(pid)
+        assert sb.poll() is None  # only the command ended, not the sandbox
+    finally:
+        sb.terminate()
+
+
+def test_list_from_name_and_from_id(app: modal.App, modal_environment: str) -> None:
+    first = modal.Sandbox.create(app=app, name="first", timeout=60)
+    second = modal.Sandbox.create(app=app, name="second", timeout=60, tags={"role": "worker"})
+    try:
+        listed = {s.object_id for s in modal.Sandbox.list(app_id=app.app_id)}
+        assert listed == {first.object_id, second.object_id}
+        tagged = {s.object_id for s in modal.Sandbox.list(app_id=app.app_id, tags={"role": "worker"})}
+        assert tagged == {second.object_id}
+
+        found = modal.Sandbox.from_name("sandboxes", "second", environment_name=modal_environment)
+        assert found.object_id == second.object_id
+        assert found.exec("echo", "via from_name").stdout.read() == "via from_name\n"
+        with pytest.raises(NotFoundError):
+            modal.Sandbox.from_name("sandboxes", "nobody", environment_name=modal_environment)
+        with pytest.raises(modal.exception.AlreadyExistsError):
+            modal.Sandbox.create(app=app, name="first", timeout=60)
+
+        again = modal.Sandbox.from_id(first.object_id)
+        assert again.poll() is None
+        first.terminate()
+        assert {s.object_id for s in modal.Sandbox.list(app_id=app.app_id)} == {second.object_id}
+        assert modal.Sandbox.from_id(first.object_id).returncode == 137
+    finally:
+        first.terminate()
+        second.terminate()
+
+
+def test_snapshot_filesystem_starts_a_new_sandbox_with_the_files(app: modal.App) -> None:
+    sb = modal.Sandbox.create(app=app, workdir="/work", timeout=60)
+    try:
+        write = sb.exec("sh", "-c", "mkdir -p sub && echo snapshot-data > sub/file.txt && pwd")
+        assert write.stdout.read().rstrip().endswith("/work")
+        assert write.wait() == 0
+        image = sb.snapshot_filesystem()
+    finally:
+        sb.terminate()
+    assert image.object_id.startswith("im-")
+
+    child = modal.Sandbox.create("cat", "work/sub/file.txt", app=app, image=image, timeout=60)
+    child.wait()
+    assert child.stdout.read() == "snapshot-data\n"
+    assert child.returncode == 0
+
+    by_id = modal.Image.from_id(image.object_id)
+    grandchild = modal.Sandbox.create(app=app, image=by_id, workdir="/work", timeout=60)
+    try:
+        p = grandchild.exec("cat", "sub/file.txt")
+        assert p.stdout.read() == "snapshot-data\n"
+        # A new sandbox has its own copy: writing there leaves the snapshot unchanged.
+        assert grandchild.exec("sh", "-c", "echo changed > sub/file.txt").wait() == 0
+    finally:
+        grandchild.terminate()
+    third = modal.Sandbox.create("cat", "work/sub/file.txt", app=app, image=by_id, timeout=60)
+    third.wait()
+    assert third.stdout.read() == "snapshot-data\n"
+
+
+def test_volumes_are_copied_in(app: modal.App, modal_environment: str) -> None:
+    vol = modal.Volume.from_name("sb-vol-" + uuid.uuid4().hex[:6], create_if_missing=True,
+                                 environment_name=modal_environment)
+    with vol.batch_upload() as batch:
+        batch.put_file(io.BytesIO(b"from the volume\n"), "/data/hello.txt")
+    sb = modal.Sandbox.create(app=app, volumes={"/mnt/shared": vol}, timeout=60)
+    try:
+        p = sb.exec("sh", "-c", 'cat "$HARVEST_SANDBOX_ROOT/mnt/shared/data/hello.txt"')
+        assert p.stdout.read() == "from the volume\n"
+        assert p.wait() == 0
+    finally:
+        sb.terminate()
+
+
+def test_create_is_idempotent_under_retries(app: modal.App) -> None:
+    from modal_proto import api_pb2
+
+    req = api_pb2.SandboxCreateV2Request(
+        app_id=app.app_id,
+        definition=api_pb2.Sandbox(entrypoint_args=["sleep", "30"], timeout_secs=60),
+    )
+    md = {"x-idempotency-key": uuid.uuid4().hex}
+    a = raw_rpc("SandboxCreateV2", req, metadata=md)
+    b = raw_rpc("SandboxCreateV2", req, metadata=md)
+    assert a.sandbox_id == b.sandbox_id  # type: ignore[attr-defined]
+    running = [s.object_id for s in modal.Sandbox.list(app_id=app.app_id)]
+    assert running == [a.sandbox_id]  # type: ignore[attr-defined]
+    modal.Sandbox.from_id(a.sandbox_id).terminate()  # type: ignore[attr-defined]
+
+
+def test_router_refuses_a_forged_token(app: modal.App) -> None:
+    import asyncio
+    from urllib.parse import urlparse
+
+    from grpclib.client import Channel
+    from grpclib.const import Status
+    from grpclib.exceptions import GRPCError
+    from modal_proto import task_command_router_grpc
+    from modal_proto import task_command_router_pb2 as sr_pb2
+
+    sb = modal.Sandbox.create(app=app, timeout=60)
+    task_id = sb._get_task_id()
+    url = urlparse(os.environ["MODAL_SERVER_URL"])
+
+    async def call(token: str) -> Status:
+        channel = Channel(url.hostname, url.port)
+        try:
+            stub = task_command_router_grpc.TaskCommandRouterStub(channel)
+            req = sr_pb2.TaskExecStartRequest(task_id=task_id, exec_id="x", command_args=["true"])
+            try:
+                await stub.TaskExecStart(req, metadata={"authorization": f"Bearer {token}"})
+            except GRPCError as err:
+                return err.status
+            return Status.OK
+        finally:
+            channel.close()
+
+    try:
+        assert asyncio.run(call("a.b.c")) == Status.UNAUTHENTICATED
+    finally:
+        sb.terminate()
+
+
+def test_environment_delete_kills_its_sandboxes(local_modal: object) -> None:
+    env = "sbdel-" + uuid.uuid4().hex[:6]
+    modal.Environment.objects.create(env)
+    app = modal.App.lookup("doomed", create_if_missing=True, environment_name=env)
+    sb = modal.Sandbox.create("sh", "-c", "echo $$; exec sleep 30", app=app, timeout=60)
+    pid = int(next(iter(sb.stdout)))
+    modal.Environment.objects.delete(env)
+    assert _gone(pid)
+    with pytest.raises(NotFoundError):
+        modal.Sandbox.from_id(sb.object_id)
+
+
+_STOP_SCRIPT = """
+import os, sys
+from pathlib import Path
+from harvest_iac.emulator.server import LocalModal
+data = Path(sys.argv[1])
+lm = LocalModal(data).start()
+os.environ.update(lm.client_env())
+import modal
+app = modal.App.lookup("stopping", create_if_missing=True)
+sb = modal.Sandbox.create("sh", "-c", "echo $$; exec sleep 60", app=app, timeout=120)
+print(next(iter(sb.stdout)).strip(), sb.object_id, flush=True)
+lm.stop()
+"""
+
+
+def test_stopping_the_emulator_leaves_no_process_and_restart_reports_it(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_STOP_SCRIPT), str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MODAL_")},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr
+    pid_text, sandbox_id = proc.stdout.split()
+    assert _gone(int(pid_text))
+
+    from modal_proto import api_pb2
+
+    from harvest_iac.emulator.server import Emulator
+
+    emu = Emulator(tmp_path / "data")  # not started: only its state is read
+    row = emu.store.one("SELECT status, exception FROM sandboxes WHERE id = ?", sandbox_id)
+    emu.store.close()
+    assert row is not None
+    assert row["status"] == api_pb2.GenericResult.GENERIC_STATUS_TERMINATED
+    assert "restarted" in row["exception"]
