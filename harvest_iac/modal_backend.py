@@ -102,6 +102,12 @@ class Connection:
     rpcs: int = 0
     environment: str = ""
 
+    async def close(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            await self.client.close()
+
     async def call(self, method: str, request: Any) -> Any:
         """One RPC with the client's own retries for transient errors; NOT_FOUND -> None."""
         from modal.exception import NotFoundError
@@ -299,7 +305,7 @@ async def read_live(req: ReadRequest) -> Live:
     except _grpc_errors() as exc:  # permanent errors after the client's retries
         raise BackendError(f"reading environment {req.environment!r}: {exc}") from exc
     finally:
-        await conn.client._close() if hasattr(conn.client, "_close") else None
+        await conn.close()
 
 
 async def _check_images(conn: Connection, image_ids: list[str]) -> dict[str, LiveImage]:
@@ -351,6 +357,21 @@ class Session:
     def read(self, req: ReadRequest) -> Live:
         return self.run(lambda: read_live(req))
 
+    def with_connection(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run `fn(conn)` with a fresh connection in a fresh event loop."""
+
+        async def go() -> T:
+            _quiet_stub_warning()
+            conn = await open_connection()
+            try:
+                return await fn(conn)
+            except _grpc_errors() as exc:
+                raise BackendError(str(exc)) from exc
+            finally:
+                await conn.close()
+
+        return asyncio.run(go())
+
 
 async def _call(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return await coro_fn()
@@ -369,3 +390,166 @@ def unmanaged_addresses(live: Live, managed: Iterable[str]) -> tuple[str, ...]:
     managed_set = set(managed)
     found = [f"volume.{n}" for n in live.volumes] + [f"secret.{n}" for n in live.secrets]
     return tuple(sorted(a for a in found if a not in managed_set))
+
+
+# -- changing Modal ----------------------------------------------------------------------
+#: RPCs that change something in Modal (the rest only read); for counting in benchmarks.
+MUTATING_RPCS = frozenset({
+    "EnvironmentCreate", "VolumeGetOrCreate:create", "VolumeDelete", "VolumeRename",
+    "SecretGetOrCreate:create", "SecretDelete", "AppPublish", "AppSetTags", "AppCreate",
+    "FunctionCreate", "FunctionPrecreate", "DictUpdate", "DictPop", "VolumePutFiles2",
+    "VolumeCommit", "SandboxCreateV2", "ImagePublish",
+})
+
+
+async def create_environment(conn: Connection, name: str) -> None:
+    from modal.exception import AlreadyExistsError
+    from modal_proto import api_pb2
+
+    try:
+        await conn.call("EnvironmentCreate", api_pb2.EnvironmentCreateRequest(name=name))
+    except AlreadyExistsError:
+        pass
+
+
+async def create_volume(conn: Connection, environment: str, name: str, version: int) -> LiveVolume:
+    from modal_proto import api_pb2
+
+    fs = api_pb2.VOLUME_FS_VERSION_V2 if version == 2 else api_pb2.VOLUME_FS_VERSION_V1
+    resp = await conn.call("VolumeGetOrCreate", api_pb2.VolumeGetOrCreateRequest(
+        deployment_name=name, environment_name=environment, version=fs,
+        object_creation_type=api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING))
+    if resp is None:
+        raise BackendError(f"volume.{name}: Modal did not create it")
+    return LiveVolume(name=name, object_id=resp.volume_id, version=version)
+
+
+async def delete_volume(conn: Connection, environment: str, name: str) -> None:
+    from modal_proto import api_pb2
+
+    found = await conn.call("VolumeGetOrCreate", api_pb2.VolumeGetOrCreateRequest(
+        deployment_name=name, environment_name=environment,
+        object_creation_type=api_pb2.OBJECT_CREATION_TYPE_UNSPECIFIED))
+    if found is None:
+        return
+    await conn.call("VolumeDelete", api_pb2.VolumeDeleteRequest(
+        volume_id=found.volume_id, environment_name=environment))
+
+
+async def put_secret(conn: Connection, environment: str, name: str, values: dict[str, str]
+                     ) -> LiveSecret:
+    """Create or overwrite a secret with exactly these values (keys not given are dropped)."""
+    from modal_proto import api_pb2
+
+    resp = await conn.call("SecretGetOrCreate", api_pb2.SecretGetOrCreateRequest(
+        deployment_name=name, environment_name=environment, env_dict=values,
+        object_creation_type=api_pb2.OBJECT_CREATION_TYPE_CREATE_OVERWRITE_IF_EXISTS))
+    if resp is None:
+        raise BackendError(f"secret.{name}: Modal did not store it")
+    return LiveSecret(name=name, object_id=resp.secret_id, keys=tuple(sorted(values)))
+
+
+async def delete_secret(conn: Connection, environment: str, name: str) -> None:
+    from modal_proto import api_pb2
+
+    found = await conn.call("SecretGetOrCreate", api_pb2.SecretGetOrCreateRequest(
+        deployment_name=name, environment_name=environment,
+        object_creation_type=api_pb2.OBJECT_CREATION_TYPE_UNSPECIFIED))
+    if found is None:
+        return
+    await conn.call("SecretDelete", api_pb2.SecretDeleteRequest(secret_id=found.secret_id))
+
+
+async def set_app_tags(conn: Connection, app_id: str, tags: dict[str, str]) -> None:
+    from modal_proto import api_pb2
+
+    await conn.call("AppSetTags", api_pb2.AppSetTagsRequest(app_id=app_id, tags=tags))
+
+
+async def read_objects(conn: Connection, environment: str, volumes: list[str], secrets: list[str]
+                       ) -> tuple[dict[str, LiveVolume], dict[str, LiveSecret]]:
+    """Fresh ids and creation times after changes (for the state record)."""
+    from modal_proto import api_pb2
+
+    vols, secs = await asyncio.gather(
+        _paged(conn, "VolumeList", api_pb2.VolumeListRequest, environment) if volumes else _none(),
+        _paged(conn, "SecretList", api_pb2.SecretListRequest, environment) if secrets else _none(),
+    )
+    v = {i.label: volume_from_proto(i) for i in vols or [] if i.label in volumes}
+    s = {i.label: secret_from_proto(i) for i in secs or [] if i.label in secrets}
+    return v, s
+
+
+async def _none() -> list[Any]:
+    return []
+
+
+class ModalOps:
+    """Synchronous operations through the public SDK (deploys, dicts, volume files, sandboxes).
+    The SDK runs them on its own loop; call these from plain (non-async) code."""
+
+    def __init__(self, environment: str) -> None:
+        self.environment = environment
+
+    # -- the lock ---------------------------------------------------------------------
+    def _lock_dict(self) -> Any:
+        import modal
+
+        from harvest_iac.state import LOCK_DICT
+
+        return modal.Dict.from_name(LOCK_DICT, environment_name=self.environment,
+                                    create_if_missing=True)
+
+    def lock_put_if_absent(self, key: str, value: dict[str, Any]) -> bool:
+        return bool(self._lock_dict().put(key, value, skip_if_exists=True))
+
+    def lock_get(self, key: str) -> dict[str, Any] | None:
+        value = self._lock_dict().get(key)
+        return value if isinstance(value, dict) else None
+
+    def lock_pop(self, key: str) -> None:
+        d = self._lock_dict()
+        d.pop(key, None)
+
+    # -- the state record -------------------------------------------------------------
+    def write_file(self, volume: str, path: str, data: bytes) -> None:
+        import io
+
+        import modal
+
+        vol = modal.Volume.from_name(volume, environment_name=self.environment,
+                                     create_if_missing=True, version=2)
+        with vol.batch_upload(force=True) as batch:
+            batch.put_file(io.BytesIO(data), path)
+
+    # -- deploys -----------------------------------------------------------------------
+    def deploy(self, module_path: Path, app_name: str, tag: str) -> str:
+        """`modal deploy` of the rendered module, exactly as a user would run it; returns
+        the CLI's output. The module holds no secret values, so neither does the output."""
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-m", "modal", "deploy", str(module_path), "--env",
+               self.environment, "--name", app_name, "--tag", tag]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ),
+                              cwd=module_path.parent, timeout=900)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            raise BackendError(f"app.{app_name}: `modal deploy` failed:\n{tail}")
+        return proc.stdout
+
+
+async def app_identity(conn: Connection, environment: str, app: str) -> tuple[str, int | None]:
+    """The deployed app's id and latest deployment version."""
+    from modal_proto import api_pb2
+
+    got = await conn.call("AppGetByDeploymentName", api_pb2.AppGetByDeploymentNameRequest(
+        name=app, environment_name=environment))
+    if got is None or not got.app_id:
+        raise BackendError(f"app.{app}: not found in environment {environment!r} after deploy")
+    hist = await conn.call("AppDeploymentHistory",
+                           api_pb2.AppDeploymentHistoryRequest(app_id=got.app_id))
+    version = None
+    if hist is not None and hist.app_deployment_histories:
+        version = max(h.version for h in hist.app_deployment_histories)
+    return got.app_id, version

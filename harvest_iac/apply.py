@@ -1,0 +1,461 @@
+"""`harvest apply`: walk the plan's changes in dependency order through the backend, with
+the environment's lock held, writing the state record after every step.
+
+Order: environment, volumes, secrets, images + app deploy (crons, sandbox profiles),
+snapshots, then the deletions the flags allow. A no-change apply makes no mutating call (it
+does not even take the lock). Every step is idempotent, so an apply killed at any point and
+run again converges.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harvest_iac.diff import DiffInput, compare
+from harvest_iac.errors import HarvestError, LockError, StalePlanError
+from harvest_iac.plan import Action, Change, Plan, plan_from_dict
+from harvest_iac.planner import Prepared, cron_limit, load_environments, prepare
+from harvest_iac.state import (
+    STATE_VOLUME,
+    ResourceRecord,
+    SnapshotRecord,
+    StateRecord,
+    state_path,
+)
+
+LOCK_TTL_S = 3600.0
+APP_KINDS = ("image", "cron", "sandbox")
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    auto_approve: bool = False
+    allow_destroy: frozenset[str] = frozenset()
+    lock_timeout: float = 0.0
+    interactive: bool = False
+
+
+# -- guards ------------------------------------------------------------------------------
+def guard_problems(plan: Plan, allow_destroy: frozenset[str]) -> list[str]:
+    """Why this plan cannot be applied as it stands (empty: it can). Checked before any change."""
+    problems = []
+    for c in plan.actionable:
+        if c.blocked:
+            problems.append(c.blocked)
+        elif c.action in (Action.DELETE, Action.REPLACE) and c.kind in ("volume", "secret"):
+            if c.address not in allow_destroy:
+                what = "delete" if c.action is Action.DELETE else "replace (delete, then create)"
+                problems.append(
+                    f"{c.address}: apply would {what} it; pass --allow-destroy {c.address} to "
+                    "allow that, or keep it in the YAML")
+    unknown = sorted(a for a in allow_destroy
+                     if a not in {c.address for c in plan.actionable})
+    for a in unknown:
+        if "." not in a:
+            problems.append(f"--allow-destroy {a}: name a resource address such as volume.{a}")
+    return problems
+
+
+# -- the lock ------------------------------------------------------------------------------
+def lock_owner() -> dict[str, Any]:
+    run_url = ""
+    if os.environ.get("GITHUB_RUN_ID"):
+        run_url = (f"{os.environ.get('GITHUB_SERVER_URL', 'https://github.com')}/"
+                   f"{os.environ.get('GITHUB_REPOSITORY', '')}/actions/runs/"
+                   f"{os.environ['GITHUB_RUN_ID']}")
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return {"owner": f"{user}@{socket.gethostname()} (pid {os.getpid()})", "run_url": run_url,
+            "id": uuid.uuid4().hex}
+
+
+def describe_lock(value: Mapping[str, Any]) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(value.get("acquired_at", 0))))
+    text = f"{value.get('owner', 'someone')} since {since}"
+    if value.get("run_url"):
+        text += f" (run {value['run_url']})"
+    return text
+
+
+class Lock:
+    """harvest's lock on one (environment, app): a put-if-absent Dict entry with a deadline."""
+
+    def __init__(self, ops: Any, app: str, *, timeout: float, echo: Callable[[str], None]) -> None:
+        self.ops = ops
+        self.key = app
+        self.timeout = timeout
+        self.echo = echo
+        self.value: dict[str, Any] = {}
+
+    def acquire(self) -> None:
+        start = time.monotonic()
+        waited = False
+        while True:
+            now = time.time()
+            value = {**lock_owner(), "acquired_at": now, "deadline": now + LOCK_TTL_S}
+            if self.ops.lock_put_if_absent(self.key, value):
+                self.value = value
+                return
+            held = self.ops.lock_get(self.key)
+            if held is None:
+                continue
+            if float(held.get("deadline", 0)) < now:
+                self.echo(f"Warning: taking over a stale lock held by {describe_lock(held)}; "
+                          "its deadline passed")
+                self.ops.lock_pop(self.key)
+                continue
+            if time.monotonic() - start >= self.timeout:
+                raise LockError(
+                    f"the lock for app {self.key!r} in environment {self.ops.environment!r} is held "
+                    f"by {describe_lock(held)}. Wait for that run (or use --lock-timeout 10m); "
+                    "if it is gone, free the lock with `harvest unlock`")
+            if not waited:
+                self.echo(f"Waiting for the lock held by {describe_lock(held)}...")
+                waited = True
+            time.sleep(min(1.0, max(0.05, self.timeout / 20)))
+
+    def refresh(self) -> None:
+        """Push the deadline out (after each step of a long apply)."""
+        if self.value:
+            current = self.ops.lock_get(self.key)
+            if current is not None and current.get("id") == self.value.get("id"):
+                self.value = {**self.value, "deadline": time.time() + LOCK_TTL_S}
+                self.ops.lock_pop(self.key)
+                self.ops.lock_put_if_absent(self.key, self.value)
+
+    def release(self) -> None:
+        if not self.value:
+            return
+        current = self.ops.lock_get(self.key)
+        if current is not None and current.get("id") == self.value.get("id"):
+            self.ops.lock_pop(self.key)
+        self.value = {}
+
+
+# -- the walker ------------------------------------------------------------------------------
+@dataclass
+class Applier:
+    """Runs one plan's changes. `state` is rewritten (serial + 1) after every step."""
+
+    session: Any
+    prep: Prepared
+    plan: Plan
+    state: StateRecord
+    ops: Any
+    echo: Callable[[str], None]
+    allow_destroy: frozenset[str] = frozenset()
+    lock: Lock | None = None
+    done: list[str] = field(default_factory=list)
+
+    @property
+    def spec(self) -> Any:
+        return self.prep.loaded.spec
+
+    def by_kind(self, *kinds: str, actions: tuple[Action, ...] | None = None) -> list[Change]:
+        return [c for c in self.plan.actionable if c.kind in kinds
+                and (actions is None or c.action in actions)]
+
+    def save_state(self) -> None:
+        self.state = self.state.bumped()
+        self.ops.write_file(STATE_VOLUME, state_path(self.spec.app), self.state.to_json().encode())
+        if self.lock is not None:
+            self.lock.refresh()
+
+    def step(self, title: str, fn: Callable[[], None]) -> None:
+        start = time.perf_counter()
+        self.echo(f"{title}...")
+        fn()
+        self.save_state()
+        self.echo(f"{title}: done ({time.perf_counter() - start:.1f}s)")
+        self.done.append(title)
+
+    def run(self) -> None:
+        vol_changes = self.by_kind("volume", actions=(Action.CREATE, Action.IMPORT, Action.UPDATE,
+                                                      Action.REPLACE))
+        sec_changes = self.by_kind("secret", actions=(Action.CREATE, Action.IMPORT, Action.UPDATE))
+        if vol_changes:
+            self.step("volumes", lambda: self._volumes(vol_changes))
+        if sec_changes:
+            self.step("secrets", lambda: self._secrets(sec_changes))
+        app_changes = self.by_kind("app", *APP_KINDS)
+        if app_changes:
+            self.step(f"app.{self.spec.app} deploy", self._deploy)
+        snaps = self.by_kind("snapshot", actions=(Action.CREATE, Action.UPDATE))
+        if snaps:
+            self.step("snapshots", lambda: self._snapshots(snaps))
+        deletes = [c for c in self.by_kind("volume", "secret", "snapshot", actions=(Action.DELETE,))]
+        if deletes:
+            self.step("deletions", lambda: self._deletes(deletes))
+
+    # -- steps ---------------------------------------------------------------------------
+    def _volumes(self, changes: list[Change]) -> None:
+        from harvest_iac import modal_backend as mb
+
+        env = self.spec.environment
+
+        async def go(conn: mb.Connection) -> None:
+            import asyncio
+
+            async def one(c: Change) -> None:
+                if c.action is Action.REPLACE:
+                    await mb.delete_volume(conn, env, c.name)
+                if c.action in (Action.CREATE, Action.REPLACE, Action.IMPORT):
+                    await mb.create_volume(conn, env, c.name, int(c.after["version"]))  # type: ignore[index]
+
+            await asyncio.gather(*(one(c) for c in changes))
+            vols, _ = await mb.read_objects(conn, env, [c.name for c in changes], [])
+            for c in changes:
+                lv = vols.get(c.name)
+                self.state = self.state.with_resource(c.address, ResourceRecord(
+                    object_id=lv.object_id if lv else "", spec=dict(self.prep.desired[c.address].spec),
+                    created_at=lv.created_at if lv else 0.0))
+
+        self.session.with_connection(go)
+
+    def _secrets(self, changes: list[Change]) -> None:
+        from harvest_iac import modal_backend as mb
+
+        env = self.spec.environment
+
+        async def go(conn: mb.Connection) -> None:
+            import asyncio
+
+            async def one(c: Change) -> None:
+                sv = self.prep.secret_values[c.name]
+                assert sv.values is not None  # checked before any change
+                await mb.put_secret(conn, env, c.name, sv.values)
+
+            await asyncio.gather(*(one(c) for c in changes))
+            _, secs = await mb.read_objects(conn, env, [], [c.name for c in changes])
+            for c in changes:
+                ls = secs.get(c.name)
+                sv = self.prep.secret_values[c.name]
+                assert sv.values is not None
+                self.state = self.state.with_resource(c.address, ResourceRecord(
+                    object_id=ls.object_id if ls else "",
+                    spec=dict(self.prep.desired[c.address].spec),
+                    values_hash=self.state.hash_values(sv.values),
+                    created_at=ls.created_at if ls else 0.0))
+
+        self.session.with_connection(go)
+
+    def _deploy(self) -> None:
+        from harvest_iac import modal_backend as mb
+        from harvest_iac.naming import TAG_CODE_HASH, TAG_MANAGED_BY
+        from harvest_iac.render import render_app, write_rendered
+
+        rendered = render_app(self.spec)
+        build_dir = Path(".harvest") / "build" / self.spec.environment
+        module_path = write_rendered(rendered, build_dir)
+        short = rendered.code_hash.split(":")[-1][:16]
+        self.ops.deploy(module_path.resolve(), self.spec.app, tag=f"harvest-{short}")
+        env, app = self.spec.environment, self.spec.app
+
+        async def after(conn: mb.Connection) -> tuple[str, int | None]:
+            return await mb.app_identity(conn, env, app)
+
+        app_id, version = self.session.with_connection(after)
+
+        async def tag(conn: mb.Connection) -> None:
+            await mb.set_app_tags(conn, app_id, {TAG_MANAGED_BY: "harvest", TAG_CODE_HASH: short})
+
+        self.session.with_connection(tag)
+        st = self.state
+        for address, d in self.prep.desired.items():
+            if d.kind in APP_KINDS:
+                st = st.with_resource(address, ResourceRecord(spec=dict(d.spec)))
+        for address in list(st.resources):
+            if address.split(".", 1)[0] in APP_KINDS and address not in self.prep.desired:
+                st = st.with_resource(address, None)
+        st = st.with_resource(f"app.{app}", ResourceRecord(object_id=app_id, version=version,
+                                                            code_hash=rendered.code_hash,
+                                                            spec={"code_hash": rendered.code_hash}))
+        self.state = st
+
+    def _snapshots(self, changes: list[Change]) -> None:
+        from harvest_iac.diff import SNAPSHOT_RECIPE
+
+        for c in changes:
+            rec = self.state.resources.get(c.address)
+            spec = dict(self.prep.desired[c.address].spec)
+            remake = c.action is Action.CREATE or any(
+                f.path in SNAPSHOT_RECIPE or f.path == "age" for f in c.fields) or (
+                c.reason is not None and "no longer exists" in c.reason)
+            history = tuple(rec.snapshots) if rec else ()
+            if remake:
+                image_id = self.ops.make_snapshot(self.spec, c.name)
+                history = history + (SnapshotRecord(image_id, time.time()),)
+            keep = int(spec.get("keep") or 1)
+            self.state = self.state.with_resource(c.address, ResourceRecord(
+                spec=spec, snapshots=history[-keep:]))
+
+    def _deletes(self, changes: list[Change]) -> None:
+        from harvest_iac import modal_backend as mb
+
+        env = self.spec.environment
+        modal_deletes = [c for c in changes if c.kind in ("volume", "secret")]
+        for c in modal_deletes:
+            if c.address not in self.allow_destroy or c.blocked:
+                raise HarvestError(f"internal: {c.address} reached deletion without permission")
+
+        async def go(conn: mb.Connection) -> None:
+            import asyncio
+
+            async def one(c: Change) -> None:
+                if c.kind == "volume":
+                    await mb.delete_volume(conn, env, c.name)
+                else:
+                    await mb.delete_secret(conn, env, c.name)
+
+            await asyncio.gather(*(one(c) for c in modal_deletes))
+
+        if modal_deletes:
+            self.session.with_connection(go)
+        for c in changes:
+            self.state = self.state.with_resource(c.address, None)
+
+
+# -- the verb --------------------------------------------------------------------------------
+def _read_plan_file(path: Path) -> list[Plan]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        docs = data["plans"] if isinstance(data, dict) and "plans" in data else [data]
+        return [plan_from_dict(d) for d in docs]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HarvestError(f"{path}: not a harvest plan file ({exc}); make one with "
+                           "`harvest plan -o plan.json`") from exc
+
+
+def is_plan_file(path: str) -> bool:
+    return path.endswith(".json")
+
+
+def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | None) -> int:
+    from harvest_iac.modal_backend import Session
+    from harvest_iac.planner import check_inputs, plan_one
+    from harvest_iac.present import render_text
+    from harvest_iac.targets import resolve_target
+
+    saved: list[Plan] | None = None
+    if len(paths) == 1 and is_plan_file(paths[0]):
+        saved = _read_plan_file(Path(paths[0]))
+        paths = tuple(p.source for p in saved)
+    loaded = load_environments(paths)
+    environ = dict(os.environ)
+    preps = [prepare(item, environ) for item in loaded]
+    check_inputs(preps)  # every secret value readable, before any change
+    if saved is not None:
+        for plan, prep in zip(saved, preps):
+            if plan.spec_digest != prep.spec_digest:
+                raise StalePlanError(
+                    f"{plan.source} changed since the plan was saved; run `harvest plan -o` again")
+    if not opts.auto_approve and not opts.interactive:
+        raise HarvestError(
+            "apply changes Modal: review the plan and pass --auto-approve (needed when not run "
+            "from a terminal, e.g. in CI), or run it in a terminal to confirm")
+    choice = resolve_target(target_flag, environ)
+    echo: Callable[[str], None] = lambda text: click.echo(text, err=True)
+    if choice.notice:
+        echo(choice.notice)
+    with Session(choice, Path.cwd()) as session:
+        for i, prep in enumerate(preps):
+            plan = plan_one(prep, session, target=choice.name, environ=environ)
+            if saved is not None and saved[i].live_fingerprint != plan.live_fingerprint:
+                raise StalePlanError(
+                    f"live state of environment {plan.environment!r} moved since the plan was "
+                    "saved; run `harvest plan -o` again and review it")
+            if not plan.summary.has_changes:
+                click.echo(f"{plan.environment}/{plan.app}: No changes. "
+                           "Your infrastructure matches the configuration.")
+                continue
+            problems = guard_problems(plan, opts.allow_destroy)
+            if problems:
+                raise HarvestError("apply refused, nothing was changed:\n  "
+                                   + "\n  ".join(problems))
+            if saved is None and not opts.auto_approve:
+                click.echo(render_text([plan], color=sys.stdout.isatty()), nl=False)
+                answer = click.prompt("Do you want to perform these actions? Only 'yes' will be "
+                                      "accepted", default="", show_default=False)
+                if answer.strip() != "yes":
+                    raise HarvestError("apply cancelled; nothing was changed")
+            _apply_one(session, prep, plan, opts, environ, echo, choice.name)
+    return 0
+
+
+def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
+               environ: Mapping[str, str], echo: Callable[[str], None], target: str) -> None:
+    from datetime import datetime, timezone
+
+    from harvest_iac import modal_backend as mb
+    from harvest_iac.modal_backend import ModalOps, ReadRequest
+    from harvest_iac.desired import function_tags
+
+    spec = prep.loaded.spec
+
+    async def mkenv(conn: mb.Connection) -> None:
+        await mb.create_environment(conn, spec.environment)
+
+    if any(c.kind == "environment" for c in plan.actionable):
+        echo(f"environment.{spec.environment}: creating")
+        session.with_connection(mkenv)
+    ops = ModalOps(spec.environment)
+    lock = Lock(ops, spec.app, timeout=opts.lock_timeout, echo=echo)
+    lock.acquire()
+    try:
+        live = session.read(ReadRequest(environment=spec.environment, app=spec.app,
+                                        function_names=function_tags(spec)))
+        fresh = compare(DiffInput(
+            environment=spec.environment, app=spec.app, source=str(prep.loaded.path),
+            target=target, desired=prep.desired, app_digest=prep.app_digest,
+            secret_values=prep.secret_values, now=datetime.now(timezone.utc),
+            cron_limit=cron_limit(environ), spec_digest=prep.spec_digest), live)
+        if fresh.live_fingerprint != plan.live_fingerprint:
+            echo("Live state changed while waiting for the lock; applying the fresh plan.")
+            problems = guard_problems(fresh, opts.allow_destroy)
+            if problems:
+                raise HarvestError("apply refused, nothing was changed:\n  " + "\n  ".join(problems))
+        state = live.state or StateRecord.new(spec.environment, spec.app)
+        applier = Applier(session=session, prep=prep, plan=fresh, state=state, ops=ops, echo=echo,
+                          allow_destroy=opts.allow_destroy, lock=lock)
+        applier.run()
+        s = fresh.summary
+        click.echo(f"Apply complete! Resources: {s.imports} imported, {s.add} added, "
+                   f"{s.change} changed, {s.destroy} destroyed.")
+    finally:
+        lock.release()
+
+
+def run_unlock(paths: tuple[str, ...], target_flag: str | None, yes: bool) -> int:
+    from harvest_iac.modal_backend import ModalOps, Session
+    from harvest_iac.targets import resolve_target
+
+    loaded = load_environments(paths)
+    choice = resolve_target(target_flag)
+    with Session(choice, Path.cwd()):
+        for item in loaded:
+            ops = ModalOps(item.spec.environment)
+            held = ops.lock_get(item.spec.app)
+            if held is None:
+                click.echo(f"{item.spec.environment}/{item.spec.app}: not locked")
+                continue
+            click.echo(f"{item.spec.environment}/{item.spec.app}: locked by {describe_lock(held)}")
+            if not yes and not click.confirm("Free this lock? Only do this if that run is gone"):
+                raise HarvestError("unlock cancelled")
+            ops.lock_pop(item.spec.app)
+            click.echo("Lock freed.")
+    return 0
+

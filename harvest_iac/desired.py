@@ -1,0 +1,137 @@
+"""The desired state of one environment file, as resources the diff can compare. Pure.
+
+Each resource has a `spec` (normalised, JSON-able: recorded as last-applied in the state
+record) and a `live_view` (the part Modal can show back, in the terms the backend reads).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harvest_iac.diff import SNAPSHOT_RECIPE, Desired
+from harvest_iac.naming import function_tag
+from harvest_iac.plan import fingerprint
+from harvest_iac.spec.models import Cron, EnvironmentSpec, Image, Sandbox, Snapshot
+
+
+def _num(x: float | int) -> float | int:
+    return int(x) if float(x).is_integer() else float(x)
+
+
+def schedule_view(cron: Cron) -> str:
+    """How Modal shows the schedule the generated code deploys (see `function_from_proto`)."""
+    if cron.schedule is not None:
+        return f"Cron({cron.schedule!r}, {cron.timezone or 'UTC'})"
+    seconds = cron.every_seconds or 0
+    return f"Period(seconds={_num(seconds)})"
+
+
+def image_spec(image: Image) -> dict[str, Any]:
+    return image.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+
+
+def image_chain(spec: EnvironmentSpec, name: str) -> list[dict[str, Any]]:
+    """The recipe of an image with the recipes it is layered on (base first)."""
+    chain: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    current: str | None = name
+    while current is not None and current in spec.images and current not in seen:
+        seen.add(current)
+        img = spec.images[current]
+        chain.append({"name": current, **image_spec(img)})
+        current = img.parent
+    return list(reversed(chain))
+
+
+def image_recipe_digest(spec: EnvironmentSpec, ref: str) -> str:
+    """A digest of what a sandbox or snapshot starts from: an image's chain, or a snapshot's
+    own recipe."""
+    if ref in spec.images:
+        return fingerprint(image_chain(spec, ref))
+    if ref in spec.snapshots:
+        return fingerprint({"snapshot": ref, **snapshot_recipe(spec, spec.snapshots[ref])})
+    return fingerprint(ref)
+
+
+def snapshot_recipe(spec: EnvironmentSpec, snap: Snapshot) -> dict[str, Any]:
+    return {
+        "image": snap.image,
+        "image_recipe": image_recipe_digest(spec, snap.image),
+        "setup": list(snap.setup),
+        "volumes": dict(sorted(snap.volumes.items())),
+    }
+
+
+def cron_spec(cron: Cron) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "schedule": cron.schedule,
+        "timezone": cron.timezone,
+        "every": cron.every,
+        "every_seconds": cron.every_seconds,
+        "retries": None if cron.retries is None else cron.retries.model_dump(mode="json"),
+        "timeout": cron.timeout,
+        "image": cron.image,
+        "volumes": dict(sorted(cron.volumes.items())),
+        "secrets": sorted(cron.secrets),
+        "task": cron.task,
+        "command": cron.command,
+    }
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def cron_live_view(cron: Cron) -> dict[str, Any]:
+    return {
+        "schedule": schedule_view(cron),
+        "max_retries": None if cron.retries is None else cron.retries.max_retries,
+        "timeout": cron.timeout,
+        "volumes": dict(sorted(cron.volumes.items())),
+        "secrets": sorted(cron.secrets),
+    }
+
+
+def sandbox_spec(spec: EnvironmentSpec, sb: Sandbox) -> dict[str, Any]:
+    data = sb.model_dump(mode="json")
+    data["memory_mib"] = data.pop("memory")
+    data["volumes"] = dict(sorted(sb.volumes.items()))
+    data["secrets"] = sorted(sb.secrets)
+    data["image_recipe"] = image_recipe_digest(spec, sb.image)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def desired_resources(spec: EnvironmentSpec) -> dict[str, Desired]:
+    """Every resource of the file by address (`volume.agent-state`, ...)."""
+    out: dict[str, Desired] = {}
+
+    def add(kind: str, name: str, data: dict[str, Any], live_view: dict[str, Any] | None = None) -> None:
+        address = f"{kind}.{name}"
+        out[address] = Desired(address, kind, name, data, live_view or {})
+
+    for name, vol in spec.volumes.items():
+        add("volume", name, {"version": vol.version, "protect": vol.protect})
+    for name, sec in spec.secrets.items():
+        data: dict[str, Any] = {"keys": sec.keys}
+        if sec.from_dotenv is not None:
+            data["from_dotenv"] = sec.from_dotenv
+        else:
+            data["from_env"] = dict(sorted((sec.from_env or {}).items()))
+        add("secret", name, data)
+    for name in spec.image_order():
+        add("image", name, {"chain": image_chain(spec, name)})
+    for name, snap in spec.snapshots.items():
+        add("snapshot", name, {**snapshot_recipe(spec, snap), "max_age": snap.max_age,
+                               "keep": snap.keep})
+    for name, cron in spec.crons.items():
+        view = cron_live_view(cron)
+        add("cron", name, {**cron_spec(cron), "live_view": view}, view)
+    for name, sb in spec.sandboxes.items():
+        add("sandbox", name, sandbox_spec(spec, sb))
+    return out
+
+
+def function_tags(spec: EnvironmentSpec) -> tuple[str, ...]:
+    return tuple(sorted([function_tag("cron", n) for n in spec.crons]
+                        + [function_tag("sandbox", n) for n in spec.sandboxes]))
+
+
+def spec_digest(spec: EnvironmentSpec) -> str:
+    return fingerprint(spec.model_dump(mode="json", by_alias=True))

@@ -1,0 +1,450 @@
+"""compare(desired, live) -> Plan. Pure: no modal, no network, no file I/O.
+
+Identity sets first (desired - live: create; live - desired: delete when harvest manages it,
+else unmanaged; both: compare fields), then one comparer per kind. Modal cannot tell us
+everything (image recipes, secret values, a sandbox profile's settings), so fields Modal
+cannot show are compared with the spec recorded at the last apply (the state record).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from deepdiff import DeepDiff
+
+from harvest_iac.estimate import (
+    PRICES,
+    STARTER_PLAN_CRON_LIMIT,
+    HOURS_PER_MONTH,
+    Prices,
+    cron_runs_per_month,
+    format_fire_times,
+    function_run_cost,
+    money,
+    next_cron_fires,
+    sandbox_hour_cost,
+)
+from harvest_iac.live import Live, LiveFunction
+from harvest_iac.naming import function_tag
+from harvest_iac.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan, fingerprint, order_changes
+from harvest_iac.state import ResourceRecord, StateRecord
+
+
+#: Snapshot fields whose change means the snapshot must be made again.
+SNAPSHOT_RECIPE = ("image", "image_recipe", "setup", "volumes")
+
+
+@dataclass(frozen=True)
+class Desired:
+    """One resource the YAML declares, in normalised JSON-able form."""
+
+    address: str
+    kind: str
+    name: str
+    spec: dict[str, Any]  # recorded as last-applied; compared with the state record
+    live_view: dict[str, Any] = field(default_factory=dict)  # what Modal can show back
+
+
+@dataclass(frozen=True)
+class SecretValues:
+    """A secret's values read at plan/apply time (never printed). `values` is None when a
+    variable is missing; `missing` names them."""
+
+    values: dict[str, str] | None
+    missing: tuple[str, ...] = ()
+    source: str = ""  # where the values came from, for messages ("env", ".env.registry")
+
+
+@dataclass(frozen=True)
+class DiffInput:
+    environment: str
+    app: str
+    source: str
+    target: str
+    desired: dict[str, Desired]  # by address
+    app_digest: str  # hash of everything deployed as the app (the rendered code)
+    secret_values: dict[str, SecretValues]  # by secret name
+    now: datetime
+    cron_limit: int = STARTER_PLAN_CRON_LIMIT
+    prices: Prices = PRICES
+    spec_digest: str = ""
+
+
+@dataclass
+class _Acc:
+    changes: list[Change] = field(default_factory=list)
+    drift: list[Drift] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[FieldChange, ...]:
+    """Field-level differences, top-level keys (nested values compared whole), sorted."""
+    out = []
+    for key in sorted(set(before) | set(after)):
+        b, a = before.get(key), after.get(key)
+        if DeepDiff(b, a, ignore_order=False):
+            out.append(FieldChange(key, b, a))
+    return tuple(out)
+
+
+def _split(address: str) -> tuple[str, str]:
+    kind, name = address.split(".", 1)
+    return kind, name
+
+
+# -- per-kind comparers -----------------------------------------------------------------
+def _compare_volume(d: Desired | None, live: Live, rec: ResourceRecord | None, inp: DiffInput,
+                    acc: _Acc, address: str) -> None:
+    kind, name = _split(address)
+    lv = live.volumes.get(name)
+    live_view = None if lv is None else {"version": lv.version}
+    recorded_protect = bool(rec.spec.get("protect", True)) if rec else True
+    if d is None:
+        if lv is None:
+            return
+        if rec is None:
+            return  # unmanaged: never planned for deletion
+        blocked = None
+        if recorded_protect:
+            blocked = (f"{address} is protected: to delete it, first set `protect: false` for it "
+                       f"in the YAML and apply, then remove it and apply with --allow-destroy {address}")
+        acc.changes.append(Change(address, kind, name, Action.DELETE,
+                                  before={**(rec.spec if rec else {}), **(live_view or {})},
+                                  blocked=blocked,
+                                  notes=(f"apply deletes it only with --allow-destroy {address}; "
+                                         "its files are lost",)))
+        return
+    if lv is None:
+        if rec is not None:
+            acc.drift.append(Drift(address, kind, name, "was deleted outside of harvest"))
+        acc.changes.append(Change(address, kind, name, Action.CREATE, after=d.spec))
+        return
+    if rec is None:
+        if lv.version != d.spec.get("version"):
+            acc.changes.append(Change(
+                address, kind, name, Action.REPLACE, before={"version": lv.version}, after=d.spec,
+                fields=(FieldChange("version", lv.version, d.spec.get("version")),),
+                reason="version is fixed at creation; the existing volume is not managed by harvest",
+                blocked=(f"{address} exists with version {lv.version} and is not managed by "
+                         f"harvest: set `version: {lv.version}` to adopt it as it is"),
+            ))
+        else:
+            acc.changes.append(Change(address, kind, name, Action.IMPORT, before=live_view,
+                                      after=d.spec))
+        return
+    if rec.object_id and lv.object_id != rec.object_id:
+        acc.drift.append(Drift(address, kind, name,
+                               "was deleted and re-created outside of harvest (its files may differ)"))
+    if lv.version != d.spec.get("version"):
+        protected = recorded_protect or bool(d.spec.get("protect", True))
+        acc.changes.append(Change(
+            address, kind, name, Action.REPLACE, before={**rec.spec, "version": lv.version},
+            after=d.spec, fields=_fields({**rec.spec, "version": lv.version}, d.spec),
+            reason="version is fixed at creation",
+            blocked=(f"replacing {address} deletes it and its files; it is protected: set "
+                     "`protect: false`, apply, then apply the version change with "
+                     f"--allow-destroy {address}") if protected else None,
+            notes=(f"apply replaces it only with --allow-destroy {address}; its files are lost",),
+        ))
+        return
+    fields = _fields(rec.spec, d.spec)
+    if fields:
+        acc.changes.append(Change(address, kind, name, Action.UPDATE, before=rec.spec,
+                                  after=d.spec, fields=fields,
+                                  reason="harvest settings only; nothing changes in Modal"))
+
+
+def _compare_secret(d: Desired | None, live: Live, rec: ResourceRecord | None, inp: DiffInput,
+                    acc: _Acc, address: str) -> None:
+    kind, name = _split(address)
+    ls = live.secrets.get(name)
+    state = live.state
+    if d is None:
+        if ls is not None and rec is not None:
+            acc.changes.append(Change(address, kind, name, Action.DELETE,
+                                      before={"keys": list(ls.keys), "values": SENSITIVE},
+                                      notes=(f"apply deletes it only with --allow-destroy {address}",)))
+        return
+    keys = list(d.spec.get("keys", []))
+    after = {"keys": keys, "values": SENSITIVE}
+    values = inp.secret_values.get(name)
+    if values is not None and values.missing:
+        acc.warnings.append(
+            f"{address}: cannot compare values: {', '.join(values.missing)} "
+            f"{'is' if len(values.missing) == 1 else 'are'} not set; apply will refuse until "
+            f"{'it is' if len(values.missing) == 1 else 'they are'} set")
+    if ls is None:
+        if rec is not None:
+            acc.drift.append(Drift(address, kind, name, "was deleted outside of harvest"))
+        acc.changes.append(Change(address, kind, name, Action.CREATE, after=after))
+        return
+    before = {"keys": list(ls.keys), "values": SENSITIVE}
+    if rec is None:
+        acc.changes.append(Change(address, kind, name, Action.IMPORT, before=before, after=after,
+                                  reason="exists but is not managed by harvest; apply adopts it "
+                                         "and sets its values from the declared source"))
+        return
+    recorded_keys = list(rec.spec.get("keys", []))
+    if rec.object_id and ls.object_id != rec.object_id or (
+        rec.created_at and ls.created_at and abs(ls.created_at - rec.created_at) > 1e-3
+    ):
+        acc.drift.append(Drift(address, kind, name,
+                               "was re-created outside of harvest (its values may differ)"))
+    elif list(ls.keys) != recorded_keys:
+        lost = sorted(set(recorded_keys) - set(ls.keys))
+        what = (f"lost key(s) {', '.join(lost)} outside of harvest" if lost
+                else "gained keys outside of harvest")
+        acc.drift.append(Drift(address, kind, name, what,
+                               fields=(FieldChange("keys", recorded_keys, list(ls.keys)),)))
+    fields = list(_fields({"keys": list(ls.keys)}, {"keys": keys}))
+    reasons = []
+    if values is not None and values.values is not None and state is not None and state.salt:
+        if state.hash_values(values.values) != rec.values_hash:
+            fields.append(FieldChange("values", SENSITIVE, SENSITIVE))
+            reasons.append("values changed")
+    if fields:
+        acc.changes.append(Change(address, kind, name, Action.UPDATE, before=before, after=after,
+                                  fields=tuple(fields), reason="; ".join(reasons) or None))
+
+
+def _function_view(fn: LiveFunction) -> dict[str, Any]:
+    return {
+        "schedule": fn.schedule,
+        "max_retries": fn.max_retries,
+        "timeout": fn.timeout,
+        "cpu": fn.cpu,
+        "memory_mib": fn.memory_mib,
+        "volumes": dict(sorted(fn.volumes.items())),
+        "secrets": sorted(fn.secrets),
+    }
+
+
+def _compare_function(d: Desired | None, live: Live, rec: ResourceRecord | None,
+                      inp: DiffInput, acc: _Acc, address: str) -> None:
+    """Crons and sandbox profiles: functions of the deployed app."""
+    kind, name = _split(address)
+    tag = function_tag(kind, name)
+    fn = live.app.functions.get(tag) if live.app else None
+    if d is None:
+        if rec is not None:
+            acc.changes.append(Change(address, kind, name, Action.DELETE, before=rec.spec,
+                                      reason="removed from the YAML; the app is redeployed without it"))
+        return
+    if rec is not None and fn is None and live.app is not None:
+        acc.drift.append(Drift(address, kind, name, "is missing from the deployed app"))
+    elif rec is not None and fn is not None and d.live_view:
+        recorded_view = {k: rec.spec.get("live_view", {}).get(k) for k in d.live_view}
+        now_view = {k: _function_view(fn).get(k) for k in d.live_view}
+        if recorded_view != now_view and rec.spec.get("live_view"):
+            acc.drift.append(Drift(address, kind, name, "was changed outside of harvest",
+                                   fields=_fields(recorded_view, now_view)))
+    notes = _function_notes(d, rec, inp)
+    if rec is None or fn is None and live.app is None:
+        acc.changes.append(Change(address, kind, name, Action.CREATE, after=_shown(d),
+                                  notes=notes))
+        return
+    before = _shown_spec(rec.spec)
+    if fn is not None and d.live_view:
+        before = {**before, **{k: v for k, v in _function_view(fn).items() if k in d.live_view}}
+    fields = _fields(before, _shown(d))
+    if fn is None and not fields:
+        fields = (FieldChange("deployed", False, True),)
+    if fields:
+        acc.changes.append(Change(address, kind, name, Action.UPDATE, before=before,
+                                  after=_shown(d), fields=fields, notes=notes))
+
+
+def _shown(d: Desired) -> dict[str, Any]:
+    return {**_shown_spec(d.spec), **d.live_view}
+
+
+def _shown_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k != "live_view"}
+
+
+def _function_notes(d: Desired, rec: ResourceRecord | None, inp: DiffInput) -> tuple[str, ...]:
+    notes: list[str] = []
+    spec = d.spec
+    if d.kind == "cron":
+        sched = spec.get("schedule")
+        tz = spec.get("timezone") or "UTC"
+        if sched:
+            notes.append("next runs: " + format_fire_times(next_cron_fires(sched, tz, inp.now)))
+            runs = cron_runs_per_month(sched, tz, inp.now)
+        else:
+            every = float(spec.get("every_seconds") or 0)
+            notes.append(f"runs every {spec.get('every')} from each deploy "
+                         "(a Period restarts when the app is redeployed)")
+            runs = HOURS_PER_MONTH * 3600 / every if every else 0.0
+        per_run = function_run_cost(float(spec.get("timeout") or 300), spec.get("cpu"),
+                                    spec.get("memory_mib"), inp.prices)
+        notes.append(f"cost: at most {money(runs * per_run)}/month ({runs:,.0f} runs, each "
+                     f"assumed to use its full {spec.get('timeout') or 300}s timeout at "
+                     f"{spec.get('cpu') or 0.125} CPU and {spec.get('memory_mib') or 128} MiB)")
+    elif d.kind == "sandbox":
+        hour = sandbox_hour_cost(spec.get("cpu"), spec.get("memory_mib"), inp.prices)
+        notes.append(f"cost: {money(hour)} per sandbox-hour ({money(hour * HOURS_PER_MONTH)}/month "
+                     f"for one sandbox running all month) at {spec.get('cpu') or 0.125} CPU and "
+                     f"{spec.get('memory_mib') or 128} MiB")
+    return tuple(notes)
+
+
+def _compare_recorded(d: Desired | None, live: Live, rec: ResourceRecord | None, inp: DiffInput,
+                      acc: _Acc, address: str) -> None:
+    """Images: Modal cannot show a recipe back; compare with the last-applied spec."""
+    kind, name = _split(address)
+    if d is None:
+        if rec is not None:
+            acc.changes.append(Change(address, kind, name, Action.DELETE, before=rec.spec,
+                                      reason="removed from the YAML; no longer built"))
+        return
+    if rec is None:
+        acc.changes.append(Change(address, kind, name, Action.CREATE, after=d.spec))
+        return
+    fields = _fields(rec.spec, d.spec)
+    if fields:
+        acc.changes.append(Change(address, kind, name, Action.UPDATE, before=rec.spec,
+                                  after=d.spec, fields=fields, reason="rebuilt on the next deploy"))
+
+
+def _compare_snapshot(d: Desired | None, live: Live, rec: ResourceRecord | None,
+                      inp: DiffInput, acc: _Acc, address: str) -> None:
+    kind, name = _split(address)
+    if d is None:
+        if rec is not None:
+            acc.changes.append(Change(address, kind, name, Action.DELETE, before=rec.spec,
+                                      reason="removed from the YAML; its images are forgotten"))
+        return
+    latest = rec.snapshots[-1] if rec and rec.snapshots else None
+    if rec is None or latest is None:
+        acc.changes.append(Change(address, kind, name, Action.CREATE, after=d.spec,
+                                  notes=("a sandbox runs the setup, then its filesystem is "
+                                         "snapshotted",)))
+        return
+    reasons = []
+    if not live.images.get(latest.image_id, None) or not live.images[latest.image_id].exists:
+        acc.drift.append(Drift(address, kind, name,
+                               f"image {latest.image_id} no longer exists in Modal"))
+        reasons.append("its image no longer exists")
+    fields = list(_fields(rec.spec, d.spec))
+    if any(f.path in SNAPSHOT_RECIPE for f in fields):
+        reasons.append("its recipe changed")
+    age = inp.now.timestamp() - latest.created_at
+    max_age = d.spec.get("max_age")
+    if max_age and age > float(max_age):
+        reasons.append(f"it is {_age(age)} old, older than max_age {_age(float(max_age))}")
+        fields.append(FieldChange("age", _age(age), "0s"))
+    if reasons:
+        acc.changes.append(Change(address, kind, name, Action.UPDATE, before=rec.spec,
+                                  after=d.spec, fields=tuple(fields),
+                                  reason="re-made: " + "; ".join(reasons)))
+    elif fields:
+        acc.changes.append(Change(address, kind, name, Action.UPDATE, before=rec.spec,
+                                  after=d.spec, fields=tuple(fields),
+                                  reason="harvest settings only; the snapshot is kept"))
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{(seconds % 86400) // 3600}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+Comparer = Callable[[Desired | None, Live, ResourceRecord | None, DiffInput, _Acc, str], None]
+
+COMPARERS: dict[str, Comparer] = {
+    "volume": _compare_volume,
+    "secret": _compare_secret,
+    "image": _compare_recorded,
+    "cron": _compare_function,
+    "sandbox": _compare_function,
+    "snapshot": _compare_snapshot,
+}
+
+
+def _compare_app(inp: DiffInput, live: Live, state: StateRecord | None, acc: _Acc,
+                 functions_changed: bool) -> None:
+    address = f"app.{inp.app}"
+    rec = state.resources.get(address) if state else None
+    after = {"code_hash": inp.app_digest}
+    if live.app is None:
+        if rec is not None:
+            acc.drift.append(Drift(address, "app", inp.app, "was deleted or stopped outside of harvest"))
+        acc.changes.append(Change(address, "app", inp.app, Action.CREATE, after=after,
+                                  notes=("deployed from the code rendered from templates/",)))
+        return
+    if live.app.state not in ("deployed", "unspecified"):
+        acc.drift.append(Drift(address, "app", inp.app, f"is {live.app.state} outside of harvest"))
+    if rec is None:
+        acc.changes.append(Change(address, "app", inp.app, Action.IMPORT,
+                                  before={"version": live.app.version}, after=after,
+                                  reason="an app of this name is deployed but not managed by "
+                                         "harvest; apply redeploys it from the YAML"))
+        return
+    if rec.version is not None and live.app.version is not None and live.app.version != rec.version:
+        by = f" by {live.app.deployed_by}" if live.app.deployed_by else ""
+        acc.drift.append(Drift(address, "app", inp.app,
+                               f"was deployed outside of harvest (version {live.app.version}{by}; "
+                               f"harvest deployed version {rec.version})",
+                               fields=(FieldChange("version", rec.version, live.app.version),)))
+        acc.changes.append(Change(address, "app", inp.app, Action.UPDATE,
+                                  before={"code_hash": live.app.tags.get("harvest-code-hash", ""),
+                                          "version": live.app.version},
+                                  after=after, fields=(FieldChange("version", live.app.version,
+                                                                   "(new)"),),
+                                  reason="redeploy to undo the deploy made outside of harvest"))
+        return
+    if rec.code_hash != inp.app_digest or functions_changed:
+        acc.changes.append(Change(address, "app", inp.app, Action.UPDATE,
+                                  before={"code_hash": rec.code_hash}, after=after,
+                                  fields=(FieldChange("code_hash", rec.code_hash, inp.app_digest),),
+                                  reason="redeployed"))
+
+
+def compare(inp: DiffInput, live: Live) -> Plan:
+    """The plan that makes `live` match `inp.desired`."""
+    acc = _Acc()
+    state = live.state
+    managed = set(state.resources) if state else set()
+    if not live.environment_exists:
+        acc.changes.append(Change(f"environment.{inp.environment}", "environment",
+                                  inp.environment, Action.CREATE, after={"name": inp.environment}))
+    live_addresses = {f"volume.{n}" for n in live.volumes} | {f"secret.{n}" for n in live.secrets}
+    addresses = set(inp.desired) | {a for a in managed if _split(a)[0] in COMPARERS} | (
+        live_addresses & (set(inp.desired) | managed))
+    for address in sorted(addresses):
+        kind = _split(address)[0]
+        comparer = COMPARERS.get(kind)
+        if comparer is None:
+            continue
+        rec = state.resources.get(address) if state else None
+        comparer(inp.desired.get(address), live, rec, inp, acc, address)
+    app_parts = ("image", "cron", "sandbox")
+    functions_changed = any(c.kind in app_parts for c in acc.changes)
+    _compare_app(inp, live, state, acc, functions_changed)
+    crons = sum(1 for d in inp.desired.values() if d.kind == "cron")
+    if crons > inp.cron_limit:
+        acc.warnings.append(f"{crons} crons exceed the limit of {inp.cron_limit} scheduled "
+                            "functions (Modal's Starter plan); set HARVEST_CRON_LIMIT if your "
+                            "plan allows more")
+    unmanaged = sorted(a for a in live_addresses if a not in managed and a not in inp.desired)
+    return Plan(
+        environment=inp.environment,
+        app=inp.app,
+        target=inp.target,
+        source=inp.source,
+        changes=order_changes(acc.changes),
+        drift=tuple(sorted(acc.drift, key=lambda d: d.address)),
+        unmanaged=tuple(unmanaged),
+        warnings=tuple(acc.warnings),
+        live_fingerprint=fingerprint(live.fingerprint_data()),
+        spec_digest=inp.spec_digest,
+    )
