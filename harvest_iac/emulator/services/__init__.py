@@ -4,10 +4,12 @@ services define the same method name (the first wins)."""
 from __future__ import annotations
 
 from harvest_iac.emulator.services.apps import AppService
+from harvest_iac.emulator.services.dicts import DictService
 from harvest_iac.emulator.services.environments import EnvironmentService
 from harvest_iac.emulator.services.functions import FunctionService
 from harvest_iac.emulator.services.images import ImageService
 from harvest_iac.emulator.services.sandboxes import SandboxService
+from harvest_iac.emulator.services.queues import QueueService
 from harvest_iac.emulator.services.secrets import SecretService
 from harvest_iac.emulator.services.volumes import VolumeService
 
@@ -19,4 +21,6 @@ SERVICE_CLASSES: list[type] = [
     SandboxService,
     SecretService,
     VolumeService,
+    DictService,
+    QueueService,
 ]
