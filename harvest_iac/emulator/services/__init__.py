@@ -8,6 +8,7 @@ from harvest_iac.emulator.services.dicts import DictService
 from harvest_iac.emulator.services.environments import EnvironmentService
 from harvest_iac.emulator.services.functions import FunctionService
 from harvest_iac.emulator.services.images import ImageService
+from harvest_iac.emulator.services.mounts import MountService
 from harvest_iac.emulator.services.sandboxes import SandboxService
 from harvest_iac.emulator.services.queues import QueueService
 from harvest_iac.emulator.services.secrets import SecretService
@@ -18,6 +19,7 @@ SERVICE_CLASSES: list[type] = [
     AppService,
     FunctionService,
     ImageService,
+    MountService,
     SandboxService,
     SecretService,
     VolumeService,

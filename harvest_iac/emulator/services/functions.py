@@ -149,22 +149,33 @@ def _function_to_data(fn: api_pb2.Function) -> api_pb2.FunctionData:
     fn_fields = fn.DESCRIPTOR.fields_by_name
     for field in data.DESCRIPTOR.fields:
         source = fn_fields.get(field.name)
-        if source is None or source.type != field.type or source.label != field.label:
+        if source is None or source.type != field.type or source.is_repeated != field.is_repeated:
             continue
         if field.message_type is not None and (
             source.message_type is None or source.message_type.full_name != field.message_type.full_name
         ):
             continue
         value = getattr(fn, field.name)
-        if field.label == field.LABEL_REPEATED:
+        if field.is_repeated:
             _copy_repeated(getattr(data, field.name), value, field)
         elif field.message_type is not None:
-            if fn.HasField(field.name):
+            if source.has_presence and fn.HasField(field.name):
                 getattr(data, field.name).CopyFrom(value)
         else:
             setattr(data, field.name, value)
     data.ranked_functions.append(api_pb2.FunctionData.RankedFunction(rank=0, function=fn))
     return data
+
+
+def _definition_digest(data: api_pb2.FunctionData) -> str:
+    """Identity of a definition; the client lists mount ids in no stable order."""
+    canonical = api_pb2.FunctionData()
+    canonical.CopyFrom(data)
+    for ranked in canonical.ranked_functions:
+        ids = sorted(ranked.function.mount_ids)
+        del ranked.function.mount_ids[:]
+        ranked.function.mount_ids.extend(ids)
+    return hashlib.sha256(canonical.SerializeToString(deterministic=True)).hexdigest()
 
 
 def _copy_repeated(target: Any, value: Any, field: Any) -> None:
@@ -276,7 +287,7 @@ class FunctionService(Service):
 
     def _store_definition(self, function_id: str, data: api_pb2.FunctionData) -> str:
         body = data.SerializeToString(deterministic=True)
-        digest = hashlib.sha256(body).hexdigest()
+        digest = _definition_digest(data)
         row = self.store.one(
             "SELECT id FROM function_defs WHERE function_id = ? AND digest = ?", function_id, digest
         )
