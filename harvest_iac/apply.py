@@ -160,6 +160,7 @@ class Applier:
     allow_destroy: frozenset[str] = frozenset()
     lock: Lock | None = None
     done: list[str] = field(default_factory=list)
+    _rendered: tuple[Any, Path] | None = None
 
     @property
     def spec(self) -> Any:
@@ -253,14 +254,20 @@ class Applier:
 
         self.session.with_connection(go)
 
+    def rendered(self) -> tuple[Any, Path]:
+        """The app module rendered from the templates, written under .harvest/build/."""
+        from harvest_iac.render import render_app, write_rendered
+
+        if self._rendered is None:
+            rendered = render_app(self.spec)
+            build_dir = Path(".harvest") / "build" / self.spec.environment
+            self._rendered = (rendered, write_rendered(rendered, build_dir).resolve())
+        return self._rendered
+
     def _deploy(self) -> None:
         from harvest_iac import modal_backend as mb
         from harvest_iac.naming import TAG_CODE_HASH, TAG_MANAGED_BY
-        from harvest_iac.render import render_app, write_rendered
-
-        rendered = render_app(self.spec)
-        build_dir = Path(".harvest") / "build" / self.spec.environment
-        module_path = write_rendered(rendered, build_dir)
+        rendered, module_path = self.rendered()
         short = rendered.code_hash.split(":")[-1][:16]
         self.ops.deploy(module_path.resolve(), self.spec.app, tag=f"harvest-{short}")
         env, app = self.spec.environment, self.spec.app
@@ -297,8 +304,9 @@ class Applier:
                 c.reason is not None and "no longer exists" in c.reason)
             history = tuple(rec.snapshots) if rec else ()
             if remake:
-                image_id = self.ops.make_snapshot(self.spec, c.name)
-                history = history + (SnapshotRecord(image_id, time.time()),)
+                _, module_path = self.rendered()
+                image_id, created_at = self.ops.make_snapshot(module_path, c.name)
+                history = history + (SnapshotRecord(image_id, created_at),)
             keep = int(spec.get("keep") or 1)
             self.state = self.state.with_resource(c.address, ResourceRecord(
                 spec=spec, snapshots=history[-keep:]))
@@ -423,8 +431,11 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
             target=target, desired=prep.desired, app_digest=prep.app_digest,
             secret_values=prep.secret_values, now=datetime.now(timezone.utc),
             cron_limit=cron_limit(environ), spec_digest=prep.spec_digest), live)
-        if fresh.live_fingerprint != plan.live_fingerprint:
-            echo("Live state changed while waiting for the lock; applying the fresh plan.")
+        if _change_set(fresh) != _change_set(plan):
+            if not opts.auto_approve:
+                raise StalePlanError("live state changed since the plan you approved; run apply "
+                                     "again to review the new plan")
+            echo("Live state changed since the plan was made; applying the fresh plan.")
             problems = guard_problems(fresh, opts.allow_destroy)
             if problems:
                 raise HarvestError("apply refused, nothing was changed:\n  " + "\n  ".join(problems))
@@ -437,6 +448,11 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
                    f"{s.change} changed, {s.destroy} destroyed.")
     finally:
         lock.release()
+
+
+def _change_set(plan: Plan) -> set[tuple[str, str]]:
+    """What a plan would do, ignoring the environment's own creation (done before the lock)."""
+    return {(c.address, c.action.value) for c in plan.actionable if c.kind != "environment"}
 
 
 def run_unlock(paths: tuple[str, ...], target_flag: str | None, yes: bool) -> int:

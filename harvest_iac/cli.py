@@ -95,6 +95,109 @@ def schema(out: str | None) -> None:
     click.echo(f"Wrote {target}")
 
 
+# -- plan -------------------------------------------------------------------------------
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("-o", "--out", type=click.Path(dir_okay=False),
+              help="Save the plan (JSON, no secret values) for `harvest apply PLAN`.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when there are no changes, 2 when there are, 1 on error.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable plan (same as --format json).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default=None,
+              help="text (default), json, or markdown for PR comments / $GITHUB_STEP_SUMMARY.")
+@click.option("--target", type=click.Choice(["modal", "local"]), default=None,
+              help="modal (your workspace) or local (the embedded local Modal). "
+                   "Default: $HARVEST_TARGET, else modal when credentials exist, else local.")
+@click.option("--color/--no-color", default=None, help="Colour the text output (default: on a TTY).")
+@handles_errors
+def plan(paths: tuple[str, ...], out: str | None, detailed_exitcode: bool, as_json: bool,
+         fmt: str | None, target: str | None, color: bool | None) -> None:
+    """Show what apply would change: read live Modal state and diff it against the YAML.
+
+    PATHS are environment files or folders (default: environments/).
+    """
+    from harvest_iac.planner import run_plan
+
+    sys.exit(run_plan(paths, out=out, detailed_exitcode=detailed_exitcode,
+                      fmt="json" if as_json else (fmt or "text"), target_flag=target, color=color))
+
+
+# -- apply -------------------------------------------------------------------------------
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--auto-approve", is_flag=True,
+              help="Apply without asking (required when not run from a terminal, e.g. in CI).")
+@click.option("--allow-destroy", "allow_destroy", multiple=True, metavar="ADDR",
+              help="Allow deleting (or replacing) this resource, e.g. volume.scratch. Repeatable. "
+                   "Protected volumes are never deleted.")
+@click.option("--lock-timeout", default="0s", show_default=True, metavar="DURATION",
+              help="How long to wait for another apply's lock (e.g. 30s, 10m).")
+@click.option("--target", type=click.Choice(["modal", "local"]), default=None,
+              help="modal or local (see `harvest plan --help`).")
+@handles_errors
+def apply(paths: tuple[str, ...], auto_approve: bool, allow_destroy: tuple[str, ...],
+          lock_timeout: str, target: str | None) -> None:
+    """Make Modal match the YAML: volumes, secrets, the app deploy, snapshots.
+
+    PATHS are environment files or folders (default: environments/), or one saved plan file
+    (`harvest plan -o plan.json`), which is refused if live state moved since it was made.
+    """
+    from harvest_iac.apply import ApplyOptions, run_apply
+    from harvest_iac.errors import HarvestError
+    from harvest_iac.spec.units import UnitError, parse_duration
+
+    try:
+        timeout = float(parse_duration(lock_timeout))
+    except UnitError as exc:
+        raise HarvestError(f"--lock-timeout: {exc}") from exc
+    opts = ApplyOptions(auto_approve=auto_approve, allow_destroy=frozenset(allow_destroy),
+                        lock_timeout=timeout, interactive=sys.stdin.isatty() and sys.stdout.isatty())
+    sys.exit(run_apply(paths, opts, target))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--target", type=click.Choice(["modal", "local"]), default=None)
+@handles_errors
+def unlock(paths: tuple[str, ...], yes: bool, target: str | None) -> None:
+    """Free a stale lock left by an apply that died (shows who held it first)."""
+    from harvest_iac.apply import run_unlock
+
+    sys.exit(run_unlock(paths, target, yes or not sys.stdin.isatty()))
+
+
+# -- render ------------------------------------------------------------------------------
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False),
+              help="Write DIR/<environment>/<module>.py instead of printing (what apply deploys).")
+@handles_errors
+def render(paths: tuple[str, ...], out_dir: str | None) -> None:
+    """Show the Modal app module apply would deploy, generated from the YAML (no Modal access).
+
+    PATHS are environment files or folders (default: environments/). Without -o, prints the
+    module of the one environment given; with -o DIR, writes one module per environment.
+    """
+    from harvest_iac.loader import load_paths
+    from harvest_iac.render import render_app, write_rendered
+
+    loaded = load_paths(list(paths) or ["environments"])
+    if out_dir is None:
+        if len(loaded) != 1:
+            found = ", ".join(str(item.path) for item in loaded) or "none"
+            raise HarvestError(f"render prints one environment; name one file (found: {found}) "
+                               "or write them all with -o DIR")
+        click.echo(render_app(loaded[0].spec).code, nl=False)
+        return
+    from pathlib import Path
+
+    for item in loaded:
+        rendered = render_app(item.spec)
+        target = write_rendered(rendered, Path(out_dir) / item.spec.environment)
+        click.echo(f"Wrote {target} ({rendered.code_hash})")
+
+
 # -- the local Modal ----------------------------------------------------------------
 @cli.group()
 def emulator() -> None:

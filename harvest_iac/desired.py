@@ -116,7 +116,11 @@ def desired_resources(spec: EnvironmentSpec) -> dict[str, Desired]:
             data["from_env"] = dict(sorted((sec.from_env or {}).items()))
         add("secret", name, data)
     for name in spec.image_order():
-        add("image", name, {"chain": image_chain(spec, name)})
+        img = spec.images[name]
+        own = {k: v for k, v in image_spec(img).items() if v not in (None, [], {}, False)}
+        if img.parent is not None:
+            own["parent_recipe"] = image_recipe_digest(spec, img.parent)
+        add("image", name, own)
     for name, snap in spec.snapshots.items():
         add("snapshot", name, {**snapshot_recipe(spec, snap), "max_age": snap.max_age,
                                "keep": snap.keep})

@@ -224,41 +224,42 @@ def _function_view(fn: LiveFunction) -> dict[str, Any]:
 
 def _compare_function(d: Desired | None, live: Live, rec: ResourceRecord | None,
                       inp: DiffInput, acc: _Acc, address: str) -> None:
-    """Crons and sandbox profiles: functions of the deployed app."""
+    """Crons and sandbox profiles: functions of the deployed app. The spec is compared with
+    the last-applied one; what Modal shows back (schedule, retries, timeout, mounts) is
+    compared with what was deployed, and a difference there is drift to undo."""
     kind, name = _split(address)
     tag = function_tag(kind, name)
     fn = live.app.functions.get(tag) if live.app else None
     if d is None:
         if rec is not None:
-            acc.changes.append(Change(address, kind, name, Action.DELETE, before=rec.spec,
+            acc.changes.append(Change(address, kind, name, Action.DELETE,
+                                      before=_shown_spec(rec.spec),
                                       reason="removed from the YAML; the app is redeployed without it"))
         return
-    if rec is not None and fn is None and live.app is not None:
-        acc.drift.append(Drift(address, kind, name, "is missing from the deployed app"))
-    elif rec is not None and fn is not None and d.live_view:
-        recorded_view = {k: rec.spec.get("live_view", {}).get(k) for k in d.live_view}
-        now_view = {k: _function_view(fn).get(k) for k in d.live_view}
-        if recorded_view != now_view and rec.spec.get("live_view"):
-            acc.drift.append(Drift(address, kind, name, "was changed outside of harvest",
-                                   fields=_fields(recorded_view, now_view)))
+    after = _shown_spec(d.spec)
     notes = _function_notes(d, rec, inp)
-    if rec is None or fn is None and live.app is None:
-        acc.changes.append(Change(address, kind, name, Action.CREATE, after=_shown(d),
-                                  notes=notes))
+    if rec is None:
+        acc.changes.append(Change(address, kind, name, Action.CREATE, after=after, notes=notes))
         return
     before = _shown_spec(rec.spec)
-    if fn is not None and d.live_view:
-        before = {**before, **{k: v for k, v in _function_view(fn).items() if k in d.live_view}}
-    fields = _fields(before, _shown(d))
-    if fn is None and not fields:
-        fields = (FieldChange("deployed", False, True),)
+    fields = list(_fields(before, after))
+    if fn is None:
+        if live.app is not None:
+            acc.drift.append(Drift(address, kind, name, "is missing from the deployed app"))
+        fields.append(FieldChange("deployed", False, True))
+    elif d.live_view:
+        recorded_view = rec.spec.get("live_view") or {}
+        now_view = {k: _function_view(fn).get(k) for k in d.live_view}
+        drifted = {k for k in d.live_view if recorded_view.get(k) != now_view[k]}
+        if drifted:
+            acc.drift.append(Drift(address, kind, name, "was changed outside of harvest",
+                                   fields=tuple(FieldChange(k, recorded_view.get(k), now_view[k])
+                                                for k in sorted(drifted))))
+            fields.extend(FieldChange(f"deployed.{k}", now_view[k], d.live_view[k])
+                          for k in sorted(drifted) if now_view[k] != d.live_view[k])
     if fields:
-        acc.changes.append(Change(address, kind, name, Action.UPDATE, before=before,
-                                  after=_shown(d), fields=fields, notes=notes))
-
-
-def _shown(d: Desired) -> dict[str, Any]:
-    return {**_shown_spec(d.spec), **d.live_view}
+        acc.changes.append(Change(address, kind, name, Action.UPDATE, before=before, after=after,
+                                  fields=tuple(fields), notes=notes))
 
 
 def _shown_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
