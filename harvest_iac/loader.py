@@ -28,6 +28,8 @@ from harvest_iac.spec.models import KINDS, SECTIONS, EnvironmentSpec
 
 KeyPath = tuple[str | int, ...]
 YAML_SUFFIXES = (".yaml", ".yml")
+EXTENSION_PREFIX = "x-"
+"""Top-level keys starting with `x-` are ignored (a place for YAML anchors, as in Docker Compose)."""
 _RELATIVE_PATHS = (("secrets", "from_dotenv"), ("images", "path"))
 
 
@@ -179,7 +181,8 @@ class _Session:
         doc = self.document(path, display)
         if doc is None:
             return None
-        own = _Merged(dict(doc.data), dict(doc.positions), (path,))
+        data = {k: v for k, v in doc.data.items() if not k.startswith(EXTENSION_PREFIX)}
+        own = _Merged(data, dict(doc.positions), (path,))
         extends = own.data.pop("extends", None)
         _sections_null_to_empty(own)
         if extends is None:
@@ -298,6 +301,8 @@ def _errors(data: dict[str, Any], merged: _Merged, display: str) -> tuple[Enviro
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
+            if error["type"] == "missing" and tuple(error["loc"]) == ("harvest",):
+                continue  # reported for each file by the header check
             path, at_key, message = translate(dict(error), data)
             problems.append(Problem(*_positioned(merged.positions, path, at_key, display), message))
         return None, problems
@@ -308,15 +313,18 @@ def _validate(merged: _Merged, display: str, *, base_only: bool) -> tuple[Enviro
     own, so every shape problem is found, and references are checked among the valid entries."""
     data = merged.data if not base_only else {"environment": "base", "app": "base", **merged.data}
     spec, problems = _errors(data, merged, display)
-    if spec is None:
-        spec, problems = _validate_by_entry(data, merged, display)
-        if base_only:
-            return None, problems
-        declared = {s: set(data[s]) if isinstance(data.get(s), dict) else set() for s in SECTIONS}
-    else:
-        if base_only:
-            return None, problems
-        declared = None
+    if spec is not None:
+        return _with_references(spec, None, merged, display, [], base_only)
+    partial, entry_problems = _validate_by_entry(data, merged, display)
+    problems = entry_problems or problems
+    declared = {s: set(data[s]) if isinstance(data.get(s), dict) else set() for s in SECTIONS}
+    return None, _with_references(partial, declared, merged, display, problems, base_only)[1]
+
+
+def _with_references(spec: EnvironmentSpec, declared: dict[str, set[str]] | None, merged: _Merged, display: str,
+                     problems: list[Problem], base_only: bool) -> tuple[EnvironmentSpec | None, list[Problem]]:
+    if base_only:
+        return None, problems
     for path, message in reference_problems(spec, declared):
         where = _positioned(merged.positions, path, False, display)
         problems.append(Problem(*where, f"{display_path(path)}: {message}"))
@@ -325,7 +333,7 @@ def _validate(merged: _Merged, display: str, *, base_only: bool) -> tuple[Enviro
 
 def _validate_by_entry(data: dict[str, Any], merged: _Merged, display: str) -> tuple[EnvironmentSpec, list[Problem]]:
     top = {k: v for k, v in data.items() if k not in SECTIONS or not isinstance(v, dict)}
-    _, problems = _errors({**_PLACEHOLDER, **top}, merged, display)
+    _, problems = _errors(top, merged, display)
     valid: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     for section in SECTIONS:
         entries = data.get(section)

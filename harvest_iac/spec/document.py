@@ -16,8 +16,9 @@ from typing import Any
 
 from harvest_iac.errors import Problem, SpecError
 
-MAX_BYTES = 10 * 1024 * 1024
+MAX_BYTES = 1024 * 1024
 MAX_VALUES = 100_000
+MAX_EXPANDED = 10_000
 MAX_DEPTH = 64
 
 Path = tuple[str | int, ...]
@@ -154,6 +155,8 @@ class _Builder:
     def __init__(self, file: str) -> None:
         self.file = file
         self.count = 0
+        self.expanded = 0
+        self.seen: set[int] = set()
         self.problems: list[Problem] = []
         self.positions: dict[Path, Where] = {}
 
@@ -169,13 +172,21 @@ class _Builder:
         from ruamel.yaml.nodes import MappingNode, SequenceNode
 
         self.count += 1
-        if self.count > MAX_VALUES:
-            raise self._abort(node, f"the file expands to more than {MAX_VALUES} values through aliases "
-                                    "(an alias bomb?); refusing to expand it")
+        if id(node) in self.seen:
+            self.expanded += 1
+        self.seen.add(id(node))
+        if self.expanded > MAX_EXPANDED or self.count > MAX_VALUES:
+            top = self.positions.get(path[:1])
+            line, col = top.key_or_value() if top is not None else self.mark(node)
+            raise _Abort(Problem(self.file, line, col, f"aliases expand to more than {MAX_EXPANDED} values "
+                                                       "(an alias bomb?); refusing to expand them"))
         if depth > MAX_DEPTH:
             raise self._abort(node, f"values nested more than {MAX_DEPTH} levels deep")
         if id(node) in active:
             raise self._abort(node, "an alias refers to the value that contains it (a recursive alias)")
+        expected = {SequenceNode: "seq", MappingNode: "map"}.get(type(node))
+        if expected is not None and _tag(node) != _YAML_TAG + expected:
+            self._unsupported_tag(node)
         if isinstance(node, SequenceNode):
             inner = (*active, id(node))
             return [self._item(item, (*path, i), depth, inner) for i, item in enumerate(node.value)]
@@ -247,11 +258,16 @@ class _Builder:
             return _int(text)
         if tag == _YAML_TAG + "float":
             return _float(text)
+        self._unsupported_tag(node)
+        return text
+
+    def _unsupported_tag(self, node: Any) -> None:
+        tag = _tag(node)
+        shown = "!!" + tag[len(_YAML_TAG):] if tag.startswith(_YAML_TAG) else tag
         line, col = self.mark(node)
         self.problems.append(Problem(self.file, line, col,
-                                     f"YAML tag {node.tag!s} is not supported: harvest files hold plain "
-                                     "strings, numbers, booleans, lists and mappings"))
-        return text
+                                     f"YAML tag {shown} is not supported: harvest files hold plain strings, "
+                                     "numbers, booleans, lists and mappings"))
 
 
 def _tag(node: Any) -> str:

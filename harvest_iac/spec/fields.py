@@ -210,7 +210,7 @@ def _cpu(value: object) -> float:
     cores = _number(value, "cpu")
     if not CPU_MIN <= cores <= CPU_MAX:
         raise fail(f"cpu {cores:g} is outside Modal's range of {CPU_MIN:g} to {CPU_MAX:g} cores")
-    return cores
+    return float(cores)
 
 
 Cpu = Annotated[float, PlainValidator(_cpu), WithJsonSchema({"type": "number", "minimum": CPU_MIN, "maximum": CPU_MAX})]
@@ -231,7 +231,7 @@ Memory = Annotated[int, PlainValidator(_memory), WithJsonSchema({"type": "string
 
 
 def _duration(what: str, low: float, high: float | None, limit: str = "Modal's limit") -> Any:
-    def check(value: object) -> float:
+    def check(value: object) -> int | float:
         try:
             seconds = parse_duration(value)
         except UnitError as exc:
@@ -243,7 +243,7 @@ def _duration(what: str, low: float, high: float | None, limit: str = "Modal's l
         return seconds
 
     return Annotated[
-        float, PlainValidator(check), WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN})
+        int | float, PlainValidator(check), WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN})
     ]
 
 
@@ -266,6 +266,16 @@ def _period(value: object) -> str:
 
 
 Period = Annotated[str, PlainValidator(_period), WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN})]
+
+
+def _volume_version(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (1, 2):
+        shown = repr(value) if isinstance(value, int | str) and len(repr(value)) < 20 else describe(value)
+        raise fail(f"expected 1 or 2, got {shown}")
+    return value
+
+
+VolumeVersion = Annotated[int, PlainValidator(_volume_version), WithJsonSchema({"enum": [1, 2]})]
 
 
 def _bounded_int(what: str, low: int, high: int, note: str = "") -> Callable[[object], int]:
@@ -293,7 +303,7 @@ def _backoff(value: object) -> float:
     coefficient = _number(value, "backoff")
     if not 1.0 <= coefficient <= 10.0:
         raise fail(f"backoff {coefficient:g} is outside Modal's range of 1.0 (fixed delay) to 10.0")
-    return coefficient
+    return float(coefficient)
 
 
 Backoff = Annotated[float, PlainValidator(_backoff), WithJsonSchema({"type": "number", "minimum": 1, "maximum": 10})]
@@ -304,7 +314,8 @@ def _cron_string(value: object) -> str:
     expression = _str(value, "schedule")
     fields = expression.split()
     if len(fields) != 5:
-        raise fail(f"schedule {expression!r} has {len(fields)} fields; a cron string has 5: "
+        count = f"{len(fields)} field" + ("" if len(fields) == 1 else "s")
+        raise fail(f"schedule {expression!r} has {count}; a cron string has 5: "
                    "minute hour day-of-month month day-of-week, e.g. \"*/30 * * * *\"")
     from croniter import croniter  # imported here: only files with crons pay for it
 

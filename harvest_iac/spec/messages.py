@@ -116,6 +116,8 @@ def unknown_key(path: Path, key: str) -> str:
         guess = close[0] if close else None
     if guess:
         return f"unknown key `{key}`; did you mean `{guess}`?"
+    if allowed and not path:
+        return f"unknown key `{key}`; expected one of: {', '.join(allowed)} (or an `x-` key, which is ignored)"
     if allowed:
         return f"unknown key `{key}`; expected one of: {', '.join(allowed)}"
     return f"unknown key `{key}`"
@@ -158,7 +160,8 @@ def translate(error: dict[str, Any], data: Any) -> tuple[Path, bool, str]:
     if kind == "extra_forbidden":
         return path, True, _prefixed(path[:-1], unknown_key(path[:-1], str(loc[-1])))
     if kind == "harvest":
-        return path, at_key, _prefixed(path, str(ctx["message"]))
+        whole_mapping = ctx.get("field") is None and isinstance(_value_at(path, data), dict)
+        return path, at_key or whole_mapping, _prefixed(path, str(ctx["message"]))
     if kind in _EXPECTED:
         got = describe(error.get("input"))
         hint = ""
@@ -172,6 +175,12 @@ def translate(error: dict[str, Any], data: Any) -> tuple[Path, bool, str]:
         got = "" if secret else f", got {error.get('input')!r}"
         return path, at_key, _prefixed(path, f"expected {expected}{got}")
     return path, at_key, _prefixed(path, str(error.get("msg", "invalid value")))
+
+
+def _value_at(path: Path, data: Any) -> Any:
+    for part in path:
+        data = data[part]
+    return data
 
 
 def _prefixed(path: Path, message: str) -> str:

@@ -44,6 +44,7 @@ from harvest_iac.spec.fields import (
     SnapshotName,
     TimeZone,
     VolumeName,
+    VolumeVersion,
     fail,
 )
 from harvest_iac.spec.names import is_env_var_name
@@ -107,7 +108,7 @@ class Image(_Model):
 class Volume(_Model):
     """A Modal Volume. Its version is fixed at creation; protected volumes are never deleted."""
 
-    version: Literal[1, 2] = Field(2, description="1 or 2; a change means replacing the volume")
+    version: VolumeVersion = Field(2, description="1 or 2; a change means replacing the volume")
     protect: bool = Field(True, description="never deleted by apply, whatever the flags")
 
 

@@ -33,7 +33,7 @@ def format_duration(seconds: float) -> str:
     """The shortest unit form of a number of seconds (`1800` -> `30m`), for messages."""
     for unit in ("d", "h", "m", "s"):
         size = DURATION_UNITS[unit]
-        if unit == "d" and seconds < 2 * size:
+        if (unit == "d" and seconds < 2 * size) or (unit == "m" and seconds <= 60):
             continue
         if seconds >= size and (seconds / size).is_integer():
             return f"{int(seconds // size)}{unit}"

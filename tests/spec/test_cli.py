@@ -1,0 +1,84 @@
+"""`harvest validate` and `harvest schema` from the outside: output, exit codes, imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harvest_iac.cli import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def test_validate_the_examples_prints_one_ok_line_per_file() -> None:
+    result = _run("-m", "harvest_iac", "validate", "environments/")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines == [
+        "environments/base.yaml: OK, base file extended by dev.yaml, prod.yaml",
+        "environments/dev.yaml: OK, environment dev, app harvest-agents: 2 images, 1 volume, 2 secrets, "
+        "1 snapshot, 1 sandbox, 1 cron",
+        "environments/prod.yaml: OK, environment prod, app harvest-agents: 2 images, 1 volume, 2 secrets, "
+        "1 snapshot, 1 sandbox, 1 cron",
+    ]
+
+
+def test_validate_and_schema_never_import_modal() -> None:
+    for verb in (["validate", "environments/"], ["schema"], ["--help"]):
+        result = _run("-X", "importtime", "-m", "harvest_iac", *verb)
+        assert result.returncode == 0, result.stderr[-2000:]
+        imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+        assert "harvest_iac.cli" in imported  # the import log is really there
+        assert not {m for m in imported if m == "modal" or m.startswith(("modal.", "grpclib"))}, verb
+
+
+def test_bad_files_exit_1_with_positions_and_github_annotations(tmp_path: Path) -> None:
+    (tmp_path / "env.yaml").write_text("harvest: 1\nenvironment: dev\napp: a\nvolumes:\n  d: {version: 3}\n")
+    result = _run("-m", "harvest_iac", "validate", "env.yaml", cwd=tmp_path, env={"GITHUB_ACTIONS": "true"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr == "env.yaml:5:16: volumes.d.version: expected 1 or 2, got 3\n"
+    assert result.stdout == "::error file=env.yaml,line=5,col=16::volumes.d.version: expected 1 or 2, got 3\n"
+
+
+def test_no_annotations_outside_github_actions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("env.yaml").write_bytes(b"harvest: 1\n\xff")
+    result = CliRunner().invoke(cli, ["validate", "env.yaml"], env={"GITHUB_ACTIONS": "false"})
+    assert result.exit_code == 1
+    assert result.output == "env.yaml:2:1: not valid UTF-8 (byte 0xff); save the file as UTF-8\n"
+
+
+def test_validate_without_arguments_reads_environments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["validate"])
+    assert result.exit_code == 1
+    assert result.output == "Error: environments: no such file or folder\n"
+
+
+def test_schema_is_json_schema_that_describes_the_format(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.output)
+    assert schema["required"] == ["harvest"]
+    assert set(schema["properties"]) == {"harvest", "environment", "app", "extends", "images", "volumes",
+                                         "secrets", "snapshots", "sandboxes", "crons"}
+    assert schema["$defs"]["Volume"]["additionalProperties"] is False
+    assert set(schema["$defs"]["Image"]["properties"]) >= {"from", "python", "apt", "pip", "run", "env",
+                                                          "workdir", "force_build", "ref", "registry_secret"}
+    assert "anyOf" in json.dumps(schema["$defs"]["Cron"]["properties"]["retries"])
+    out = tmp_path / "schema" / "harvest.json"
+    result = runner.invoke(cli, ["schema", "-o", str(out)])
+    assert result.exit_code == 0 and json.loads(out.read_text()) == schema
