@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from harvest_iac.errors import HarvestError, Problem, SpecError
 from harvest_iac.spec.checks import reference_problems
-from harvest_iac.spec.document import Document, Where, decode, parse
+from harvest_iac.spec.document import MAX_BYTES, Document, Where, decode, parse
 from harvest_iac.spec.fields import FORMAT_VERSION, check_format_version
 from harvest_iac.spec.messages import display as display_path
 from harvest_iac.spec.messages import translate
@@ -66,7 +66,7 @@ class LoadedEnvironment:
         parts = address.split(".")
         if parts[0] in KINDS:
             section = KINDS[parts[0]]
-            names = self.positions_section(section)
+            names = self._declared(section)
             for end in range(len(parts), 1, -1):  # names may contain dots: longest match first
                 name = ".".join(parts[1:end])
                 if name in names:
@@ -74,8 +74,7 @@ class LoadedEnvironment:
             return (section,)
         return self._descend((), parts)
 
-    def positions_section(self, section: str) -> set[str]:
-        """Names declared in `section` (as written in the files)."""
+    def _declared(self, section: str) -> set[str]:
         return {str(p[1]) for p in self.positions if len(p) == 2 and p[0] == section}
 
     def _descend(self, start: KeyPath, rest: list[str]) -> KeyPath:
@@ -106,7 +105,6 @@ class LoadedEnvironment:
             except (KeyError, IndexError, TypeError):
                 return None
         return node if isinstance(node, str) else None
-
 
 
 @dataclass(frozen=True)
@@ -148,7 +146,8 @@ class _Session:
 
     def _read(self, path: Path, display: str) -> Document | None:
         try:
-            raw = path.read_bytes()
+            with path.open("rb") as stream:
+                raw = stream.read(MAX_BYTES + 1)  # enough to refuse an oversized file
         except OSError as exc:
             self.problems.append(Problem(display, 1, 1, f"cannot read the file: {exc.strerror or exc}"))
             return None
@@ -194,15 +193,20 @@ class _Session:
             return None
         base_path = path.parent / extends
         base_display = os.path.normpath(os.path.join(os.path.dirname(display), extends))
-        if base_path.resolve() in stack:
-            names = " -> ".join([*(p.name for p in stack[stack.index(base_path.resolve()):]), base_path.name])
+        try:
+            resolved, exists = base_path.resolve(), base_path.is_file()
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.problems.append(Problem(doc.file, where.line, where.col, f"extends: cannot read {extends!r}: {exc}"))
+            return None
+        if resolved in stack:
+            names = " -> ".join([*(p.name for p in stack[stack.index(resolved):]), base_path.name])
             self.problems.append(Problem(doc.file, where.line, where.col, f"extends: cycle {names}"))
             return None
-        if not base_path.is_file():
+        if not exists:
             self.problems.append(Problem(doc.file, where.line, where.col,
                                          f"extends: file {extends!r} not found (looked for {base_display})"))
             return None
-        base = self.chain(base_path, base_display, (*stack, base_path.resolve()))
+        base = self.chain(base_path, base_display, (*stack, resolved))
         if base is None:
             return None
         return base.overlay(own)
@@ -274,18 +278,17 @@ def _resolve_relative_paths(doc: Document, path: Path) -> None:
             continue
         for entry in entries.values():
             if isinstance(entry, dict) and isinstance(entry.get(key), str) and entry[key].strip():
-                entry[key] = str((path.parent / entry[key]).resolve())
+                entry[key] = os.path.normpath(os.path.join(os.path.abspath(path.parent), entry[key]))
 
 
-def _positioned(positions: Mapping[KeyPath, Where], path: KeyPath, at_key: bool, fallback: str) -> tuple[str, int, int]:
+def _positioned(positions: Mapping[KeyPath, Where], path: KeyPath, at_key: bool,
+                fallback: str) -> tuple[str, int, int]:
+    """The position of `path`, or of its nearest enclosing key when it is not in the files."""
     while path not in positions and path:
         path, at_key = path[:-1], True
     where = positions.get(path)
     if where is None:
-        first = min(positions.values(), key=lambda w: (w.line, w.col), default=None)
-        if first is None:
-            return fallback, 1, 1
-        return first.file, *first.key_or_value()
+        return fallback, 1, 1
     line, col = where.key_or_value() if at_key else (where.line, where.col)
     return where.file, line, col
 

@@ -126,6 +126,7 @@ def parse(text: str, file: str) -> Document:
         raise SpecError([Problem(file, 1, 1, "file is empty: an environment file is a mapping that starts "
                                              "with `harvest: 1`")])
     builder = _Builder(file)
+    builder.positions[()] = Where(file, *builder.mark(root))
     try:
         data = builder.build(root, (), 0, ())
     except _Abort as exc:
@@ -230,7 +231,7 @@ class _Builder:
                 self.problems.append(Problem(self.file, line, col, "keys must be plain strings, not "
                                                                    f"{_kind(key_node)}"))
                 continue
-            key = str(key_node.value)
+            key = self._text(key_node)
             if key in result:
                 if index < own_count:
                     line, col = self.mark(key_node)
@@ -247,7 +248,7 @@ class _Builder:
 
     def _scalar(self, node: Any) -> Any:
         tag = _tag(node)
-        text = str(node.value)
+        text = self._text(node)
         if tag == _YAML_TAG + "str" or (tag.startswith(_YAML_TAG) and tag[len(_YAML_TAG):] == "timestamp"):
             return text
         if tag == _YAML_TAG + "null":
@@ -260,6 +261,21 @@ class _Builder:
             return _float(text)
         self._unsupported_tag(node)
         return text
+
+    def _text(self, node: Any) -> str:
+        """The scalar's text; NUL characters and lone surrogates (`"\\ud800"`) are refused."""
+        text = str(node.value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "an escaped surrogate (\\ud800-\\udfff) is not text; write the character itself"
+        else:
+            if "\x00" not in text:
+                return text
+            problem = "a NUL character (\\0) is not allowed in text"
+        line, col = self.mark(node)
+        self.problems.append(Problem(self.file, line, col, problem))
+        return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
 
     def _unsupported_tag(self, node: Any) -> None:
         tag = _tag(node)

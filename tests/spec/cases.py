@@ -257,6 +257,12 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
      {"env.yaml": HEADER + "volumes: !!set {a, b}\n"},
      ["env.yaml:4:10: YAML tag !!set is not supported: harvest files hold plain strings, numbers, booleans, "
       "lists and mappings"]),
+    ("escaped NUL in a string",
+     {"env.yaml": HEADER + "images:\n  i:\n    from: debian_slim\n    run: [\"echo \\0\"]\n"},
+     ["env.yaml:7:11: a NUL character (\\0) is not allowed in text"]),
+    ("oversized file",
+     {"env.yaml": HEADER + "#" * (1024 * 1024)},
+     ["env.yaml:1:1: file is larger than 1 MiB; an environment file is a small YAML text"]),
     ("empty file",
      {"env.yaml": "# nothing here yet\n"},
      ["env.yaml:1:1: file is empty: an environment file is a mapping that starts with `harvest: 1`"]),
