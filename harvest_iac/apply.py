@@ -54,7 +54,7 @@ def guard_problems(plan: Plan, allow_destroy: frozenset[str]) -> list[str]:
     for c in plan.actionable:
         if c.blocked:
             problems.append(c.blocked)
-        elif c.action in (Action.DELETE, Action.REPLACE) and c.kind in ("volume", "secret"):
+        elif c.action in (Action.DELETE, Action.REPLACE) and c.kind in ("volume", "secret", "app"):
             if c.address not in allow_destroy:
                 what = "delete" if c.action is Action.DELETE else "replace (delete, then create)"
                 problems.append(
@@ -146,6 +146,15 @@ class Lock:
         self.value = {}
 
 
+def _checkpoint(name: str) -> None:
+    """Crash-test hook: `HARVEST_KILL_AT=after:volumes` SIGKILLs this process right there, so
+    tests can prove that an apply killed at any point converges when run again."""
+    if os.environ.get("HARVEST_KILL_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 # -- the walker ------------------------------------------------------------------------------
 @dataclass
 class Applier:
@@ -179,8 +188,11 @@ class Applier:
     def step(self, title: str, fn: Callable[[], None]) -> None:
         start = time.perf_counter()
         self.echo(f"{title}...")
+        _checkpoint(f"before:{title}")
         fn()
+        _checkpoint(f"after:{title}")
         self.save_state()
+        _checkpoint(f"saved:{title}")
         self.echo(f"{title}: done ({time.perf_counter() - start:.1f}s)")
         self.done.append(title)
 
@@ -193,12 +205,14 @@ class Applier:
         if sec_changes:
             self.step("secrets", lambda: self._secrets(sec_changes))
         app_changes = self.by_kind("app", *APP_KINDS)
-        if app_changes:
+        if app_changes and self.prep.app_needed:
             self.step(f"app.{self.spec.app} deploy", self._deploy)
+        elif app_changes:
+            self.step("images", self._record_app_parts)
         snaps = self.by_kind("snapshot", actions=(Action.CREATE, Action.UPDATE))
         if snaps:
             self.step("snapshots", lambda: self._snapshots(snaps))
-        deletes = [c for c in self.by_kind("volume", "secret", "snapshot", actions=(Action.DELETE,))]
+        deletes = self.by_kind("volume", "secret", "snapshot", "app", actions=(Action.DELETE,))
         if deletes:
             self.step("deletions", lambda: self._deletes(deletes))
 
@@ -281,6 +295,14 @@ class Applier:
             await mb.set_app_tags(conn, app_id, {TAG_MANAGED_BY: "harvest", TAG_CODE_HASH: short})
 
         self.session.with_connection(tag)
+        self._record_app_parts()
+        st = self.state.with_resource(f"app.{app}", ResourceRecord(object_id=app_id, version=version,
+                                                            code_hash=rendered.code_hash,
+                                                            spec={"code_hash": rendered.code_hash}))
+        self.state = st
+
+    def _record_app_parts(self) -> None:
+        """Images, crons and sandbox profiles as deployed: recorded as last-applied."""
         st = self.state
         for address, d in self.prep.desired.items():
             if d.kind in APP_KINDS:
@@ -288,9 +310,6 @@ class Applier:
         for address in list(st.resources):
             if address.split(".", 1)[0] in APP_KINDS and address not in self.prep.desired:
                 st = st.with_resource(address, None)
-        st = st.with_resource(f"app.{app}", ResourceRecord(object_id=app_id, version=version,
-                                                            code_hash=rendered.code_hash,
-                                                            spec={"code_hash": rendered.code_hash}))
         self.state = st
 
     def _snapshots(self, changes: list[Change]) -> None:
@@ -315,7 +334,7 @@ class Applier:
         from harvest_iac import modal_backend as mb
 
         env = self.spec.environment
-        modal_deletes = [c for c in changes if c.kind in ("volume", "secret")]
+        modal_deletes = [c for c in changes if c.kind in ("volume", "secret", "app")]
         for c in modal_deletes:
             if c.address not in self.allow_destroy or c.blocked:
                 raise HarvestError(f"internal: {c.address} reached deletion without permission")
@@ -326,6 +345,8 @@ class Applier:
             async def one(c: Change) -> None:
                 if c.kind == "volume":
                     await mb.delete_volume(conn, env, c.name)
+                elif c.kind == "app":
+                    await mb.stop_app(conn, env, c.name)
                 else:
                     await mb.delete_secret(conn, env, c.name)
 
@@ -430,7 +451,8 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
             environment=spec.environment, app=spec.app, source=str(prep.loaded.path),
             target=target, desired=prep.desired, app_digest=prep.app_digest,
             secret_values=prep.secret_values, now=datetime.now(timezone.utc),
-            cron_limit=cron_limit(environ), spec_digest=prep.spec_digest), live)
+            cron_limit=cron_limit(environ), spec_digest=prep.spec_digest,
+            app_needed=prep.app_needed), live)
         if _change_set(fresh) != _change_set(plan):
             if not opts.auto_approve:
                 raise StalePlanError("live state changed since the plan you approved; run apply "

@@ -71,6 +71,7 @@ class DiffInput:
     cron_limit: int = STARTER_PLAN_CRON_LIMIT
     prices: Prices = PRICES
     spec_digest: str = ""
+    app_needed: bool = True  # False when nothing is deployed (no crons, no sandbox profiles)
 
 
 @dataclass
@@ -376,6 +377,13 @@ def _compare_app(inp: DiffInput, live: Live, state: StateRecord | None, acc: _Ac
     address = f"app.{inp.app}"
     rec = state.resources.get(address) if state else None
     after = {"code_hash": inp.app_digest}
+    if not inp.app_needed:
+        if rec is not None and live.app is not None and live.app.state != "stopped":
+            acc.changes.append(Change(address, "app", inp.app, Action.DELETE,
+                                      before={"code_hash": rec.code_hash},
+                                      reason="no crons or sandbox profiles left to deploy",
+                                      notes=(f"apply stops it only with --allow-destroy {address}",)))
+        return
     if live.app is None:
         if rec is not None:
             acc.drift.append(Drift(address, "app", inp.app, "was deleted or stopped outside of harvest"))

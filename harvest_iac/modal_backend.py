@@ -55,10 +55,14 @@ def schedule_string(schedule: Any) -> str | None:
     if which == "cron":
         return f"Cron({schedule.cron.cron_string!r}, {schedule.cron.timezone or 'UTC'})"
     p = schedule.period
-    parts = [f"{unit}={getattr(p, unit)}" for unit in
+    parts = [f"{unit}={_whole(getattr(p, unit))}" for unit in
              ("years", "months", "weeks", "days", "hours", "minutes", "seconds")
              if getattr(p, unit)]
     return f"Period({', '.join(parts)})"
+
+
+def _whole(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else float(x)
 
 
 def function_from_proto(
@@ -528,7 +532,10 @@ class ModalOps:
         refresh-snapshots cron runs in Modal): a sandbox from its image, the setup commands,
         `snapshot_filesystem()` kept without expiry, published under its name."""
         module = _import_rendered(module_path)
-        image_id, created_at = module._make_snapshot(name, timeout)
+        try:
+            image_id, created_at = module._make_snapshot(name, timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported, never traced
+            raise BackendError(f"snapshot.{name}: {exc}".rstrip()) from exc
         return str(image_id), float(created_at)
 
     # -- deploys -----------------------------------------------------------------------
@@ -580,3 +587,13 @@ def _import_rendered(module_path: Path) -> Any:
         sys.modules.pop(name, None)
         raise BackendError(f"the rendered app {module_path} failed to import: {exc}") from exc
     return module
+
+
+async def stop_app(conn: Connection, environment: str, app: str) -> None:
+    from modal_proto import api_pb2
+
+    got = await conn.call("AppGetByDeploymentName", api_pb2.AppGetByDeploymentNameRequest(
+        name=app, environment_name=environment))
+    if got is None or not got.app_id:
+        return
+    await conn.call("AppStop", api_pb2.AppStopRequest(app_id=got.app_id))

@@ -130,6 +130,12 @@ class Prepared:
     app_digest: str
     spec_digest: str
 
+    @property
+    def app_needed(self) -> bool:
+        """Something to deploy: a cron or a sandbox profile."""
+        spec = self.loaded.spec
+        return bool(spec.crons or spec.sandboxes)
+
 
 def prepare(loaded: LoadedEnvironment, environ: Mapping[str, str]) -> Prepared:
     from harvest_iac.desired import desired_resources, spec_digest
@@ -170,6 +176,7 @@ def plan_one(prep: Prepared, session: Session, *, target: str,
         now=now or datetime.now(timezone.utc),
         cron_limit=cron_limit(env),
         spec_digest=prep.spec_digest,
+        app_needed=prep.app_needed,
     )
     return compare(inp, live)
 

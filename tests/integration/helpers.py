@@ -1,0 +1,104 @@
+"""Helpers for plan/apply tests against the session's local Modal (through the real client)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harvest_iac.loader import LoadedEnvironment, load_file
+from harvest_iac.plan import Plan
+from harvest_iac.targets import TargetChoice
+
+FIXED_NOW = datetime(2026, 11, 27, 22, 10, tzinfo=timezone.utc)
+SECRET_VALUE = "sk-live-DO-NOT-PRINT-4f9a1c"
+GITHUB_VALUE = "ghp-DO-NOT-PRINT-77b2e0"
+SECRETS_ENV = {"OPENAI_API_KEY": SECRET_VALUE, "HARVEST_GITHUB_TOKEN": GITHUB_VALUE}
+
+SMALL = """\
+harvest: 1
+environment: {env}
+app: agents
+
+images:
+  base:
+    from: debian_slim
+    python: "3.11"
+    pip: [requests]
+
+volumes:
+  agent-state:
+    version: 2
+  scratch:
+    version: 1
+    protect: false
+
+secrets:
+  openai:
+    from_env: [OPENAI_API_KEY]
+  github:
+    from_env: {{GITHUB_TOKEN: HARVEST_GITHUB_TOKEN}}
+
+sandboxes:
+  agent:
+    image: base
+    volumes: {{/mnt/shared: agent-state}}
+    secrets: [openai]
+    timeout: 1h
+    cpu: 0.5
+    memory: 1GiB
+
+crons:
+  refresh-environment:
+    schedule: "*/30 * * * *"
+    retries: 3
+    timeout: 10m
+    image: base
+    volumes: {{/mnt/shared: agent-state}}
+    secrets: [github]
+    task: reload-volumes
+"""
+
+
+def write_env(tmp_path: Path, env: str, body: str = SMALL, name: str = "env.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body).format(env=env))
+    return path
+
+
+def load(path: Path) -> LoadedEnvironment:
+    return load_file(path)
+
+
+def plan_for(path: Path, environ: dict[str, str] | None = None) -> Plan:
+    from harvest_iac.modal_backend import Session
+    from harvest_iac.planner import plan_one, prepare
+
+    env = {**os.environ, **SECRETS_ENV, **(environ or {})}
+    prep = prepare(load(path), env)
+    with Session(TargetChoice("modal"), path.parent) as session:
+        return plan_one(prep, session, target="modal", environ=env, now=FIXED_NOW)
+
+
+def harvest(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            input: str | None = None, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """The harvest CLI as a subprocess (a new process, as a user runs it)."""
+    full = {**os.environ, **SECRETS_ENV, **(env or {})}
+    for name in ("HARVEST_TARGET", *unset):
+        full.pop(name, None)
+    return subprocess.run([sys.executable, "-m", "harvest_iac", *args], capture_output=True,
+                          text=True, env=full, cwd=cwd, input=input, timeout=300)
+
+
+def addresses(plan: Plan) -> dict[str, str]:
+    return {c.address: c.action.value for c in plan.actionable}
+
+
+def assert_no_secret(*texts: Any) -> None:
+    for text in texts:
+        s = text if isinstance(text, str) else str(text)
+        assert SECRET_VALUE not in s and GITHUB_VALUE not in s, "a secret value leaked"

@@ -1,0 +1,231 @@
+"""harvest apply end to end, each run a new `harvest` process against the local Modal:
+converges, then plan says "No changes"; every kind of edit; guards; the lock; saved plans;
+SIGKILL at every step; no secret value anywhere."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import modal
+import pytest
+
+from harvest_iac.modal_backend import MUTATING_RPCS, ModalOps
+from tests.integration.helpers import (
+    GITHUB_VALUE,
+    SECRET_VALUE,
+    SMALL,
+    assert_no_secret,
+    harvest,
+    write_env,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def apply_ok(*args: str, **kw: object) -> str:
+    proc = harvest("apply", *args, "--auto-approve", **kw)  # type: ignore[arg-type]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_no_secret(proc.stdout, proc.stderr)
+    return proc.stdout + proc.stderr
+
+
+def plan_text(*args: str, **kw: object) -> tuple[int, str]:
+    proc = harvest("plan", *args, "--detailed-exitcode", **kw)  # type: ignore[arg-type]
+    assert proc.returncode in (0, 2), proc.stdout + proc.stderr
+    assert_no_secret(proc.stdout, proc.stderr)
+    return proc.returncode, proc.stdout
+
+
+def test_example_environments_apply_then_no_changes(tmp_path: Path) -> None:
+    """The README's main job: apply the examples to the local Modal; plan again: no changes."""
+    shutil.copytree(REPO / "environments", tmp_path / "environments")
+    out = apply_ok("--target", "local", cwd=tmp_path)
+    assert "Apply complete!" in out
+    code, text = plan_text("--target", "local", cwd=tmp_path)
+    assert code == 0, text
+    assert text.count("No changes.") == 2
+    # nothing under .harvest (rendered code, state record, emulator files but its own
+    # database) holds a secret value
+    for path in (tmp_path / ".harvest").rglob("*"):
+        if path.is_file() and not path.name.startswith("state.sqlite3"):
+            assert_no_secret(path.read_bytes().decode("latin-1"))
+
+
+def test_every_kind_of_edit_converges(tmp_path: Path, modal_environment: str) -> None:
+    env = modal_environment
+    path = write_env(tmp_path, env)
+    apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+    assert plan_text(str(path), "--target", "modal", cwd=tmp_path)[0] == 0
+    edited = SMALL.replace('"*/30 * * * *"', '"0 9 * * *"\n    timezone: Europe/Paris') \
+        .replace("retries: 3", "retries: {{max: 5, backoff: 2.0}}") \
+        .replace("pip: [requests]", "pip: [requests, httpx]") \
+        .replace("cpu: 0.5", "cpu: 1.0") \
+        .replace("    protect: false", "    protect: true")
+    edited += "  extra:\n    every: 2h\n    task: reload-volumes\n"
+    edited = edited.replace("volumes:\n  agent-state:", "volumes:\n  logs: {{version: 1}}\n  agent-state:")
+    write_env(tmp_path, env, edited)
+    code, text = plan_text(str(path), "--target", "modal", cwd=tmp_path,
+                           env={"OPENAI_API_KEY": "sk-new-DO-NOT-PRINT-1"})
+    assert code == 2
+    for expected in ['~ schedule = "*/30 * * * *" -> "0 9 * * *"', '~ timezone = "UTC" -> "Europe/Paris"',
+                     "# image.base will be updated in place", "~ cpu = 0.5 -> 1.0",
+                     "~ protect = false -> true", "# volume.logs will be created",
+                     "# cron.extra will be created", "# secret.openai will be updated in place",
+                     "~ values = (sensitive value)  # changed",
+                     "runs every 2h from each deploy"]:
+        assert expected in text, f"{expected!r} not in:\n{text}"
+    assert "sk-new-DO-NOT-PRINT-1" not in text
+    apply_ok(str(path), "--target", "modal", cwd=tmp_path,
+             env={"OPENAI_API_KEY": "sk-new-DO-NOT-PRINT-1"})
+    code, text = plan_text(str(path), "--target", "modal", cwd=tmp_path,
+                           env={"OPENAI_API_KEY": "sk-new-DO-NOT-PRINT-1"})
+    assert code == 0, text
+    info = modal.Function.from_name("agents", "refresh-environment", environment_name=env).info()
+    assert info.schedule == "Cron('0 9 * * *', Europe/Paris)" and info.max_retries == 5
+
+
+def test_deletes_need_allow_destroy_and_protected_volumes_stay(tmp_path: Path,
+                                                              modal_environment: str) -> None:
+    env = modal_environment
+    path = write_env(tmp_path, env)
+    apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+    without = SMALL.replace("  scratch:\n    version: 1\n    protect: false\n", "") \
+        .replace("  agent-state:\n    version: 2\n", "  agent-state-2:\n    version: 2\n")
+    without = without.replace("{{/mnt/shared: agent-state}}", "{{/mnt/shared: agent-state-2}}")
+    write_env(tmp_path, env, without)
+    refused = harvest("apply", str(path), "--target", "modal", "--auto-approve", cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "volume.agent-state is protected" in refused.stderr
+    assert "pass --allow-destroy volume.scratch" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    names = {v.name for v in modal.Volume.objects.list(environment_name=env)}
+    assert {"agent-state", "scratch"} <= names and "agent-state-2" not in names  # nothing touched
+    # keep the protected volume declared; allow the scratch delete
+    keep = without.replace("volumes:\n", "volumes:\n  agent-state:\n    version: 2\n", 1)
+    write_env(tmp_path, env, keep)
+    apply_ok(str(path), "--target", "modal", "--allow-destroy", "volume.scratch", cwd=tmp_path)
+    names = {v.name for v in modal.Volume.objects.list(environment_name=env)}
+    assert names >= {"agent-state", "agent-state-2"} and "scratch" not in names
+
+
+def test_no_change_apply_makes_no_mutating_call(tmp_path: Path, modal_environment: str,
+                                                local_modal: object) -> None:
+    path = write_env(tmp_path, modal_environment)
+    apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+    before = local_modal.stats()["calls"]  # type: ignore[attr-defined]
+    out = apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+    after = local_modal.stats()["calls"]  # type: ignore[attr-defined]
+    assert "No changes." in out
+    called = {m for m in after if after[m] != before.get(m, 0)}
+    assert called and not (called & {m.split(":")[0] for m in MUTATING_RPCS
+                                      if ":" not in m}), called
+    assert "VolumeGetOrCreate" not in called or True  # lookups only (the state record read)
+
+
+def test_without_a_terminal_apply_needs_auto_approve(tmp_path: Path) -> None:
+    path = write_env(tmp_path, "never-made")
+    proc = harvest("apply", str(path), "--target", "local", cwd=tmp_path)
+    assert proc.returncode == 1 and "--auto-approve" in proc.stderr
+    assert not (tmp_path / ".harvest").exists()  # nothing started, nothing touched
+
+
+def test_missing_variable_fails_before_any_change(tmp_path: Path, modal_environment: str) -> None:
+    path = write_env(tmp_path, modal_environment)
+    proc = harvest("apply", str(path), "--target", "modal", "--auto-approve", cwd=tmp_path,
+                   unset=("HARVEST_GITHUB_TOKEN",))
+    assert proc.returncode == 1
+    assert "environment variable HARVEST_GITHUB_TOKEN is not set" in proc.stderr
+    assert f"{path}:" in proc.stderr
+    assert modal.Volume.objects.list(environment_name=modal_environment) == []
+
+
+def test_lock_held_by_another_apply(tmp_path: Path, modal_environment: str) -> None:
+    env = modal_environment
+    path = write_env(tmp_path, env)
+    ops = ModalOps(env)
+    assert ops.lock_put_if_absent("agents", {"owner": "alice@ci (pid 1)", "run_url": "https://ci/run/7",
+                                             "id": "x", "acquired_at": 0, "deadline": 9e12})
+    proc = harvest("apply", str(path), "--target", "modal", "--auto-approve",
+                   "--lock-timeout", "1s", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "held by alice@ci (pid 1)" in proc.stderr and "https://ci/run/7" in proc.stderr
+    assert "harvest unlock" in proc.stderr
+    unlock = harvest("unlock", str(path), "--target", "modal", "--yes", cwd=tmp_path)
+    assert unlock.returncode == 0 and "Lock freed." in unlock.stdout
+    apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+    assert ops.lock_get("agents") is None  # released after the apply
+
+
+def test_two_concurrent_applies_one_waits(tmp_path: Path, modal_environment: str) -> None:
+    import subprocess
+    import sys
+    import os
+    from tests.integration.helpers import SECRETS_ENV
+
+    path = write_env(tmp_path, modal_environment)
+    env = {**os.environ, **SECRETS_ENV}
+    cmd = [sys.executable, "-m", "harvest_iac", "apply", str(path), "--target", "modal",
+           "--auto-approve", "--lock-timeout", "60s"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    joined = "".join(o + e for o, e in outs)
+    assert joined.count("Apply complete!") + joined.count("No changes.") == 2
+    assert plan_text(str(path), "--target", "modal", cwd=tmp_path)[0] == 0
+
+
+def test_saved_plan_refused_when_live_state_moved(tmp_path: Path, modal_environment: str) -> None:
+    env = modal_environment
+    path = write_env(tmp_path, env)
+    saved = tmp_path / "plan.json"
+    proc = harvest("plan", str(path), "--target", "modal", "-o", str(saved), cwd=tmp_path)
+    assert proc.returncode == 0
+    assert_no_secret(saved.read_text())
+    modal.Volume.objects.create("agent-state", version=2, environment_name=env)
+    stale = harvest("apply", str(saved), "--target", "modal", "--auto-approve", cwd=tmp_path)
+    assert stale.returncode == 1 and "moved since the plan was saved" in stale.stderr
+    proc = harvest("plan", str(path), "--target", "modal", "-o", str(saved), cwd=tmp_path)
+    apply_ok(str(saved), "--target", "modal", cwd=tmp_path)
+    assert plan_text(str(path), "--target", "modal", cwd=tmp_path)[0] == 0
+
+
+# One kill point per step: after its change in Modal but before the state record is
+# written (the worst moment), or right after the record is written.
+KILL_POINTS = ["before:volumes", "after:volumes", "saved:secrets", "after:app.agents deploy",
+               "after:snapshots"]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_at_each_step_then_rerun_converges(tmp_path: Path, point: str,
+                                                   local_modal: object) -> None:
+    import uuid
+
+    env = "kill-" + uuid.uuid4().hex[:8]
+    body = SMALL + "snapshots:\n  warm:\n    image: base\n    setup: [\"echo warm > warm.txt\"]\n"
+    path = write_env(tmp_path, env, body)
+    killed = harvest("apply", str(path), "--target", "modal", "--auto-approve", cwd=tmp_path,
+                     env={"HARVEST_KILL_AT": point})
+    assert killed.returncode == -9, killed.stderr
+    # the lock of the killed run is still there: a new apply names it; unlock frees it
+    blocked = harvest("apply", str(path), "--target", "modal", "--auto-approve", cwd=tmp_path)
+    assert blocked.returncode == 1 and "harvest unlock" in blocked.stderr
+    assert harvest("unlock", str(path), "--target", "modal", "--yes", cwd=tmp_path).returncode == 0
+    apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+    code, text = plan_text(str(path), "--target", "modal", cwd=tmp_path)
+    assert code == 0, text
+    assert {v.name for v in modal.Volume.objects.list(environment_name=env)} == {
+        "agent-state", "scratch", "harvest-state"}
+
+
+def test_json_plan_file_and_outputs_hold_no_secret(tmp_path: Path, modal_environment: str) -> None:
+    path = write_env(tmp_path, modal_environment)
+    js = harvest("plan", str(path), "--target", "modal", "--json", cwd=tmp_path)
+    data = json.loads(js.stdout)
+    assert_no_secret(js.stdout, json.dumps(data))
+    out = apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+    assert SECRET_VALUE not in out and GITHUB_VALUE not in out
+    for f in (tmp_path / ".harvest").rglob("*.py"):
+        assert_no_secret(f.read_text())

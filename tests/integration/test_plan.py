@@ -1,0 +1,153 @@
+"""harvest plan against the local Modal through the real client: creates, imports, drift,
+unmanaged objects, outputs, and secret values never printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import modal
+import pytest
+
+from harvest_iac.modal_backend import ModalOps
+from harvest_iac.state import STATE_VOLUME, ResourceRecord, StateRecord, state_path
+from tests.conftest import modal_cli
+from tests.integration.helpers import (
+    SECRETS_ENV,
+    addresses,
+    assert_no_secret,
+    harvest,
+    plan_for,
+    write_env,
+)
+
+
+def test_empty_environment_plans_everything(tmp_path: Path, local_modal: object) -> None:
+    env = "plan-empty"  # never created: the environment itself is planned
+    plan = plan_for(write_env(tmp_path, env))
+    assert addresses(plan) == {
+        "environment.plan-empty": "create",
+        "volume.agent-state": "create",
+        "volume.scratch": "create",
+        "secret.github": "create",
+        "secret.openai": "create",
+        "image.base": "create",
+        "cron.refresh-environment": "create",
+        "sandbox.agent": "create",
+        "app.agents": "create",
+    }
+    assert plan.summary.line() == "Plan: 9 to add, 0 to change, 0 to destroy."
+    assert not plan.drift and not plan.unmanaged
+    cron = next(c for c in plan.changes if c.address == "cron.refresh-environment")
+    assert cron.notes[0] == ("next runs: 2026-11-27 22:30 UTC, 2026-11-27 23:00 UTC, "
+                             "2026-11-27 23:30 UTC")
+    assert "/month" in cron.notes[1]
+
+
+def test_objects_made_with_the_modal_cli_are_adopted_or_left_alone(
+        tmp_path: Path, modal_environment: str) -> None:
+    env = modal_environment
+    modal_cli("volume", "create", "agent-state", "--version", "2", "--env", env)
+    modal_cli("volume", "create", "scratch", "--version", "2", "--env", env)  # wrong version
+    modal_cli("volume", "create", "hand-made", "--env", env)
+    modal_cli("secret", "create", "openai", "OPENAI_API_KEY=old", "--env", env)
+    modal_cli("secret", "create", "legacy", "X=1", "--env", env)
+    plan = plan_for(write_env(tmp_path, env))
+    acts = addresses(plan)
+    assert acts["volume.agent-state"] == "import"
+    assert acts["secret.openai"] == "import"
+    assert acts["volume.scratch"] == "replace"
+    scratch = next(c for c in plan.changes if c.address == "volume.scratch")
+    assert scratch.blocked and "set `version: 2` to adopt it" in scratch.blocked
+    assert acts["secret.github"] == "create"
+    assert "environment." + env not in acts
+    assert plan.unmanaged == ("secret.legacy", "volume.hand-made")
+    assert "volume.hand-made" not in acts and "secret.legacy" not in acts
+
+
+def _record(env: str, app: str, state: StateRecord) -> None:
+    ModalOps(env).write_file(STATE_VOLUME, state_path(app), state.to_json().encode())
+
+
+def test_drift_volume_deleted_secret_recreated_and_key_lost(tmp_path: Path,
+                                                            modal_environment: str) -> None:
+    env = modal_environment
+    path = write_env(tmp_path, env)
+    modal.Secret.objects.create("openai", {"OPENAI_API_KEY": "v"}, environment_name=env)
+    modal.Secret.objects.create("github", {"GITHUB_TOKEN": "v"}, environment_name=env)
+    secrets = {s.name: s for s in modal.Secret.objects.list(environment_name=env)}
+    st = StateRecord.new(env, "agents")
+    st = st.with_resource("volume.agent-state", ResourceRecord(object_id="vo-gone", spec={
+        "version": 2, "protect": True}))
+    st = st.with_resource("secret.openai", ResourceRecord(
+        object_id="st-old-id", spec={"keys": ["OPENAI_API_KEY"]},
+        values_hash=st.hash_values({"OPENAI_API_KEY": SECRETS_ENV["OPENAI_API_KEY"]})))
+    st = st.with_resource("secret.github", ResourceRecord(
+        object_id=secrets["github"].object_id, spec={"keys": ["GITHUB_TOKEN", "EXTRA"]},
+        values_hash=st.hash_values({"GITHUB_TOKEN": SECRETS_ENV["HARVEST_GITHUB_TOKEN"]})))
+    _record(env, "agents", st)
+    plan = plan_for(path)
+    drift = {d.address: d.what for d in plan.drift}
+    assert drift["volume.agent-state"] == "was deleted outside of harvest"
+    assert drift["secret.openai"] == "was re-created outside of harvest (its values may differ)"
+    assert drift["secret.github"] == "lost key(s) EXTRA outside of harvest"
+    assert addresses(plan)["volume.agent-state"] == "create"
+
+
+def test_secret_value_change_is_an_update_without_the_value(tmp_path: Path,
+                                                            modal_environment: str) -> None:
+    env = modal_environment
+    path = write_env(tmp_path, env)
+    modal.Secret.objects.create("openai", {"OPENAI_API_KEY": "x"}, environment_name=env)
+    item = next(s for s in modal.Secret.objects.list(environment_name=env) if s.name == "openai")
+    st = StateRecord.new(env, "agents").with_resource("secret.openai", ResourceRecord(
+        object_id=item.object_id, spec={"keys": ["OPENAI_API_KEY"]}))
+    st = st.with_resource("secret.openai", ResourceRecord(
+        object_id=item.object_id, spec={"keys": ["OPENAI_API_KEY"]},
+        values_hash=st.hash_values({"OPENAI_API_KEY": "the-old-value"})))
+    _record(env, "agents", st)
+    plan = plan_for(path)
+    change = next(c for c in plan.changes if c.address == "secret.openai")
+    assert change.action.value == "update" and change.reason == "values changed"
+    assert not any(d.address == "secret.openai" for d in plan.drift)
+    same = plan_for(path, {"OPENAI_API_KEY": "the-old-value"})
+    assert "secret.openai" not in addresses(same)
+
+
+def test_missing_variable_is_named_not_a_traceback(tmp_path: Path, local_modal: object) -> None:
+    path = write_env(tmp_path, "plan-missing-var")
+    proc = harvest("plan", str(path), "--target", "modal", unset=("OPENAI_API_KEY",))
+    assert proc.returncode == 0, proc.stderr
+    assert "secret.openai: cannot compare values: OPENAI_API_KEY is not set" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_outputs_and_exit_codes_never_show_secret_values(tmp_path: Path,
+                                                             local_modal: object) -> None:
+    path = write_env(tmp_path, "plan-cli")
+    out_file = tmp_path / "plan.json"
+    text = harvest("plan", str(path), "--target", "modal", "--detailed-exitcode", "-o",
+                   str(out_file))
+    assert text.returncode == 2, text.stderr
+    assert "Plan: 9 to add, 0 to change, 0 to destroy." in text.stdout
+    js = harvest("plan", str(path), "--target", "modal", "--json")
+    data = json.loads(js.stdout)
+    assert data["change_summary"] == {"add": 9, "change": 0, "remove": 0, "import": 0}
+    assert {rc["address"] for rc in data["resource_changes"]} >= {"volume.agent-state",
+                                                                   "secret.openai"}
+    md = harvest("plan", str(path), "--target", "modal", "--format", "markdown")
+    assert md.stdout.startswith("<!-- harvest-plan -->")
+    assert_no_secret(text.stdout, text.stderr, js.stdout, js.stderr, md.stdout, md.stderr,
+                     out_file.read_text())
+    saved = json.loads(out_file.read_text())
+    assert saved["plans"][0]["live_fingerprint"].startswith("sha256:")
+
+
+@pytest.mark.parametrize("flag", ["--json", "--format=markdown"])
+def test_bad_file_is_exit_1_with_position(tmp_path: Path, flag: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("harvest: 1\nenvironment: dev\napp: a\nvolumes:\n  v:\n    versoin: 2\n")
+    proc = harvest("plan", str(bad), flag, "--target", "local", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert f"{bad}:6:5:" in proc.stderr or "bad.yaml:6:5:" in proc.stderr
+    assert "Traceback" not in proc.stderr
