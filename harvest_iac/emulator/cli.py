@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 import signal
 from pathlib import Path
 
 import click
 
 from harvest_iac.emulator.server import Emulator, Faults
+from harvest_iac.errors import TargetError
 
 
 def serve(
@@ -33,10 +35,14 @@ def serve(
     async def run() -> None:
         emu = Emulator(Path(data_dir).resolve(), host=host, port=port, http_port=http_port,
                        faults=faults)
-        await emu.start()
+        try:
+            await emu.start()
+        except OSError as exc:
+            emu.store.close()
+            raise TargetError(f"The local Modal cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         click.echo("# The local Modal is running. Point the modal client at it with:")
         for key, value in emu.client_env().items():
-            click.echo(f"export {key}={value}")
+            click.echo(f"export {key}={shlex.quote(value)}")
         click.echo("# Stop with Ctrl-C.", err=False)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
