@@ -29,3 +29,25 @@ def function_address(tag: str, cron_names: set[str]) -> str:
     if tag.startswith("sandbox-"):
         return f"sandbox.{tag.removeprefix('sandbox-')}"
     return f"cron.{tag}"
+
+
+#: Prefix of the names under which harvest publishes snapshot images.
+SNAPSHOT_IMAGE_PREFIX = "harvest-snapshot-"
+_MODAL_NAME_MAX = 64
+
+
+def snapshot_image_name(snapshot: str) -> str:
+    """The name the newest image of snapshot `snapshot` is published under (`image.publish`),
+    in the snapshot's environment, found again with `modal.Image.from_name(name,
+    environment_name=...)`. Modal adds the tag `:latest`.
+
+    `warm` becomes `harvest-snapshot-warm`; a name too long for Modal's 64 characters is cut
+    and ends with 8 hex digits of its sha256, so distinct snapshots keep distinct names.
+    """
+    import hashlib
+
+    name = SNAPSHOT_IMAGE_PREFIX + snapshot
+    if len(name) <= _MODAL_NAME_MAX:
+        return name
+    digest = hashlib.sha256(snapshot.encode()).hexdigest()[:8]
+    return name[: _MODAL_NAME_MAX - len(digest) - 1] + "-" + digest
