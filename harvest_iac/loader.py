@@ -173,7 +173,7 @@ class _Session:
                 check_format_version(version)
             except PydanticCustomError as exc:
                 where = doc.positions[("harvest",)]
-                self.problems.append(Problem(doc.file, where.line, where.col, f"harvest: {exc.context['message']}"))
+                self.problems.append(Problem(doc.file, where.line, where.col, f"harvest: {(exc.context or {})['message']}"))
 
     def chain(self, path: Path, display: str, stack: tuple[Path, ...]) -> _Merged | None:
         """The file merged over the files it extends, or None when any of them has problems."""
@@ -293,7 +293,7 @@ def _positioned(positions: Mapping[KeyPath, Where], path: KeyPath, at_key: bool,
     return where.file, line, col
 
 
-_PLACEHOLDER = {"harvest": FORMAT_VERSION, "environment": "placeholder", "app": "placeholder"}
+_PLACEHOLDER: dict[str, Any] = {"harvest": FORMAT_VERSION, "environment": "placeholder", "app": "placeholder"}
 
 
 def _errors(data: dict[str, Any], merged: _Merged, display: str) -> tuple[EnvironmentSpec | None, list[Problem]]:
@@ -347,7 +347,8 @@ def _validate_by_entry(data: dict[str, Any], merged: _Merged, display: str) -> t
             problems += entry_problems
             if one is not None:
                 valid[section][name] = getattr(one, section)[name]
-    partial = EnvironmentSpec.model_construct(**_PLACEHOLDER, **valid)
+    fields: dict[str, Any] = {**_PLACEHOLDER, **valid}
+    partial = EnvironmentSpec.model_construct(None, **fields)
     return partial, problems
 
 

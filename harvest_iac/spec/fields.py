@@ -64,21 +64,14 @@ def _object_name(kind: str) -> Callable[[object], str]:
     return check
 
 
-def _name_type(kind: str) -> Any:
-    return Annotated[
-        str,
-        PlainValidator(_object_name(kind)),
-        WithJsonSchema({"type": "string", "pattern": names.OBJECT_NAME_PATTERN}),
-    ]
-
-
-ImageName = _name_type("image")
-VolumeName = _name_type("volume")
-SecretName = _name_type("secret")
-SnapshotName = _name_type("snapshot")
-SandboxName = _name_type("sandbox")
-CronName = _name_type("cron")
-AppName = _name_type("app")
+_NAME_SCHEMA = WithJsonSchema({"type": "string", "pattern": names.OBJECT_NAME_PATTERN})
+ImageName = Annotated[str, PlainValidator(_object_name("image")), _NAME_SCHEMA]
+VolumeName = Annotated[str, PlainValidator(_object_name("volume")), _NAME_SCHEMA]
+SecretName = Annotated[str, PlainValidator(_object_name("secret")), _NAME_SCHEMA]
+SnapshotName = Annotated[str, PlainValidator(_object_name("snapshot")), _NAME_SCHEMA]
+SandboxName = Annotated[str, PlainValidator(_object_name("sandbox")), _NAME_SCHEMA]
+CronName = Annotated[str, PlainValidator(_object_name("cron")), _NAME_SCHEMA]
+AppName = Annotated[str, PlainValidator(_object_name("app")), _NAME_SCHEMA]
 
 
 def _reference(value: object) -> str:
@@ -230,7 +223,7 @@ def _memory(value: object) -> int:
 Memory = Annotated[int, PlainValidator(_memory), WithJsonSchema({"type": "string", "pattern": SIZE_PATTERN})]
 
 
-def _duration(what: str, low: float, high: float | None, limit: str = "Modal's limit") -> Any:
+def _duration(what: str, low: float, high: float | None, limit: str = "Modal's limit") -> Callable[[object], int | float]:
     def check(value: object) -> int | float:
         try:
             seconds = parse_duration(value)
@@ -242,17 +235,18 @@ def _duration(what: str, low: float, high: float | None, limit: str = "Modal's l
             raise fail(f"{what} {value} is over {limit} of {format_duration(high)}")
         return seconds
 
-    return Annotated[
-        int | float, PlainValidator(check), WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN})
-    ]
+    return check
 
 
-FunctionTimeout = _duration("timeout", 1, MAX_TIMEOUT_S)
-SandboxTimeout = _duration("timeout", 1, MAX_TIMEOUT_S)
-IdleTimeout = _duration("idle_timeout", 1, MAX_TIMEOUT_S)
-SnapshotAge = _duration("max_age", 60, None)
-InitialDelay = _duration("initial_delay", 0, 60, "Modal's retry limit")
-MaxDelay = _duration("max_delay", 1, 60, "Modal's retry limit")
+_DURATION_SCHEMA = WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN})
+FunctionTimeout = Annotated[int | float, PlainValidator(_duration("timeout", 1, MAX_TIMEOUT_S)), _DURATION_SCHEMA]
+SandboxTimeout = Annotated[int | float, PlainValidator(_duration("timeout", 1, MAX_TIMEOUT_S)), _DURATION_SCHEMA]
+IdleTimeout = Annotated[int | float, PlainValidator(_duration("idle_timeout", 1, MAX_TIMEOUT_S)), _DURATION_SCHEMA]
+SnapshotAge = Annotated[int | float, PlainValidator(_duration("max_age", 60, None)), _DURATION_SCHEMA]
+InitialDelay = Annotated[
+    int | float, PlainValidator(_duration("initial_delay", 0, 60, "Modal's retry limit")), _DURATION_SCHEMA
+]
+MaxDelay = Annotated[int | float, PlainValidator(_duration("max_delay", 1, 60, "Modal's retry limit")), _DURATION_SCHEMA]
 
 
 def _period(value: object) -> str:
@@ -317,7 +311,7 @@ def _cron_string(value: object) -> str:
         count = f"{len(fields)} field" + ("" if len(fields) == 1 else "s")
         raise fail(f"schedule {expression!r} has {count}; a cron string has 5: "
                    "minute hour day-of-month month day-of-week, e.g. \"*/30 * * * *\"")
-    from croniter import croniter  # imported here: only files with crons pay for it
+    from croniter import croniter  # type: ignore[import-untyped]  # only files with crons pay for it
 
     if not croniter.is_valid(expression):
         raise fail(f"schedule {expression!r} is not a valid cron string "
