@@ -127,6 +127,27 @@ def test_entrypoint_output_and_exit_code(app: modal.App) -> None:
     assert sb.stderr.read() == "err\n"
 
 
+def test_entrypoint_reads_stdin_and_tags(app: modal.App) -> None:
+    sb = modal.Sandbox.create(
+        "python", "-c", "import sys; print(sys.stdin.readline().strip()[::-1])",
+        app=app, timeout=60, tags={"team": "a"},
+    )
+    sb.stdin.write(b"abc\n")
+    sb.stdin.drain()
+    sb.wait()
+    assert sb.stdout.read() == "cba\n"
+    assert sb.get_tags() == {"team": "a"}
+    sb.set_tags({"team": "b", "x": "y"})
+    assert modal.Sandbox.from_id(sb.object_id).get_tags() == {"team": "b", "x": "y"}
+
+
+def test_idle_timeout_ends_an_idle_sandbox(app: modal.App) -> None:
+    sb = modal.Sandbox.create(app=app, timeout=60, idle_timeout=1)
+    sb.wait()  # an idle timeout is not an error
+    assert sb.returncode == 0
+    assert sb.poll() == 0
+
+
 def test_poll_terminate_and_wait(app: modal.App) -> None:
     sb = modal.Sandbox.create("sh", "-c", "echo $$ > pid; exec sleep 30", app=app, timeout=60)
     probe = sb.exec("sh", "-c", "while [ ! -s pid ]; do sleep 0.02; done; cat pid")
