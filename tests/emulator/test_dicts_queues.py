@@ -147,3 +147,18 @@ def test_bad_dict_and_queue_names_are_refused(local_modal: object) -> None:
         with pytest.raises(GRPCError) as err:
             raw_rpc(method, req)
         assert err.value.status == Status.INVALID_ARGUMENT
+
+
+def test_ephemeral_objects_and_lookup_by_id(modal_environment: str) -> None:
+    env = modal_environment
+    with modal.Dict.ephemeral() as d, modal.Queue.ephemeral() as q, modal.Volume.ephemeral() as v:
+        d["k"] = "v"
+        q.put("item")
+        assert modal.Dict.from_id(d.object_id)["k"] == "v"
+        assert modal.Queue.from_id(q.object_id).get() == "item"
+        assert modal.Volume.from_id(v.object_id).listdir("/") == []
+    assert all(x.object_id != d.object_id for x in modal.Dict.objects.list(environment_name="main"))
+    modal_cli("queue", "create", "to-clear", "--env", env)
+    modal.Queue.from_name("to-clear", environment_name=env).put_many([1, 2])
+    modal_cli("queue", "clear", "to-clear", "--yes", "--env", env)
+    assert modal.Queue.from_name("to-clear", environment_name=env).len() == 0
