@@ -48,6 +48,8 @@ class LoadedEnvironment:
     def locate(self, address: str) -> tuple[str, int, int]:
         """(file, line, col) of an address such as `volume.agent-state` or `secret.openai.from_env.KEY`.
 
+        Under `from_env`, KEY may also be the environment variable the key is read from.
+
         An address is `KIND.NAME[.FIELD...]` (kinds: image, volume, secret, snapshot, sandbox,
         cron) or a plain key path (`environment`, `app`). Unknown parts fall back to the
         nearest enclosing thing that is known; an unknown address gives the file's first line.
@@ -85,7 +87,7 @@ class LoadedEnvironment:
             for end in range(len(rest), index, -1):
                 part = ".".join(rest[index:end])
                 candidates: list[KeyPath] = [(*path, part)]
-                candidates += [p for p in self._list_items(path) if self._item_text(p) == part]
+                candidates += [p for p in self._children(path) if self._item_text(p) == part]
                 hit = next((c for c in candidates if c in self.positions), None)
                 if hit is not None:
                     path, index, matched = hit, end, True
@@ -94,8 +96,10 @@ class LoadedEnvironment:
                 break
         return path
 
-    def _list_items(self, path: KeyPath) -> list[KeyPath]:
-        return [p for p in self.positions if len(p) == len(path) + 1 and p[:-1] == path and isinstance(p[-1], int)]
+    def _children(self, path: KeyPath) -> list[KeyPath]:
+        """Paths one level under `path`; a child also matches by its text (a list item, or the
+        variable a `from_env` key reads), so `secret.gh.from_env.HARVEST_GITHUB_TOKEN` finds it."""
+        return sorted((p for p in self.positions if len(p) == len(path) + 1 and p[:-1] == path), key=str)
 
     def _item_text(self, path: KeyPath) -> str | None:
         node: Any = self.raw

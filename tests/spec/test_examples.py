@@ -76,6 +76,7 @@ def test_locate_points_at_the_file_that_declares_the_thing() -> None:
     assert text_at("secret.openai").startswith("openai:")
     assert text_at("secret.openai.from_env.OPENAI_API_KEY").startswith("OPENAI_API_KEY]")
     assert text_at("secret.github.from_env.GITHUB_TOKEN").startswith("GITHUB_TOKEN: HARVEST_GITHUB_TOKEN")
+    assert text_at("secret.github.from_env.HARVEST_GITHUB_TOKEN").startswith("GITHUB_TOKEN: HARVEST_GITHUB_TOKEN")
     assert text_at("snapshot.warm").startswith("warm:")
     assert text_at("sandbox.agent.cpu").startswith("cpu: 1.0")
     assert text_at("cron.refresh-environment").startswith("refresh-environment:")
