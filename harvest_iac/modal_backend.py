@@ -143,12 +143,17 @@ async def open_connection() -> Connection:
 
     server_url, creds = _modal_config()
     client = _Client(server_url, api_pb2.CLIENT_TYPE_CLIENT, creds)
+    from modal.exception import Error as ModalError
+
+    timeout = float(os.environ.get("HARVEST_CONNECT_TIMEOUT", "15"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            await client._open()
-        except OSError as exc:
-            raise TargetError(f"cannot reach Modal at {server_url}: {exc}") from exc
+            await asyncio.wait_for(client._open(), timeout)
+        except (OSError, ModalError, asyncio.TimeoutError) as exc:
+            raise TargetError(f"cannot reach Modal at {server_url} ({exc or 'timed out'}); "
+                              "check MODAL_SERVER_URL and your network, or use --target local"
+                              ) from exc
     return Connection(client=client)
 
 

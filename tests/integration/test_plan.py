@@ -151,3 +151,63 @@ def test_bad_file_is_exit_1_with_position(tmp_path: Path, flag: str) -> None:
     assert proc.returncode == 1
     assert f"{bad}:6:5:" in proc.stderr or "bad.yaml:6:5:" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_manual_modal_deploy_over_the_app_is_drift(tmp_path: Path, modal_environment: str) -> None:
+    env = modal_environment
+    path = write_env(tmp_path, env)
+    proc = harvest("apply", str(path), "--target", "modal", "--auto-approve", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    hand = tmp_path / "hand.py"
+    hand.write_text("import modal\napp = modal.App('agents')\n\n"
+                    "@app.function(name='refresh-environment', schedule=modal.Period(hours=1))\n"
+                    "def f():\n    pass\n")
+    modal_cli("deploy", str(hand), "--env", env)
+    plan = plan_for(path)
+    drift = {d.address: d.what for d in plan.drift}
+    assert drift["app.agents"].startswith("was deployed outside of harvest (version 2")
+    assert drift["cron.refresh-environment"] == "was changed outside of harvest"
+    assert addresses(plan)["app.agents"] == "update"
+    again = harvest("apply", str(path), "--target", "modal", "--auto-approve", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert not plan_for(path).actionable
+
+
+def test_transient_errors_are_retried(tmp_path: Path, local_modal: object) -> None:
+    """With a quarter of all RPCs failing UNAVAILABLE/INTERNAL, the plan is still right."""
+    path = write_env(tmp_path, "plan-flaky")
+    clean = plan_for(path)
+    faults = local_modal.faults  # type: ignore[attr-defined]
+    faults.error_rate = 0.25
+    try:
+        flaky = plan_for(path)
+    finally:
+        faults.error_rate = 0.0
+    assert addresses(flaky) == addresses(clean)
+    assert local_modal.stats()["injected_errors"] > 0  # type: ignore[attr-defined]
+
+
+def test_unreachable_modal_is_a_clean_error(tmp_path: Path) -> None:
+    path = write_env(tmp_path, "plan-down")
+    proc = harvest("plan", str(path), "--target", "modal",
+                   env={"MODAL_SERVER_URL": "http://127.0.0.1:9", "MODAL_TOKEN_ID": "ak-x",
+                        "MODAL_TOKEN_SECRET": "as-x", "HARVEST_CONNECT_TIMEOUT": "2"})
+    assert proc.returncode == 1, proc.stdout
+    assert proc.stderr.startswith("Error: cannot reach Modal at http://127.0.0.1:9")
+    assert "Traceback" not in proc.stderr
+
+
+def test_golden_plan_of_an_empty_environment(tmp_path: Path, local_modal: object) -> None:
+    """Text, JSON and Markdown of a real plan (environment never created: deterministic)."""
+    from harvest_iac.present import render_json, render_markdown, render_text
+    from tests.golden import check_golden
+
+    golden = Path(__file__).parent / "golden"
+    path = write_env(tmp_path, "golden-env")
+    plan = plan_for(path)
+    plan = type(plan)(**{**plan.__dict__, "source": "environments/golden-env.yaml"})
+    check_golden(golden / "empty.txt", render_text([plan]))
+    check_golden(golden / "empty.md", render_markdown([plan]))
+    data = json.loads(render_json([plan]))
+    data["live_fingerprint"] = "sha256:(varies)"
+    check_golden(golden / "empty.json", json.dumps(data, indent=2, sort_keys=True) + "\n")
