@@ -102,6 +102,12 @@ def test_publish_from_name_and_names_cli(app: modal.App, modal_environment: str)
     assert {item["image_id"] for item in listed} == {image.object_id}
     assert "tools" not in modal_cli("image", "names", "list", "--env", "main", "--json").stdout
 
+    newer = modal.Image.debian_slim().apt_install("curl", "git").build(app)
+    newer.publish("tools", environment_name=env)
+    revisions = json.loads(modal_cli("image", "names", "history", f"{env}/tools", "--json").stdout)
+    assert [r["image_id"] for r in revisions] == [newer.object_id, image.object_id]
+    assert modal.Image.from_name(f"{env}/tools").build(app).object_id == newer.object_id
+
     modal_cli("image", "names", "delete", "tools:v1", "--env", env, "--yes")
     listed = json.loads(modal_cli("image", "names", "list", "--env", env, "--json").stdout)
     assert [item["tag"] for item in listed] == ["tools:latest"]

@@ -56,6 +56,14 @@ CREATE TABLE IF NOT EXISTS image_tags (
     revision INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (env_id, tag)
 );
+CREATE TABLE IF NOT EXISTS image_tag_revisions (
+    env_id TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    image_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (env_id, tag, revision)
+);
 """
 
 SUCCESS = api_pb2.GenericResult.GENERIC_STATUS_SUCCESS
@@ -165,6 +173,7 @@ class ImageService(Service):
 
     def _drop_environment(self, env_id: str) -> None:
         self.store.run("DELETE FROM image_tags WHERE env_id = ?", env_id)
+        self.store.run("DELETE FROM image_tag_revisions WHERE env_id = ?", env_id)
         self.store.run("DELETE FROM images WHERE env_id = ?", env_id)
 
     def _env_for_app(self, app_id: str) -> str:
@@ -260,7 +269,39 @@ class ImageService(Service):
             " revision = revision + 1",
             env_id, name_tag, req.image_id, now, now,
         )
+        tag_row = self.store.one(
+            "SELECT revision FROM image_tags WHERE env_id = ? AND tag = ?", env_id, name_tag
+        )
+        assert tag_row is not None
+        self.store.run(
+            "INSERT INTO image_tag_revisions (env_id, tag, revision, image_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?)", env_id, name_tag, tag_row["revision"], req.image_id, now,
+        )
         return api_pb2.ImagePublishResponse()
+
+    def ImageTagRevisions(
+        self, req: api_pb2.ImageTagRevisionsRequest, ctx: Ctx
+    ) -> api_pb2.ImageTagRevisionsResponse:
+        env_id, name_tag = self._tag_target(req.tag, req.environment_name)
+        limit = req.max_objects or 100
+        offset = int(req.page_token or 0)
+        rows = self.store.all(
+            "SELECT * FROM image_tag_revisions WHERE env_id = ? AND tag = ?"
+            " ORDER BY revision DESC LIMIT ? OFFSET ?", env_id, name_tag, limit + 1, offset,
+        )
+        env_row = self.store.one("SELECT name FROM environments WHERE id = ?", env_id)
+        return api_pb2.ImageTagRevisionsResponse(
+            items=[
+                api_pb2.ImageTagRevisionsItem(
+                    image_id=r["image_id"], revision_id=f"{name_tag}#{r['revision']}",
+                    created_at=r["created_at"], published_by="local",
+                )
+                for r in rows[:limit]
+            ],
+            next_page_token=str(offset + limit) if len(rows) > limit else "",
+            tag=name_tag,
+            environment_name=str(env_row["name"]) if env_row else "",
+        )
 
     def ImageGetByTag(
         self, req: api_pb2.ImageGetByTagRequest, ctx: Ctx
@@ -304,6 +345,9 @@ class ImageService(Service):
 
         env_id, name_tag = self._tag_target(req.tag, "")
         cur = self.store.run("DELETE FROM image_tags WHERE env_id = ? AND tag = ?", env_id, name_tag)
+        self.store.run(
+            "DELETE FROM image_tag_revisions WHERE env_id = ? AND tag = ?", env_id, name_tag
+        )
         if cur.rowcount == 0:
             raise GRPCError(Status.NOT_FOUND, f"Image '{req.tag}' not found")
         return empty_pb2.Empty()
