@@ -360,15 +360,18 @@ def _expand(paths: Iterable[Path | str]) -> list[Path]:
     files: list[Path] = []
     for given in paths:
         path = Path(given)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in YAML_SUFFIXES and p.is_file())
-            if not found:
-                raise HarvestError(f"{path}: no *.yaml or *.yml files in this folder")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise HarvestError(f"{path}: no such file or folder")
+        try:
+            if path.is_dir():
+                found = sorted(p for p in path.iterdir() if p.suffix in YAML_SUFFIXES and p.is_file())
+                if not found:
+                    raise HarvestError(f"{path}: no *.yaml or *.yml files in this folder")
+                files.extend(found)
+            elif path.is_file():
+                files.append(path)
+            else:
+                raise HarvestError(f"{path}: no such file or folder")
+        except OSError as exc:
+            raise HarvestError(f"{path}: cannot read: {exc.strerror or exc}") from None
     unique: dict[Path, Path] = {}
     for path in files:
         unique.setdefault(path.resolve(), path)
