@@ -22,7 +22,7 @@ from harvest_iac.render import render_app, write_rendered
 from harvest_iac.spec.models import EnvironmentSpec
 from harvest_iac.state import LOCK_DICT, STATE_VOLUME, StateRecord, state_path
 from tests.conftest import REPO, modal_cli
-from tests.render.specs import spec_of
+from tests.render.specs import kitchen_sink, spec_of
 
 
 def dev_spec(env: str) -> EnvironmentSpec:
@@ -135,6 +135,16 @@ def test_a_period_cron_deploys_as_the_plan_expects(modal_environment: str, tmp_p
     assert plan_view(spec, "every-half-hour") == expected
     # Function.info() shows the period's seconds as the proto's float.
     assert info_view(spec, "every-half-hour") == {**expected, "schedule": "Period(seconds=1800.0)"}
+
+
+def test_every_feature_deploys_and_reads_back_as_the_plan_expects(modal_environment: str,
+                                                                  tmp_path: Path) -> None:
+    spec = spec_of(kitchen_sink(environment=modal_environment))
+    create_inputs(spec)
+    deploy(spec, tmp_path)
+    for name, cron in spec.crons.items():
+        assert plan_view(spec, function_tag("cron", name)) == cron_live_view(cron)
+    assert info_view(spec, "refresh-environment")["schedule"] == "Cron('*/30 * * * *', Europe/Paris)"
 
 
 # -- running the deployed functions' code against the local Modal ----------------------
