@@ -149,15 +149,15 @@ def translate(error: dict[str, Any], data: Any) -> tuple[Path, bool, str]:
     at_key = False
     if kind == "harvest" and ctx.get("field") is not None:
         loc = (*loc, ctx["field"])
-    if loc and loc[-1] == "[key]":
-        loc, at_key = loc[:-1], True
+    if len(loc) >= 2 and loc[-1] == "[key]" and error.get("input") == loc[-2]:
+        loc, at_key = loc[:-1], True  # pydantic's marker for a mapping key that failed validation
     path = existing_prefix(loc, data)
     secret = bool(path) and path[0] == "secrets"
-    if kind == "missing":
+    if kind == "missing" and loc:
         field = str(loc[-1])
         message = f"missing required key `{field}`{_HINTS.get(field, '')}"
         return path, True, _prefixed(path, message)
-    if kind == "extra_forbidden":
+    if kind == "extra_forbidden" and loc:
         return path, True, _prefixed(path[:-1], unknown_key(path[:-1], str(loc[-1])))
     if kind == "harvest":
         whole_mapping = ctx.get("field") is None and isinstance(_value_at(path, data), dict)

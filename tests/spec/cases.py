@@ -46,6 +46,10 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
                            "    retries: {max_retries: 3}\n"},
      ["env.yaml:8:5: crons.c.retries: missing required key `max` (the number of retries)",
       "env.yaml:8:15: crons.c.retries: unknown key `max_retries`; did you mean `max`?"]),
+    ("unknown key that looks like pydantic's key marker",
+     {"env.yaml": HEADER + "\"[key]\": 1\n"},
+     ["env.yaml:4:1: unknown key `[key]`; expected one of: harvest, environment, app, images, volumes, secrets, "
+      "snapshots, sandboxes, crons, extends (or an `x-` key, which is ignored)"]),
     ("unknown key without a close match",
      {"env.yaml": HEADER + "volumes:\n  data:\n    size: 10GiB\n"},
      ["env.yaml:6:5: volumes.data: unknown key `size`; expected one of: version, protect"]),
