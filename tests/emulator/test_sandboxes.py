@@ -241,18 +241,30 @@ def test_snapshot_filesystem_starts_a_new_sandbox_with_the_files(app: modal.App)
     assert third.stdout.read() == "snapshot-data\n"
 
 
-def test_volumes_are_copied_in(app: modal.App, modal_environment: str) -> None:
+def test_volumes_are_copied_in_and_committed_when_the_sandbox_ends(
+    app: modal.App, modal_environment: str
+) -> None:
     vol = modal.Volume.from_name("sb-vol-" + uuid.uuid4().hex[:6], create_if_missing=True,
                                  environment_name=modal_environment)
     with vol.batch_upload() as batch:
         batch.put_file(io.BytesIO(b"from the volume\n"), "/data/hello.txt")
+        batch.put_file(io.BytesIO(b"doomed\n"), "/data/old.txt")
     sb = modal.Sandbox.create(app=app, volumes={"/mnt/shared": vol}, timeout=60)
     try:
-        p = sb.exec("sh", "-c", 'cat "$HARVEST_SANDBOX_ROOT/mnt/shared/data/hello.txt"')
+        p = sb.exec("sh", "-c", 'cd "$HARVEST_SANDBOX_ROOT/mnt/shared/data" && cat hello.txt'
+                    " && echo written > new.txt && rm old.txt")
         assert p.stdout.read() == "from the volume\n"
         assert p.wait() == 0
+        # Written by another client while the sandbox runs: the sandbox's commit keeps it.
+        with vol.batch_upload() as batch:
+            batch.put_file(io.BytesIO(b"meanwhile\n"), "/other.txt")
+        assert "data/new.txt" not in {e.path for e in vol.listdir("/", recursive=True)}
     finally:
         sb.terminate()
+    paths = {e.path for e in vol.listdir("/", recursive=True)}
+    assert {"data/hello.txt", "data/new.txt", "other.txt"} <= paths
+    assert "data/old.txt" not in paths
+    assert b"".join(vol.read_file("data/new.txt")) == b"written\n"
 
 
 def test_create_is_idempotent_under_retries(app: modal.App) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import shutil
 import sqlite3
 import sys
@@ -37,6 +38,7 @@ from modal_proto import api_pb2
 from harvest_iac.emulator.server import Ctx, Service
 from harvest_iac.emulator.services.sandbox_procs import Proc, sandbox_env
 from harvest_iac.emulator.services.sandbox_router import SandboxRouter
+from harvest_iac.emulator.services.sandbox_volumes import VolumeLink, commit, copy_in, read_links, scan
 from harvest_iac.emulator.store import dumps, new_id
 
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ CREATE INDEX IF NOT EXISTS sandboxes_by_app ON sandboxes (app_id, created_at);
 CREATE INDEX IF NOT EXISTS sandboxes_by_env ON sandboxes (environment_id, created_at);
 """
 
+log = logging.getLogger("harvest.emulator")
 GS = api_pb2.GenericResult
 RUNNING = GS.GENERIC_STATUS_UNSPECIFIED
 TOKEN_LIFETIME_S = 3600.0
@@ -111,7 +114,8 @@ class LiveSandbox:
     last_activity: float = field(default_factory=time.monotonic)
     supervisor: asyncio.Task[None] | None = None
     snapshots: dict[str, str] = field(default_factory=dict)
-    volume_seed: list[tuple[str, str, int, int, list[str]]] = field(default_factory=list)
+    volumes: list[VolumeLink] = field(default_factory=list)
+    ending: bool = False
 
     def procs(self) -> list[Proc]:
         return ([self.entry] if self.entry else []) + list(self.execs.values())
@@ -136,6 +140,15 @@ def _inside(root: Path, path: str) -> Path:
     if target != root.resolve() and root.resolve() not in target.parents:
         raise GRPCError(Status.INVALID_ARGUMENT, f"Path '{path}' leaves the sandbox")
     return target
+
+
+async def _settle(procs: list[Proc], seconds: float = 5.0) -> None:
+    """Wait (briefly) for killed processes to be gone, so their last writes are on disk."""
+    waits = [asyncio.ensure_future(p.exited.wait()) for p in procs if p.running]
+    if waits:
+        _, pending = await asyncio.wait(waits, timeout=seconds)
+        for w in pending:
+            w.cancel()
 
 
 def _kill_everything(ref: weakref.ref[SandboxService]) -> None:
@@ -287,7 +300,7 @@ class SandboxService(SandboxRouter, Service):
             time.time(),
         )
         live = LiveSandbox(sandbox_id, task_id, env_id, root, _inside(root, workdir), env)
-        live.volume_seed = self._volume_seed(d.volume_mounts)
+        live.volumes = read_links(self.store, d.volume_mounts)
         self.live[sandbox_id] = live
         self.by_task[task_id] = sandbox_id
         resp = api_pb2.SandboxCreateV2Response(
@@ -297,18 +310,6 @@ class SandboxService(SandboxRouter, Service):
             command_router_access=self.router_access(task_id),
         )
         return live, resp
-
-    def _volume_seed(self, mounts: Any) -> list[tuple[str, str, int, int, list[str]]]:
-        """(mount path, path in volume, type, mode, blocks) of every mounted volume entry,
-        read now (in the transaction) and copied into the sandbox by `_prepare_root`."""
-        from harvest_iac.emulator.services.volumes import VolumeFiles
-
-        seed = []
-        for mount in mounts:
-            for r in VolumeFiles(self.store, mount.volume_id).below("", recursive=True):
-                seed.append((mount.mount_path, str(r["path"]), int(r["type"]), int(r["mode"]),
-                             list(json.loads(r["blocks"]))))
-        return seed
 
     def router_access(self, task_id: str) -> api_pb2.CommandRouterAccess:
         """Where and how to reach the task command router: this server, with a JWT."""
@@ -338,25 +339,12 @@ class SandboxService(SandboxRouter, Service):
         base = image_fs_dir(self.emu, d.image_id) if d.image_id else None
         if base is not None and base.is_dir():
             shutil.copytree(base, live.root, symlinks=True, dirs_exist_ok=True)
-        for mount in d.volume_mounts:
-            _inside(live.root, mount.mount_path).mkdir(parents=True, exist_ok=True)
         self._copy_volumes_in(live)
         live.workdir.mkdir(parents=True, exist_ok=True)
 
     def _copy_volumes_in(self, live: LiveSandbox) -> None:
-        from harvest_iac.emulator.services.volumes import DIRECTORY
-
-        for mount_path, path, kind, mode, blocks in live.volume_seed:
-            target = _inside(live.root, f"{mount_path}/{path}")
-            if kind == DIRECTORY:
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "wb") as out:
-                for digest in blocks:
-                    out.write(self.store.get_bytes(digest))
-            target.chmod(mode & 0o7777 or 0o644)
-        live.volume_seed = []
+        for link in live.volumes:
+            copy_in(self.store, link, _inside(live.root, link.mount_path))
 
     def process_env(self, live: LiveSandbox, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The environment of a command in this sandbox (secret values included)."""
@@ -372,13 +360,13 @@ class SandboxService(SandboxRouter, Service):
             while not live.done.is_set():
                 now = time.monotonic()
                 if now >= deadline:
-                    self.finish(live, GS.GENERIC_STATUS_TIMEOUT, exception="Sandbox timed out")
+                    await self.end(live, GS.GENERIC_STATUS_TIMEOUT, exception="Sandbox timed out")
                     return
                 if idle is not None and self._idle_since(live) >= idle:
-                    self.finish(live, GS.GENERIC_STATUS_IDLE_TIMEOUT, exception="Sandbox idle timeout")
+                    await self.end(live, GS.GENERIC_STATUS_IDLE_TIMEOUT, exception="Sandbox idle timeout")
                     return
                 if live.entry is not None and not live.entry.running:
-                    self._finish_from_entry(live)
+                    await self._end_from_entry(live)
                     return
                 await self._wait_any(live, min(deadline - now, 1.0 if idle is not None else 3600.0))
         finally:
@@ -401,13 +389,42 @@ class SandboxService(SandboxRouter, Service):
             for w in waits:
                 w.cancel()
 
-    def _finish_from_entry(self, live: LiveSandbox) -> None:
+    async def _end_from_entry(self, live: LiveSandbox) -> None:
         assert live.entry is not None
         status = live.entry.exit_status()
         kind, number = status if status else ("code", -1)
         code = number if kind == "code" else 128 + number
-        self.finish(live, GS.GENERIC_STATUS_SUCCESS if code == 0 else GS.GENERIC_STATUS_FAILURE,
-                    exitcode=code)
+        await self.end(live, GS.GENERIC_STATUS_SUCCESS if code == 0 else GS.GENERIC_STATUS_FAILURE,
+                       exitcode=code)
+
+    async def end(self, live: LiveSandbox, status: int, *, exitcode: int = 0, exception: str = "") -> None:
+        """End a sandbox: kill its processes, commit what it wrote to its volumes, then record
+        its result. Concurrent callers wait for the first one."""
+        if live.ending:
+            await live.done.wait()
+            return
+        live.ending = True
+        live.kill_all()
+        try:
+            await _settle(live.procs())
+            await self._commit_volumes(live)
+        finally:
+            self.finish(live, status, exitcode=exitcode, exception=exception)
+
+    async def _commit_volumes(self, live: LiveSandbox) -> None:
+        for link in live.volumes:
+            if link.read_only:
+                continue
+            try:
+                changes = await asyncio.to_thread(
+                    scan, self.store, link, _inside(live.root, link.mount_path)
+                )
+            except OSError as exc:
+                log.warning("sandbox %s: volume at %s not committed: %s", live.sandbox_id,
+                            link.mount_path, exc.strerror)
+                continue
+            with self.store.tx():
+                commit(self.store, link, changes, int(time.time()))
 
     def finish(self, live: LiveSandbox, status: int, *, exitcode: int = 0, exception: str = "") -> None:
         """Record the sandbox's result (once) and kill its processes."""
@@ -442,7 +459,7 @@ class SandboxService(SandboxRouter, Service):
         existing = self._result(row)
         live = self.live.get(req.sandbox_id)
         if existing is None and live is not None:
-            self.finish(live, GS.GENERIC_STATUS_TERMINATED, exception="Sandbox terminated")
+            await self.end(live, GS.GENERIC_STATUS_TERMINATED, exception="Sandbox terminated")
         return api_pb2.SandboxTerminateResponse(existing_result=existing)
 
     def SandboxGetTaskIdV2(
