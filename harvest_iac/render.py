@@ -192,7 +192,22 @@ def _snapshot_records(spec: EnvironmentSpec) -> dict[str, dict[str, Any]]:
     return {name: desired[f"snapshot.{name}"].spec for name in spec.snapshots}
 
 
+def _check_function_names(spec: EnvironmentSpec) -> None:
+    """Two resources must not deploy functions of the same name (a cron `sandbox-agent` and
+    a sandbox profile `agent`): Modal would keep only one."""
+    owners: dict[str, list[str]] = {}
+    for kind, names in (("cron", spec.crons), ("sandbox", spec.sandboxes)):
+        for name in names:
+            owners.setdefault(function_tag(kind, name), []).append(f"{kind}.{name}")
+    clashes = sorted((tag, who) for tag, who in owners.items() if len(who) > 1)
+    if clashes:
+        tag, who = clashes[0]
+        raise HarvestError(f"{' and '.join(who)} would both deploy the Modal function {tag!r}; "
+                           "rename one of them")
+
+
 def _context(spec: EnvironmentSpec) -> dict[str, Any]:
+    _check_function_names(spec)
     names = _names(spec)
     records = _snapshot_records(spec)
     return {

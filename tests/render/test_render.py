@@ -158,6 +158,14 @@ def test_names_become_distinct_identifiers_and_modal_keeps_the_names(tmp_path: P
     assert all(isinstance(getattr(module, ident), modal.Function) for ident in decorated.values())
 
 
+def test_two_resources_deploying_one_function_name_are_refused() -> None:
+    data = kitchen_sink()
+    data["crons"]["sandbox-agent"] = {"every": "1h", "task": "reload-volumes"}
+    with pytest.raises(HarvestError, match=r"cron\.sandbox-agent and sandbox\.agent would both deploy "
+                                           r"the Modal function 'sandbox-agent'"):
+        render_app(spec_of(data))
+
+
 # -- determinism ------------------------------------------------------------------------
 def test_rendering_is_byte_identical_under_any_hash_seed() -> None:
     script = textwrap.dedent("""
