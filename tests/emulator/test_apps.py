@@ -94,6 +94,7 @@ def test_retried_publish_and_rollback_do_not_double_versions(
         modal_cli("deploy", str(write_app(tmp_path, minutes=20)), "--env", env, cwd=tmp_path)
     finally:
         faults.error_rate = 0.0
+        local_modal.emulator._rng.seed()  # back to an unpredictable sequence for other tests
     assert local_modal.stats()["injected_errors"] > before["injected_errors"]
     history = json.loads(modal_cli("app", "history", "ticker", "--env", env, "--json").stdout)
     assert [h["version"] for h in history] == ["v2", "v1"]
