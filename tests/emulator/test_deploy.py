@@ -222,3 +222,21 @@ def _on_loop(lm: Any, fn: Any) -> Any:
         return fn()
 
     return asyncio.run_coroutine_threadsafe(call(), lm._loop).result(timeout=10)
+
+
+def test_history_shows_the_git_commit_deployed(modal_environment: str, tmp_path: Path) -> None:
+    import subprocess
+
+    app_py = tmp_path / "app.py"
+    app_py.write_text("import modal\napp = modal.App('committed')\n"
+                      "@app.function()\ndef f() -> None:\n    pass\n")
+    git = ["git", "-c", "user.name=Dev", "-c", "user.email=dev@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "app.py"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    modal_cli("deploy", str(app_py), "--env", modal_environment, cwd=tmp_path)
+    rows = json.loads(modal_cli("app", "history", "committed", "--env", modal_environment,
+                                "--json").stdout)
+    assert rows[0]["commit"] == head[:7]
