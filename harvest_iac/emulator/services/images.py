@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from google.protobuf import empty_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
@@ -340,9 +341,9 @@ class ImageService(Service):
             environment_name=str(env_row["name"]) if env_row else "",
         )
 
-    def ImageNameDelete(self, req: api_pb2.ImageNameDeleteRequest, ctx: Ctx) -> Any:
-        from google.protobuf import empty_pb2
-
+    def ImageNameDelete(
+        self, req: api_pb2.ImageNameDeleteRequest, ctx: Ctx
+    ) -> empty_pb2.Empty:
         env_id, name_tag = self._tag_target(req.tag, "")
         cur = self.store.run("DELETE FROM image_tags WHERE env_id = ? AND tag = ?", env_id, name_tag)
         self.store.run(
