@@ -204,6 +204,8 @@ def test_large_local_file_goes_through_a_blob(
 def test_calling_a_deployed_function_is_unimplemented(deploy_env: str, tmp_path: Path) -> None:
     deploy(write_app(tmp_path), deploy_env)
     fn = modal.Function.from_name("nightly-reports", "cleanup", environment_name=deploy_env)
+    stats = fn.get_current_stats()
+    assert (stats.backlog, stats.num_total_runners) == (0, 0)
     with pytest.raises(Exception, match="does not run them|does not implement"):
         fn.remote()
 
