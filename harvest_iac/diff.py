@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from deepdiff import DeepDiff
-
 from harvest_iac.estimate import (
     PRICES,
     STARTER_PLAN_CRON_LIMIT,
@@ -82,13 +80,35 @@ class _Acc:
 
 
 def _fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[FieldChange, ...]:
-    """Field-level differences, top-level keys (nested values compared whole), sorted."""
-    out = []
+    """Field-level differences, sorted. Nested maps are compared key by key (deepdiff), so
+    a change inside `retries` shows as `retries.max_retries`, not as the whole map."""
+    out: list[FieldChange] = []
     for key in sorted(set(before) | set(after)):
         b, a = before.get(key), after.get(key)
-        if DeepDiff(b, a, ignore_order=False):
+        if b == a and isinstance(b, bool) == isinstance(a, bool):
+            continue
+        if isinstance(b, dict) and isinstance(a, dict):
+            out.extend(_nested(key, b, a))
+        else:
             out.append(FieldChange(key, b, a))
     return tuple(out)
+
+
+def _nested(key: str, before: dict[str, Any], after: dict[str, Any]) -> list[FieldChange]:
+    from deepdiff import DeepDiff  # imported only when something differs (it is slow to import)
+
+    diff = DeepDiff(before, after, ignore_order=False, view="tree")
+    paths: set[str] = set()
+    for level in (lv for levels in diff.values() for lv in levels):
+        parts = level.path(output_format="list")
+        paths.add(str(parts[0]) if parts else "")
+    out = []
+    for sub in sorted(paths):
+        if sub == "":
+            out.append(FieldChange(key, before, after))
+        else:
+            out.append(FieldChange(f"{key}.{sub}", before.get(sub), after.get(sub)))
+    return out
 
 
 def _split(address: str) -> tuple[str, str]:

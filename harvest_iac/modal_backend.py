@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harvest_iac.errors import BackendError, TargetError
+from harvest_iac.modal_rpc import AlreadyExists, RpcClient, credentials_from_env, http_get
 from harvest_iac.naming import FUNCTION_KINDS, function_tag
 from harvest_iac.live import Live, LiveApp, LiveFunction, LiveImage, LiveSecret, LiveVolume
 from harvest_iac.state import STATE_VOLUME, StateRecord, state_path
@@ -98,69 +99,14 @@ def function_from_proto(
 
 
 # -- the connection --------------------------------------------------------------------
-@dataclass
-class Connection:
-    """An open Modal client bound to the current event loop, counting RPCs."""
-
-    client: Any
-    rpcs: int = 0
-    environment: str = ""
-
-    async def close(self) -> None:
-        import contextlib
-
-        with contextlib.suppress(Exception):
-            await self.client.close()
-
-    async def call(self, method: str, request: Any) -> Any:
-        """One RPC with the client's own retries for transient errors; NOT_FOUND -> None."""
-        from modal.exception import NotFoundError
-
-        self.rpcs += 1
-        try:
-            return await getattr(self.client.stub, method)(request)
-        except NotFoundError:
-            return None
+#: The RPC client (`modal_rpc.RpcClient`): `await conn.call(method, request)`; NOT_FOUND -> None.
+Connection = RpcClient
 
 
-def _modal_config() -> tuple[str, tuple[str, str]]:
-    from modal.config import config
-
-    server_url = str(config.get("server_url"))
-    token_id = config.get("token_id")
-    token_secret = config.get("token_secret")
-    if not token_id or not token_secret:
-        raise TargetError("no Modal credentials: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET")
-    return server_url, (str(token_id), str(token_secret))
-
-
-async def open_connection() -> Connection:
-    """A client of our own (not the SDK's singleton, which is bound to its own loop)."""
-    import warnings
-
-    from modal.client import _Client
-    from modal_proto import api_pb2
-
-    server_url, creds = _modal_config()
-    client = _Client(server_url, api_pb2.CLIENT_TYPE_CLIENT, creds)
-    from modal.exception import Error as ModalError
-
-    timeout = float(os.environ.get("HARVEST_CONNECT_TIMEOUT", "15"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            await asyncio.wait_for(client._open(), timeout)
-        except (OSError, ModalError, asyncio.TimeoutError) as exc:
-            raise TargetError(f"cannot reach Modal at {server_url} ({exc or 'timed out'}); "
-                              "check MODAL_SERVER_URL and your network, or use --target local"
-                              ) from exc
-    return Connection(client=client)
-
-
-def _quiet_stub_warning() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore", message=r".*Client.stub.*")
+async def open_connection() -> RpcClient:
+    """A lean client of our own (no `import modal`), from the same credentials the modal
+    client would use (MODAL_SERVER_URL / MODAL_TOKEN_ID / MODAL_TOKEN_SECRET, or the profile)."""
+    return await RpcClient(credentials_from_env()).open()
 
 
 # -- reading live state ----------------------------------------------------------------
@@ -214,17 +160,7 @@ async def _read_volume_file(conn: Connection, volume_id: str, path: str) -> byte
         volume_id=volume_id, path=path))
     if resp is None:
         return None
-    return b"".join(await asyncio.gather(*(_http_get(u) for u in resp.get_urls)))
-
-
-async def _http_get(url: str) -> bytes:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as r:
-            if r.status != 200:
-                raise BackendError(f"reading {url}: HTTP {r.status}")
-            return await r.read()
+    return b"".join(await asyncio.gather(*(http_get(u) for u in resp.get_urls)))
 
 
 async def _read_app(conn: Connection, req: ReadRequest, state: Awaitable[StateRecord | None],
@@ -277,23 +213,26 @@ async def read_live(req: ReadRequest) -> Live:
     """Everything a plan needs, read concurrently. Runs in the caller's event loop."""
     from modal_proto import api_pb2
 
-    _quiet_stub_warning()
     conn = await open_connection()
+    tasks: list[asyncio.Future[Any]] = []
+
+    def start(coro: Any) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(coro)
+        tasks.append(task)
+        return task
+
     try:
-        envs_t = asyncio.ensure_future(conn.call("EnvironmentList", _empty()))
-        vols_t = asyncio.ensure_future(_paged(conn, "VolumeList", api_pb2.VolumeListRequest,
-                                              req.environment))
-        secs_t = asyncio.ensure_future(_paged(conn, "SecretList", api_pb2.SecretListRequest,
-                                              req.environment))
-        state_t = asyncio.ensure_future(_read_state(conn, req.environment, req.app))
+        envs_t = start(conn.call("EnvironmentList", _empty()))
+        vols_t = start(_paged(conn, "VolumeList", api_pb2.VolumeListRequest, req.environment))
+        secs_t = start(_paged(conn, "SecretList", api_pb2.SecretListRequest, req.environment))
+        state_t = start(_read_state(conn, req.environment, req.app))
 
         async def names() -> tuple[dict[str, str], dict[str, str]]:
             vols, secs = await asyncio.gather(vols_t, secs_t)
             return ({v.volume_id: v.label for v in vols}, {s.secret_id: s.label for s in secs})
 
-        names_t = asyncio.ensure_future(names())
-        app_t = asyncio.ensure_future(_read_app(conn, req, asyncio.shield(state_t),
-                                                asyncio.shield(names_t)))
+        names_t = start(names())
+        app_t = start(_read_app(conn, req, state_t, names_t))
         envs, vols, secs, state, app = await asyncio.gather(envs_t, vols_t, secs_t, state_t, app_t)
         image_ids = set(req.image_ids)
         if state is not None:
@@ -311,10 +250,15 @@ async def read_live(req: ReadRequest) -> Live:
             state=state,
             rpc_count=conn.rpcs,
         )
-    except _grpc_errors() as exc:  # permanent errors after the client's retries
+    except TargetError:
+        raise
+    except BackendError as exc:  # permanent errors, after retries
         raise BackendError(f"reading environment {req.environment!r}: {exc}") from exc
     finally:
-        await conn.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        conn.close()
 
 
 async def _check_images(conn: Connection, image_ids: list[str]) -> dict[str, LiveImage]:
@@ -329,12 +273,6 @@ def _empty() -> Any:
     from google.protobuf import empty_pb2
 
     return empty_pb2.Empty()
-
-
-def _grpc_errors() -> tuple[type[BaseException], ...]:
-    from modal.exception import Error as ModalError
-
-    return (ModalError,)
 
 
 # -- targets -----------------------------------------------------------------------------
@@ -370,14 +308,11 @@ class Session:
         """Run `fn(conn)` with a fresh connection in a fresh event loop."""
 
         async def go() -> T:
-            _quiet_stub_warning()
             conn = await open_connection()
             try:
                 return await fn(conn)
-            except _grpc_errors() as exc:
-                raise BackendError(str(exc)) from exc
             finally:
-                await conn.close()
+                conn.close()
 
         return asyncio.run(go())
 
@@ -412,12 +347,11 @@ MUTATING_RPCS = frozenset({
 
 
 async def create_environment(conn: Connection, name: str) -> None:
-    from modal.exception import AlreadyExistsError
     from modal_proto import api_pb2
 
     try:
         await conn.call("EnvironmentCreate", api_pb2.EnvironmentCreateRequest(name=name))
-    except AlreadyExistsError:
+    except AlreadyExists:
         pass
 
 
