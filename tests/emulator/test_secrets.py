@@ -30,8 +30,10 @@ def test_cli_create_list_force_delete(modal_environment: str) -> None:
     again = modal_cli("secret", "create", "api", "TOKEN=x", "--env", env, check=False)
     assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
 
+    before = modal.Secret.from_name("api", environment_name=env).hydrate().object_id
     modal_cli("secret", "create", "api", "OTHER=v", "--env", env, "--force")
     assert _keys("api", env) == {"OTHER"}
+    assert modal.Secret.from_name("api", environment_name=env).hydrate().object_id == before
 
     modal_cli("secret", "delete", "api", "--env", env, "--yes")
     assert json.loads(modal_cli("secret", "list", "--env", env, "--json").stdout) == []

@@ -94,12 +94,18 @@ class SecretService(Service):
                 req.app_id or None, now(), json.dumps(values, sort_keys=True),
             )
 
-        def delete(secret_id: str) -> None:
-            self.store.run("DELETE FROM secrets WHERE id = ?", secret_id)
+        def overwrite(secret_id: str) -> None:
+            # `--force` replaces the values but keeps the id deployed functions refer to.
+            self.store.run(
+                "UPDATE secrets SET env_dict = ? WHERE id = ?", json.dumps(values, sort_keys=True), secret_id
+            )
 
-        secret_id, _ = SECRETS.get_or_create(
-            self.store, env_id, req.deployment_name, creation, insert, delete=delete
-        )
+        existing = SECRETS.lookup_id(self.store, env_id, req.deployment_name)
+        if creation == api_pb2.OBJECT_CREATION_TYPE_CREATE_OVERWRITE_IF_EXISTS and existing:
+            overwrite(existing)
+            secret_id = existing
+        else:
+            secret_id, _ = SECRETS.get_or_create(self.store, env_id, req.deployment_name, creation, insert)
         row = SECRETS.row(self.store, secret_id)
         if req.required_keys:
             _check_required_keys(row, list(req.required_keys))
