@@ -119,7 +119,8 @@ class Kind:
                     f"{self.label} '{name}' already exists in environment "
                     f"'{environment_name(store, environment_id)}'",
                 )
-            assert delete is not None, f"{self.label} cannot be overwritten"
+            if delete is None:
+                raise GRPCError(Status.INVALID_ARGUMENT, f"A {self.label} cannot be overwritten")
             delete(existing)
         object_id = new_id(self.prefix)
         insert(object_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
 from google.protobuf import empty_pb2
 from grpclib.const import Status
@@ -69,8 +70,8 @@ def _check_required_keys(row: sqlite3.Row, required: list[str]) -> None:
 class SecretService(Service):
     schema = SCHEMA
 
-    def __init__(self, emu: object) -> None:
-        super().__init__(emu)  # type: ignore[arg-type]
+    def __init__(self, emu: Any) -> None:
+        super().__init__(emu)
         self.emu.environment_delete_hooks.append(
             lambda env_id: SECRETS.drop_environment(self.store, env_id)
         )
