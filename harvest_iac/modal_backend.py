@@ -167,24 +167,32 @@ async def _read_app(conn: Connection, req: ReadRequest, state: Awaitable[StateRe
                     names: Awaitable[tuple[dict[str, str], dict[str, str]]]) -> LiveApp | None:
     from modal_proto import api_pb2
 
-    got = await conn.call("AppGetByDeploymentName", api_pb2.AppGetByDeploymentNameRequest(
-        name=req.app, environment_name=req.environment))
-    if got is None or not got.app_id:
-        return None
-    app_id = got.app_id
-    tags_t = conn.call("AppGetTags", api_pb2.AppGetTagsRequest(app_id=app_id))
-    hist_t = conn.call("AppDeploymentHistory", api_pb2.AppDeploymentHistoryRequest(app_id=app_id))
-    fn_names = set(req.function_names)
-    st = await state
-    if st is not None:
-        for addr in st.resources:
-            kind, name = addr.split(".", 1)
-            if kind in FUNCTION_KINDS:
-                fn_names.add(function_tag(kind, name))
-    fn_calls = {n: conn.call("FunctionGet", api_pb2.FunctionGetRequest(
-        app_name=req.app, object_tag=n, environment_name=req.environment))
-        for n in sorted(fn_names)}
-    tags, hist, *fn_resps = await asyncio.gather(tags_t, hist_t, *fn_calls.values())
+    def function_get(tag: str) -> Any:
+        return asyncio.ensure_future(conn.call("FunctionGet", api_pb2.FunctionGetRequest(
+            app_name=req.app, object_tag=tag, environment_name=req.environment)))
+
+    # the functions the spec expects are asked for at once, with the app itself
+    fn_calls = {n: function_get(n) for n in sorted(set(req.function_names))}
+    try:
+        got = await conn.call("AppGetByDeploymentName", api_pb2.AppGetByDeploymentNameRequest(
+            name=req.app, environment_name=req.environment))
+        if got is None or not got.app_id:
+            return None
+        app_id = got.app_id
+        tags_t = conn.call("AppGetTags", api_pb2.AppGetTagsRequest(app_id=app_id))
+        hist_t = conn.call("AppDeploymentHistory",
+                           api_pb2.AppDeploymentHistoryRequest(app_id=app_id))
+        st = await state  # functions harvest deployed before but the spec no longer has
+        if st is not None:
+            for addr in st.resources:
+                kind, name = addr.split(".", 1)
+                if kind in FUNCTION_KINDS and function_tag(kind, name) not in fn_calls:
+                    fn_calls[function_tag(kind, name)] = function_get(function_tag(kind, name))
+        tags, hist, *fn_resps = await asyncio.gather(tags_t, hist_t, *fn_calls.values())
+    finally:
+        for call in fn_calls.values():
+            call.cancel()
+        await asyncio.gather(*fn_calls.values(), return_exceptions=True)
     volume_names, secret_names = await names
     functions = {}
     for name, resp in zip(fn_calls, fn_resps):

@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-READ_ONLY_PREFIXES = ("Get", "List", "Lookup", "FromId", "Join", "Heartbeat", "Contains", "Len")
+READ_ONLY_PREFIXES = ("Get", "List", "Lookup", "FromId", "Join", "Heartbeat", "Contains", "Len",
+                      "BatchedCheckExistence", "ClientDisconnect")
 
 
 def is_mutating(method: str) -> bool:
@@ -48,7 +49,8 @@ def diff(after: dict[str, int], before: dict[str, int]) -> Counter[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--latencies", default="0,20",
+                        help="injected latency per RPC, ms, comma-separated")
     args = parser.parse_args()
 
     from harvest_iac.emulator.server import LocalModal
@@ -67,8 +69,6 @@ def main() -> None:
     module = next((work / ".harvest" / "build" / "dev").glob("*.py"))
     deploy_cmd = [sys.executable, "-m", "modal", "deploy", str(module), "--env", "dev",
                   "--name", "harvest-agents"]
-    lm.emulator.faults.latency_ms = args.latency_ms  # type: ignore[union-attr]
-
     def measure(cmd: list[str], check: str) -> tuple[list[float], Counter[str]]:
         times: list[float] = []
         calls: Counter[str] = Counter()
@@ -82,22 +82,27 @@ def main() -> None:
             calls = diff(lm.stats()["calls"], before)
         return times, calls
 
-    apply_times, apply_calls = measure(apply_cmd, "No changes.")
-    deploy_times, deploy_calls = measure(deploy_cmd, "App deployed")
-    lm.stop()
-
     def row(name: str, times: list[float], calls: Counter[str]) -> str:
         mutating = {k: v for k, v in calls.items() if is_mutating(k)}
         return (f"{name:<26} {statistics.median(times):>8.3f} {min(times):>8.3f} "
                 f"{sum(calls.values()):>5} {sum(mutating.values()):>9}  "
                 + (", ".join(f"{k}x{v}" for k, v in sorted(mutating.items())) or "-"))
 
-    print(f"latency per RPC: {args.latency_ms:.0f} ms, runs: {args.runs}")
-    print(f"{'command':<26} {'median s':>8} {'best s':>8} {'RPCs':>5} {'mutating':>9}  which")
-    print(row("harvest apply (no change)", apply_times, apply_calls))
-    print(row("modal deploy (same app)", deploy_times, deploy_calls))
-    ratio = statistics.median(apply_times) / statistics.median(deploy_times)
-    print(f"no-change apply / deploy wall time: {ratio:.2f}")
+    print(f"runs per cell: {args.runs}; wall time from spawn to exit")
+    for latency in [float(x) for x in args.latencies.split(",")]:
+        # converge first: a `modal deploy` of the previous round is drift harvest undoes
+        subprocess.run(apply_cmd, cwd=work, env=env, capture_output=True, text=True, check=True)
+        lm.emulator.faults.latency_ms = latency  # type: ignore[union-attr]
+        apply_times, apply_calls = measure(apply_cmd, "No changes.")
+        deploy_times, deploy_calls = measure(deploy_cmd, "App deployed")
+        print()
+        print(f"latency per RPC: {latency:.0f} ms")
+        print(f"{'command':<26} {'median s':>8} {'best s':>8} {'RPCs':>5} {'mutating':>9}  which")
+        print(row("harvest apply (no change)", apply_times, apply_calls))
+        print(row("modal deploy (same app)", deploy_times, deploy_calls))
+        ratio = statistics.median(apply_times) / statistics.median(deploy_times)
+        print(f"no-change apply / deploy wall time: {ratio:.2f}")
+    lm.stop()
 
 
 if __name__ == "__main__":
