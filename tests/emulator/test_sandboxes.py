@@ -18,7 +18,7 @@ import modal
 import pytest
 from modal.exception import NotFoundError, SandboxTerminatedError, SandboxTimeoutError
 
-from tests.conftest import raw_rpc
+from tests.conftest import modal_cli, raw_rpc
 
 
 @pytest.fixture
@@ -125,6 +125,15 @@ def test_entrypoint_output_and_exit_code(app: modal.App) -> None:
     assert sb.poll() == 5
     assert sb.stdout.read() == "out\n"
     assert sb.stderr.read() == "err\n"
+
+
+def test_modal_container_exec_cli_and_ignored_resources(app: modal.App) -> None:
+    sb = modal.Sandbox.create(app=app, timeout=60, cpu=0.5, memory=512, block_network=True)
+    try:
+        proc = modal_cli("container", "exec", sb._get_task_id(), "--", "sh", "-c", "echo via cli")
+        assert proc.stdout == "via cli\n"
+    finally:
+        sb.terminate()
 
 
 def test_entrypoint_reads_stdin_and_tags(app: modal.App) -> None:

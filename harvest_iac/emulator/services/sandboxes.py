@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -62,6 +63,9 @@ RUNNING = GS.GENERIC_STATUS_UNSPECIFIED
 TOKEN_LIFETIME_S = 3600.0
 LIST_PAGE = 100
 LONG_POLL_MAX_S = 50.0
+# Finished sandboxes whose output and exec state stay readable; older ones are forgotten
+# (their rows, results and directories stay).
+KEEP_FINISHED = 200
 
 
 # -- JWTs: the client decodes their payload (`exp`); the router checks our signature ----------
@@ -166,6 +170,7 @@ class SandboxService(SandboxRouter, Service):
         super().__init__(emu)
         self.live: dict[str, LiveSandbox] = {}
         self.by_task: dict[str, str] = {}
+        self._finished: collections.deque[str] = collections.deque()
         self.sandbox_dir = emu.data_dir / "sandboxes"
         self.store.add_schema(SCHEMA)
         self._report_orphans()
@@ -440,6 +445,14 @@ class SandboxService(SandboxRouter, Service):
                 status, exitcode, exception, time.time(), live.sandbox_id, RUNNING,
             )
         live.done.set()
+        self._forget_old(live.sandbox_id)
+
+    def _forget_old(self, sandbox_id: str) -> None:
+        self._finished.append(sandbox_id)
+        while len(self._finished) > KEEP_FINISHED:
+            old = self.live.pop(self._finished.popleft(), None)
+            if old is not None:
+                self.by_task.pop(old.task_id, None)
 
     # -- wait, terminate, task ids, router access ---------------------------------------------
     async def SandboxWaitV2(self, req: api_pb2.SandboxWaitRequest, ctx: Ctx) -> api_pb2.SandboxWaitResponse:
