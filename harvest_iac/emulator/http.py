@@ -10,6 +10,7 @@ pre-signed URLs in real Modal; here they point at this server).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -62,7 +63,9 @@ async def start_http(emu: Emulator) -> web.AppRunner:
         digest = request.match_info["sha256"]
         if not emu.store.has_bytes(digest):
             return web.Response(status=404, text="unknown block")
-        return web.Response(body=emu.store.get_bytes(digest))
+        # RFC 9530, as Modal sends it: the client checks the block against it.
+        b64 = base64.b64encode(bytes.fromhex(digest)).decode()
+        return web.Response(body=emu.store.get_bytes(digest), headers={"Repr-Digest": f"sha-256=:{b64}:"})
 
     async def stats(request: web.Request) -> web.Response:
         return web.Response(text=json.dumps(emu.stats.as_dict()), content_type="application/json")

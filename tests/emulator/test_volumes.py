@@ -198,3 +198,19 @@ def test_volumes_are_scoped_per_environment(modal_environment: str) -> None:
     modal.Environment.objects.delete(modal_environment)
     modal.Environment.objects.create(modal_environment)
     assert _names(modal_environment) == []
+
+
+def test_block_downloads_carry_their_digest(local_modal: object, modal_environment: str) -> None:
+    """Blocks are served with `Repr-Digest`, so the client notices a corrupted block."""
+    import hashlib
+
+    vol = modal.Volume.from_name("digest", environment_name=modal_environment,
+                                 create_if_missing=True, version=2)
+    payload = os.urandom(4096)
+    with vol.batch_upload() as batch:
+        batch.put_file(io.BytesIO(payload), "f.bin")
+    assert b"".join(vol.read_file("f.bin")) == payload
+    store = local_modal.emulator.store  # type: ignore[attr-defined]
+    store.blob_path(hashlib.sha256(payload).hexdigest()).write_bytes(b"x" * 4096)
+    with pytest.raises(modal.exception.ExecutionError, match="corrupted"):
+        b"".join(vol.read_file("f.bin"))
