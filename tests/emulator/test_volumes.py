@@ -214,3 +214,30 @@ def test_block_downloads_carry_their_digest(local_modal: object, modal_environme
     store.blob_path(hashlib.sha256(payload).hexdigest()).write_bytes(b"x" * 4096)
     with pytest.raises(modal.exception.ExecutionError, match="corrupted"):
         b"".join(vol.read_file("f.bin"))
+
+
+def test_every_creation_type_at_the_server(modal_environment: str) -> None:
+    env = modal_environment
+    t = api_pb2
+
+    def call(kind: int, name: str = "typed") -> str:
+        resp = raw_rpc("VolumeGetOrCreate", t.VolumeGetOrCreateRequest(
+            deployment_name=name, environment_name=env, object_creation_type=kind,
+            version=t.VOLUME_FS_VERSION_V2))
+        return str(resp.volume_id)  # type: ignore[attr-defined]
+
+    with pytest.raises(GRPCError) as err:
+        call(t.OBJECT_CREATION_TYPE_UNSPECIFIED)
+    assert err.value.status == Status.NOT_FOUND
+    first = call(t.OBJECT_CREATION_TYPE_CREATE_FAIL_IF_EXISTS)
+    with pytest.raises(GRPCError) as err:
+        call(t.OBJECT_CREATION_TYPE_CREATE_FAIL_IF_EXISTS)
+    assert err.value.status == Status.ALREADY_EXISTS
+    assert call(t.OBJECT_CREATION_TYPE_CREATE_IF_MISSING) == first
+    assert call(t.OBJECT_CREATION_TYPE_UNSPECIFIED) == first
+    replaced = call(t.OBJECT_CREATION_TYPE_CREATE_OVERWRITE_IF_EXISTS)
+    assert replaced != first and call(t.OBJECT_CREATION_TYPE_UNSPECIFIED) == replaced
+    anonymous = {call(t.OBJECT_CREATION_TYPE_ANONYMOUS_OWNED_BY_APP, ""),
+                 call(t.OBJECT_CREATION_TYPE_EPHEMERAL, "")}
+    assert len(anonymous) == 2 and replaced not in anonymous
+    assert [v.object_id for v in modal.Volume.objects.list(environment_name=env)] == [replaced]
