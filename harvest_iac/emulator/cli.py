@@ -43,6 +43,7 @@ def serve(
         click.echo("# The local Modal is running. Point the modal client at it with:")
         for key, value in emu.client_env().items():
             click.echo(f"export {key}={shlex.quote(value)}")
+        click.echo(f"# File bytes and RPC counts (/_stats) are served on {emu.http_url}")
         click.echo("# Stop with Ctrl-C.", err=False)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

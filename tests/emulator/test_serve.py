@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +30,9 @@ def _read_exports(proc: subprocess.Popen[str], timeout: float = 60.0) -> dict[st
             if line.startswith("export "):
                 key, _, value = line[len("export "):].strip().partition("=")
                 exports[key] = shlex.split(value)[0]
-            if all(k in exports for k in CLIENT_KEYS):
+            if line.startswith("# File bytes"):
+                exports["files"] = line.rsplit(" ", 1)[1].strip()
+            if all(k in exports for k in (*CLIENT_KEYS, "files")):
                 break
         done.set()
 
@@ -61,10 +65,14 @@ def serve(data_dir: Path, *args: str, env_extra: dict[str, str] | None = None) -
 def test_serve_prints_exports_the_modal_cli_uses(tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
     with serve(data_dir) as (proc, exports):
+        files_url = exports.pop("files")
         assert sorted(exports) == sorted(CLIENT_KEYS), proc.stderr and proc.stderr.read()
         assert exports["MODAL_SERVER_URL"].startswith("http://127.0.0.1:")
         modal_cli("volume", "create", "served", env_extra=exports)
         assert '"served"' in modal_cli("volume", "list", "--json", env_extra=exports).stdout
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with no_proxy.open(files_url + "/_stats", timeout=10) as resp:
+            assert json.load(resp)["calls"]["VolumeList"] == 1
 
         wrong = modal_cli("volume", "list", check=False,
                           env_extra={**exports, "MODAL_TOKEN_SECRET": "as-not-the-token"})
@@ -84,6 +92,7 @@ def test_serve_prints_exports_the_modal_cli_uses(tmp_path: Path) -> None:
 
     # The same data dir again: same token, the volume is still there.
     with serve(data_dir) as (_, again):
+        again.pop("files")
         assert again["MODAL_TOKEN_SECRET"] == exports["MODAL_TOKEN_SECRET"]
         assert '"served"' in modal_cli("volume", "list", "--json", env_extra=again).stdout
 
