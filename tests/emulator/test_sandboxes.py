@@ -250,6 +250,32 @@ def test_snapshot_filesystem_starts_a_new_sandbox_with_the_files(app: modal.App)
     assert third.stdout.read() == "snapshot-data\n"
 
 
+def test_filesystem_api_maps_paths_into_the_sandbox(app: modal.App) -> None:
+    from modal.exception import SandboxFilesystemDirectoryNotEmptyError, SandboxFilesystemNotFoundError
+
+    sb = modal.Sandbox.create(app=app, timeout=60)
+    try:
+        fs = sb.filesystem
+        payload = os.urandom(3 * 1024 * 1024)  # more than one stdin chunk
+        fs.write_bytes(payload, "/data/blob.bin")
+        fs.write_text("hello fs\n", "/data/hello.txt")
+        assert fs.read_bytes("/data/blob.bin") == payload
+        assert fs.read_text("/data/hello.txt") == "hello fs\n"
+        listed = {(f.name, f.path, f.is_file()) for f in fs.list_files("/data")}
+        assert listed == {("blob.bin", "/data/blob.bin", True), ("hello.txt", "/data/hello.txt", True)}
+        assert fs.stat("/data").is_dir() and fs.stat("/data/hello.txt").size == 9
+        fs.make_directory("/data/a/b")
+        assert sb.exec("cat", "data/hello.txt").stdout.read() == "hello fs\n"
+        with pytest.raises(SandboxFilesystemNotFoundError):
+            fs.read_text("/missing.txt")
+        with pytest.raises(SandboxFilesystemDirectoryNotEmptyError):
+            fs.remove("/data")
+        fs.remove("/data", recursive=True)
+        assert fs.list_files("/") == []
+    finally:
+        sb.terminate()
+
+
 def test_volumes_are_copied_in_and_committed_when_the_sandbox_ends(
     app: modal.App, modal_environment: str
 ) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -85,7 +86,7 @@ class SandboxRouter:
             workdir = _inside(live.root, req.workdir)
             workdir.mkdir(parents=True, exist_ok=True)
         proc = Proc(
-            req.command_args,
+            _argv(req.command_args),
             cwd=workdir,
             env=self.process_env(live, extra),
             timeout=float(req.timeout_secs) if req.HasField("timeout_secs") and req.timeout_secs else None,
@@ -208,6 +209,16 @@ class SandboxRouter:
         image_id = register_snapshot_image(self.emu, live.environment_id, dest)
         live.snapshots[key] = image_id
         return sr_pb2.TaskSnapshotFilesystemResponse(image_id=image_id)
+
+
+def _argv(args: Any) -> list[str]:
+    """The command to run; the client's filesystem tool is served by our own script."""
+    from harvest_iac.emulator.services import sandbox_fs_tools
+
+    argv = list(args)
+    if argv and argv[0] == sandbox_fs_tools.TOOL_PATH:
+        return [sys.executable, "-I", sandbox_fs_tools.__file__, *argv[1:]]
+    return argv
 
 
 def _copy_tree(src: Any, dest: Any) -> None:
