@@ -229,3 +229,25 @@ def test_json_plan_file_and_outputs_hold_no_secret(tmp_path: Path, modal_environ
     assert SECRET_VALUE not in out and GITHUB_VALUE not in out
     for f in (tmp_path / ".harvest").rglob("*.py"):
         assert_no_secret(f.read_text())
+
+
+def test_dotenv_secret_keys_and_value_changes(tmp_path: Path, modal_environment: str) -> None:
+    env = modal_environment
+    (tmp_path / ".env.registry").write_text("# registry login\nexport REGISTRY_USER=bot\n"
+                                            "REGISTRY_PASSWORD='pw-DO-NOT-PRINT-9'\n")
+    body = SMALL.replace("secrets:\n  openai:",
+                         "secrets:\n  registry:\n    from_dotenv: .env.registry\n  openai:")
+    path = write_env(tmp_path, env, body)
+    out = apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+    assert "pw-DO-NOT-PRINT-9" not in out
+    keys = {s.name: s for s in modal.Secret.objects.list(environment_name=env)}
+    assert "registry" in keys
+    code, text = plan_text(str(path), "--target", "modal", cwd=tmp_path)
+    assert code == 0, text
+    (tmp_path / ".env.registry").write_text("REGISTRY_USER=bot\nREGISTRY_PASSWORD=pw2-DO-NOT-7\n")
+    code, text = plan_text(str(path), "--target", "modal", cwd=tmp_path)
+    assert code == 2 and "# secret.registry will be updated in place" in text
+    assert "pw2-DO-NOT-7" not in text
+    (tmp_path / ".env.registry").unlink()
+    proc = harvest("apply", str(path), "--target", "modal", "--auto-approve", cwd=tmp_path)
+    assert proc.returncode == 1 and "cannot read dotenv file" in proc.stderr
