@@ -102,6 +102,12 @@ def _workload_problems(spec: EnvironmentSpec, names: Names) -> list[PathProblem]
                              _missing("image or snapshot", sandbox.image, candidates, "`images:` or `snapshots:`")))
         problems += _mounts(names, ("sandboxes", name), sandbox.volumes)
         problems += _secrets(names, ("sandboxes", name), sandbox.secrets)
+    for name in spec.crons:
+        if name.startswith("sandbox-") and name.removeprefix("sandbox-") in spec.sandboxes:
+            problems.append((("crons", name),
+                             f"cron {name!r} would deploy the same Modal function as sandbox profile "
+                             f"{name.removeprefix('sandbox-')!r} (deployed as `sandbox-<profile>`); "
+                             "rename the cron"))
     for name, cron in spec.crons.items():
         if cron.image is not None and cron.image not in names["images"]:
             problems.append((("crons", name, "image"), _missing("image", cron.image, names["images"], "`images:`")))

@@ -283,6 +283,11 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
     ("binary file",
      {"env.yaml": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"},
      ["env.yaml:3:1: binary data (a NUL byte): an environment file is UTF-8 YAML text"]),
+    ("cron clashing with a sandbox profile's function",
+     {"env.yaml": HEADER + "images:\n  base: {from: debian_slim}\nsandboxes:\n  agent: {image: base}\n"
+      "crons:\n  sandbox-agent: {every: 1h, task: reload-volumes}\n"},
+     ["env.yaml:9:18: crons.sandbox-agent: cron 'sandbox-agent' would deploy the same Modal function as "
+      "sandbox profile 'agent' (deployed as `sandbox-<profile>`); rename the cron"]),
     ("control character",
      {"env.yaml": HEADER + "volumes: {d\x07: {}}\n"},
      ["env.yaml:4:12: character U+0007 is not allowed in YAML text"]),
