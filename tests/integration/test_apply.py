@@ -251,3 +251,32 @@ def test_dotenv_secret_keys_and_value_changes(tmp_path: Path, modal_environment:
     (tmp_path / ".env.registry").unlink()
     proc = harvest("apply", str(path), "--target", "modal", "--auto-approve", cwd=tmp_path)
     assert proc.returncode == 1 and "cannot read dotenv file" in proc.stderr
+
+
+def test_snapshot_and_secret_key_edits(tmp_path: Path, modal_environment: str) -> None:
+    from harvest_iac.state import STATE_VOLUME, StateRecord, state_path
+
+    env = modal_environment
+    snap = "snapshots:\n  warm:\n    image: base\n    setup: [\"echo one > warm.txt\"]\n    keep: 2\n"
+    path = write_env(tmp_path, env, SMALL + snap)
+    apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+
+    def record() -> StateRecord:
+        vol = modal.Volume.from_name(STATE_VOLUME, environment_name=env)
+        return StateRecord.from_json(b"".join(vol.read_file(state_path("agents"))).decode())
+
+    first = record().resources["snapshot.warm"].snapshots
+    assert len(first) == 1
+    edited = (SMALL + snap.replace("echo one", "echo two")).replace(
+        "from_env: [OPENAI_API_KEY]", "from_env: [OPENAI_API_KEY, OPENAI_ORG]")
+    write_env(tmp_path, env, edited)
+    extra = {"OPENAI_ORG": "org-1"}
+    code, text = plan_text(str(path), "--target", "modal", cwd=tmp_path, env=extra)
+    assert code == 2
+    assert "# (re-made: its recipe changed)" in text
+    assert '~ keys = ["OPENAI_API_KEY"] -> ["OPENAI_API_KEY", "OPENAI_ORG"]' in text
+    apply_ok(str(path), "--target", "modal", cwd=tmp_path, env=extra)
+    second = record().resources["snapshot.warm"].snapshots
+    assert len(second) == 2 and second[0] == first[0] and second[1].image_id != first[0].image_id
+    # the plan reads the secret's key names back from Modal: both keys are there now
+    assert plan_text(str(path), "--target", "modal", cwd=tmp_path, env=extra)[0] == 0
