@@ -388,7 +388,7 @@ def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | Non
     preps = [prepare(item, environ) for item in loaded]
     check_inputs(preps)  # every secret value readable, before any change
     if saved is not None:
-        for plan, prep in zip(saved, preps):
+        for plan, prep in zip(saved, preps, strict=True):
             if plan.spec_digest != prep.spec_digest:
                 raise StalePlanError(
                     f"{plan.source} changed since the plan was saved; run `harvest plan -o` again")

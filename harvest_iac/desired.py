@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harvest_iac.diff import SNAPSHOT_RECIPE, Desired
+from harvest_iac.diff import Desired
 from harvest_iac.naming import function_tag
 from harvest_iac.plan import fingerprint
 from harvest_iac.spec.models import Cron, EnvironmentSpec, Image, Sandbox, Snapshot

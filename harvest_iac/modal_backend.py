@@ -195,7 +195,7 @@ async def _read_app(conn: Connection, req: ReadRequest, state: Awaitable[StateRe
         await asyncio.gather(*fn_calls.values(), return_exceptions=True)
     volume_names, secret_names = await names
     functions = {}
-    for name, resp in zip(fn_calls, fn_resps):
+    for name, resp in zip(fn_calls, fn_resps, strict=True):
         if resp is not None:
             functions[name] = function_from_proto(name, resp.function_id, resp.function,
                                                   volume_names, secret_names)
@@ -274,7 +274,7 @@ async def _check_images(conn: Connection, image_ids: list[str]) -> dict[str, Liv
 
     resps = await asyncio.gather(*(conn.call("ImageFromId", api_pb2.ImageFromIdRequest(image_id=i))
                                    for i in image_ids))
-    return {i: LiveImage(image_id=i, exists=r is not None) for i, r in zip(image_ids, resps)}
+    return {i: LiveImage(image_id=i, exists=r is not None) for i, r in zip(image_ids, resps, strict=True)}
 
 
 def _empty() -> Any:

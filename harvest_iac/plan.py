@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
@@ -270,14 +270,3 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
         spec_digest=data["spec_digest"],
         format_version=data["format_version"],
     )
-
-
-@dataclass(frozen=True)
-class PlanSet:
-    """Plans for several environment files (one `harvest plan` run)."""
-
-    plans: tuple[Plan, ...] = field(default_factory=tuple)
-
-    @property
-    def has_changes(self) -> bool:
-        return any(p.summary.has_changes for p in self.plans)
