@@ -388,6 +388,7 @@ def test_stopping_the_emulator_leaves_no_process_and_restart_reports_it(tmp_path
     assert proc.returncode == 0, proc.stderr
     pid_text, sandbox_id = proc.stdout.split()
     assert _gone(int(pid_text))
+    assert (tmp_path / "data" / "sandboxes" / sandbox_id / "root").is_dir()
 
     from modal_proto import api_pb2
 
@@ -396,6 +397,7 @@ def test_stopping_the_emulator_leaves_no_process_and_restart_reports_it(tmp_path
     emu = Emulator(tmp_path / "data")  # not started: only its state is read
     row = emu.store.one("SELECT status, exception FROM sandboxes WHERE id = ?", sandbox_id)
     emu.store.close()
+    assert not (tmp_path / "data" / "sandboxes" / sandbox_id).exists()  # its leftovers are cleared
     assert row is not None
     assert row["status"] == api_pb2.GenericResult.GENERIC_STATUS_TERMINATED
     assert "restarted" in row["exception"]

@@ -19,6 +19,8 @@ import atexit
 import base64
 import collections
 import contextlib
+import fcntl
+import functools
 import hashlib
 import hmac
 import json
@@ -26,7 +28,9 @@ import logging
 import shutil
 import sqlite3
 import sys
+import threading
 import time
+import uuid
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,11 +177,24 @@ class SandboxService(SandboxRouter, Service):
         self._finished: collections.deque[str] = collections.deque()
         self.sandbox_dir = emu.data_dir / "sandboxes"
         self.store.add_schema(SCHEMA)
-        self._report_orphans()
+        if self._sole_runner():
+            self._report_orphans()
+            self._clear_old_directories()
         emu.environment_delete_hooks.append(self._drop_environment)
         atexit.register(_kill_everything, weakref.ref(self))
 
     # -- lifecycle helpers -------------------------------------------------------------
+    def _sole_runner(self) -> bool:
+        """Take this data directory's sandbox lock (held while this process lives); False
+        when another emulator process runs sandboxes here, whose state must then be left be."""
+        self.emu.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.emu.data_dir / "sandboxes.lock", "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
     def _report_orphans(self) -> None:
         """Sandboxes left running by an earlier emulator process have no processes now."""
         with self.store.tx():
@@ -185,6 +202,20 @@ class SandboxService(SandboxRouter, Service):
                 "UPDATE sandboxes SET status = ?, exception = ?, finished_at = ? WHERE status = ?",
                 GS.GENERIC_STATUS_TERMINATED, "The local Modal was restarted", time.time(), RUNNING,
             )
+
+    def _clear_old_directories(self) -> None:
+        """No sandbox of an earlier emulator process runs any more: drop their directories
+        (in the background; snapshots live elsewhere)."""
+        old = [p for p in self.emu.data_dir.glob("sandboxes.old-*") if p.is_dir()]
+        if self.sandbox_dir.is_dir():
+            moved = self.sandbox_dir.with_name(f"sandboxes.old-{uuid.uuid4().hex}")
+            self.sandbox_dir.rename(moved)
+            old.append(moved)
+        if old:
+            threading.Thread(
+                target=lambda: [shutil.rmtree(p, ignore_errors=True) for p in old],
+                name="harvest-sandbox-cleanup", daemon=True,
+            ).start()
 
     def kill_all_processes(self) -> None:
         """SIGKILL every process of every sandbox (emulator shutdown)."""
@@ -453,6 +484,9 @@ class SandboxService(SandboxRouter, Service):
             old = self.live.pop(self._finished.popleft(), None)
             if old is not None:
                 self.by_task.pop(old.task_id, None)
+                asyncio.get_running_loop().run_in_executor(
+                    None, functools.partial(shutil.rmtree, old.root.parent, ignore_errors=True)
+                )
 
     # -- wait, terminate, task ids, router access ---------------------------------------------
     async def SandboxWaitV2(self, req: api_pb2.SandboxWaitRequest, ctx: Ctx) -> api_pb2.SandboxWaitResponse:
