@@ -250,6 +250,22 @@ def test_snapshot_filesystem_starts_a_new_sandbox_with_the_files(app: modal.App)
     assert third.stdout.read() == "snapshot-data\n"
 
 
+def test_snapshot_directory_and_mount_image(app: modal.App) -> None:
+    source = modal.Sandbox.create(app=app, timeout=60)
+    target = modal.Sandbox.create(app=app, timeout=60)
+    try:
+        assert source.exec("sh", "-c", "mkdir -p proj && echo code > proj/main.py").wait() == 0
+        image = source.snapshot_directory("/proj")
+        assert target.exec("sh", "-c", "mkdir -p work && echo mine > work/own.txt").wait() == 0
+        target.mount_image("/work", image)
+        assert target.exec("ls", "work").stdout.read() == "main.py\n"
+        target.unmount_image("/work")
+        assert target.exec("ls", "work").stdout.read() == "own.txt\n"
+    finally:
+        source.terminate()
+        target.terminate()
+
+
 def test_filesystem_api_maps_paths_into_the_sandbox(app: modal.App) -> None:
     from modal.exception import SandboxFilesystemDirectoryNotEmptyError, SandboxFilesystemNotFoundError
 

@@ -194,6 +194,55 @@ class SandboxRouter:
             raise GRPCError(Status.FAILED_PRECONDITION, f"Sandbox '{req.sandbox_id}' has finished")
         return api_pb2.SandboxWaitUntilReadyResponse(ready_at=row["created_at"])
 
+    # -- directory snapshots and image mounts ---------------------------------------------
+    async def TaskSnapshotDirectory(
+        self: SandboxService, req: sr_pb2.TaskSnapshotDirectoryRequest, ctx: Ctx
+    ) -> sr_pb2.TaskSnapshotDirectoryResponse:
+        from harvest_iac.emulator.services.images import register_snapshot_image
+        from harvest_iac.emulator.services.sandboxes import _inside
+
+        live = self._task(ctx, req.task_id)
+        source = _inside(live.root, req.path.decode("utf-8", "replace"))
+        if not source.is_dir():
+            raise GRPCError(Status.NOT_FOUND, f"No such directory in the sandbox: {req.path.decode()}")
+        key = "dir:" + (req.snapshot_id or str(uuid.uuid4()))
+        if key not in live.snapshots:
+            dest = self.emu.data_dir / "snapshots" / uuid.uuid4().hex
+            await asyncio.to_thread(_copy_tree, source, dest)
+            live.snapshots[key] = register_snapshot_image(self.emu, live.environment_id, dest)
+        return sr_pb2.TaskSnapshotDirectoryResponse(image_id=live.snapshots[key])
+
+    async def TaskMountDirectory(
+        self: SandboxService, req: sr_pb2.TaskMountDirectoryRequest, ctx: Ctx
+    ) -> Any:
+        from google.protobuf import empty_pb2
+
+        from harvest_iac.emulator.services.images import image_exists, image_fs_dir
+
+        live = self._running_task(ctx, req.task_id)
+        path, target = _mount_point(live, req.path)
+        if req.image_id and not image_exists(self.emu, req.image_id):
+            raise GRPCError(Status.NOT_FOUND, f"Image '{req.image_id}' not found")
+        source = image_fs_dir(self.emu, req.image_id) if req.image_id else None
+        stash = None
+        if path not in live.mounts:
+            stash = live.root.parent / "stash" / uuid.uuid4().hex
+            live.mounts[path] = stash
+        await asyncio.to_thread(_mount, target, stash, source)
+        return empty_pb2.Empty()
+
+    async def TaskUnmountDirectory(
+        self: SandboxService, req: sr_pb2.TaskUnmountDirectoryRequest, ctx: Ctx
+    ) -> Any:
+        from google.protobuf import empty_pb2
+
+        live = self._running_task(ctx, req.task_id)
+        path, target = _mount_point(live, req.path)
+        if path not in live.mounts:
+            raise GRPCError(Status.NOT_FOUND, f"Nothing is mounted at {path}")
+        await asyncio.to_thread(_unmount, target, live.mounts.pop(path))
+        return empty_pb2.Empty()
+
     # -- filesystem snapshots -----------------------------------------------------------
     async def TaskSnapshotFilesystem(
         self: SandboxService, req: sr_pb2.TaskSnapshotFilesystemRequest, ctx: Ctx
@@ -209,6 +258,36 @@ class SandboxRouter:
         image_id = register_snapshot_image(self.emu, live.environment_id, dest)
         live.snapshots[key] = image_id
         return sr_pb2.TaskSnapshotFilesystemResponse(image_id=image_id)
+
+
+def _mount_point(live: LiveSandbox, raw: bytes) -> tuple[str, Any]:
+    from harvest_iac.emulator.services.sandboxes import _inside
+
+    path = raw.decode("utf-8", "replace")
+    target = _inside(live.root, path)
+    if target == live.root.resolve():
+        raise GRPCError(Status.INVALID_ARGUMENT, "The sandbox root cannot be a mount point")
+    return path.rstrip("/"), target
+
+
+def _mount(target: Any, stash: Any, source: Any) -> None:
+    if stash is not None and target.exists():
+        stash.parent.mkdir(parents=True, exist_ok=True)
+        target.rename(stash)  # what was there shows again on unmount
+    elif target.exists():
+        shutil.rmtree(target)  # the previous mount at this path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source is not None and source.is_dir():
+        shutil.copytree(source, target, symlinks=True)
+    else:
+        target.mkdir()
+
+
+def _unmount(target: Any, stash: Any) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    if stash is not None and stash.exists():
+        stash.rename(target)
 
 
 def _argv(args: Any) -> list[str]:

@@ -122,6 +122,7 @@ class LiveSandbox:
     last_activity: float = field(default_factory=time.monotonic)
     supervisor: asyncio.Task[None] | None = None
     snapshots: dict[str, str] = field(default_factory=dict)
+    mounts: dict[str, Path] = field(default_factory=dict)  # image mount point -> stash
     volumes: list[VolumeLink] = field(default_factory=list)
     ending: bool = False
 
