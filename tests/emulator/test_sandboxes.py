@@ -250,6 +250,21 @@ def test_snapshot_filesystem_starts_a_new_sandbox_with_the_files(app: modal.App)
     assert third.stdout.read() == "snapshot-data\n"
 
 
+def test_wait_until_ready_runs_the_readiness_probe(app: modal.App) -> None:
+    sb = modal.Sandbox.create("sh", "-c", "sleep 0.2; touch ready; exec sleep 30", app=app, timeout=60,
+                              readiness_probe=modal.Probe.with_exec("test", "-f", "ready"))
+    never = modal.Sandbox.create("sleep", "30", app=app, timeout=60,
+                                 readiness_probe=modal.Probe.with_exec("false"))
+    try:
+        sb.wait_until_ready(timeout=20)
+        assert sb.exec("ls", "ready").stdout.read() == "ready\n"
+        with pytest.raises(modal.exception.TimeoutError):
+            never.wait_until_ready(timeout=1)
+    finally:
+        sb.terminate()
+        never.terminate()
+
+
 def test_snapshot_directory_and_mount_image(app: modal.App) -> None:
     source = modal.Sandbox.create(app=app, timeout=60)
     target = modal.Sandbox.create(app=app, timeout=60)

@@ -185,14 +185,34 @@ class SandboxRouter:
 
     async def SandboxWaitUntilReady(self: SandboxService, req: Any, ctx: Ctx) -> Any:
         """Both services have this name: the control plane's (by sandbox id) and the
-        router's (by task id). No readiness probe is run: a started sandbox is ready."""
+        router's (by task id). Runs the sandbox's readiness probe (a TCP connect to
+        127.0.0.1:port, or a command that must exit 0) until it passes; without a probe a
+        started sandbox is ready."""
         if isinstance(req, sr_pb2.SandboxWaitUntilReadyTcrRequest):
             live = self._running_task(ctx, req.task_id)
-            return sr_pb2.SandboxWaitUntilReadyTcrResponse(ready_at=_created_at(self, live.sandbox_id))
-        row = self._row(req.sandbox_id)
-        if self._result(row) is not None:
+            ready_at = await self._wait_ready(live, req.timeout)
+            return sr_pb2.SandboxWaitUntilReadyTcrResponse(ready_at=ready_at)
+        live = self.live.get(req.sandbox_id)
+        if live is None or live.done.is_set():
+            self._row(req.sandbox_id)  # NOT_FOUND for an unknown id
             raise GRPCError(Status.FAILED_PRECONDITION, f"Sandbox '{req.sandbox_id}' has finished")
-        return api_pb2.SandboxWaitUntilReadyResponse(ready_at=row["created_at"])
+        ready_at = await self._wait_ready(live, req.timeout)
+        return api_pb2.SandboxWaitUntilReadyResponse(ready_at=ready_at)
+
+    async def _wait_ready(self: SandboxService, live: LiveSandbox, timeout: float) -> float:
+        if live.ready_at:
+            return live.ready_at
+        definition = api_pb2.Sandbox.FromString(self._row(live.sandbox_id)["definition"])
+        probe = definition.readiness_probe if definition.HasField("readiness_probe") else None
+        deadline = time.monotonic() + (timeout or 300.0)
+        while probe is not None and not await _probe_passes(self, live, probe):
+            if live.done.is_set():
+                raise GRPCError(Status.FAILED_PRECONDITION, "The sandbox finished before it was ready")
+            if time.monotonic() >= deadline:
+                raise GRPCError(Status.DEADLINE_EXCEEDED, "The sandbox's readiness probe did not pass in time")
+            await asyncio.sleep((probe.interval_ms or 100) / 1000.0)
+        live.ready_at = time.time()
+        return live.ready_at
 
     # -- directory snapshots and image mounts ---------------------------------------------
     async def TaskSnapshotDirectory(
@@ -258,6 +278,24 @@ class SandboxRouter:
         image_id = register_snapshot_image(self.emu, live.environment_id, dest)
         live.snapshots[key] = image_id
         return sr_pb2.TaskSnapshotFilesystemResponse(image_id=image_id)
+
+
+async def _probe_passes(svc: SandboxService, live: LiveSandbox, probe: api_pb2.Probe) -> bool:
+    kind = probe.WhichOneof("probe_oneof")
+    if kind == "tcp_port":
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", probe.tcp_port), 2.0)
+        except (OSError, asyncio.TimeoutError):
+            return False
+        writer.close()
+        return True
+    if kind == "exec_command":
+        check = Proc(list(probe.exec_command.argv), cwd=live.workdir, env=svc.process_env(live),
+                     timeout=10.0, pipe_stdout=False, pipe_stderr=False)
+        await check.start()
+        await check.exited.wait()
+        return check.returncode == 0
+    return True
 
 
 def _mount_point(live: LiveSandbox, raw: bytes) -> tuple[str, Any]:

@@ -123,6 +123,7 @@ class LiveSandbox:
     supervisor: asyncio.Task[None] | None = None
     snapshots: dict[str, str] = field(default_factory=dict)
     mounts: dict[str, Path] = field(default_factory=dict)  # image mount point -> stash
+    ready_at: float = 0.0
     volumes: list[VolumeLink] = field(default_factory=list)
     ending: bool = False
 
