@@ -265,6 +265,25 @@ def test_wait_until_ready_runs_the_readiness_probe(app: modal.App) -> None:
         never.terminate()
 
 
+def test_a_server_in_a_sandbox_is_reached_through_its_tunnel(app: modal.App) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sb = modal.Sandbox.create("python", "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                              app=app, timeout=60, unencrypted_ports=[port],
+                              readiness_probe=modal.Probe.with_tcp(port))
+    try:
+        sb.wait_until_ready(timeout=20)
+        host, tunnel_port = sb.tunnels()[port].tcp_socket
+        with urllib.request.urlopen(f"http://{host}:{tunnel_port}/", timeout=10) as resp:
+            assert resp.status == 200
+    finally:
+        sb.terminate()
+
+
 def test_snapshot_directory_and_mount_image(app: modal.App) -> None:
     source = modal.Sandbox.create(app=app, timeout=60)
     target = modal.Sandbox.create(app=app, timeout=60)

@@ -532,6 +532,20 @@ class SandboxService(SandboxRouter, Service):
             url=access.url, jwt=access.jwt, worker_ipv4_address="127.0.0.1"
         )
 
+    def SandboxGetTunnelsV2(
+        self, req: api_pb2.SandboxGetTunnelsRequest, ctx: Ctx
+    ) -> api_pb2.SandboxGetTunnelsResponse:
+        """Processes share the host's network: a port is reached at 127.0.0.1, without TLS."""
+        definition = api_pb2.Sandbox.FromString(self._row(req.sandbox_id)["definition"])
+        tunnels = []
+        for spec in definition.open_ports.ports:
+            if spec.unencrypted:
+                tunnels.append(api_pb2.TunnelData(container_port=spec.port, unencrypted_host="127.0.0.1",
+                                                  unencrypted_port=spec.port))
+            else:
+                tunnels.append(api_pb2.TunnelData(container_port=spec.port, host="127.0.0.1", port=spec.port))
+        return api_pb2.SandboxGetTunnelsResponse(tunnels=tunnels)
+
     # -- list, from_name, tags -----------------------------------------------------------------
     def SandboxListV2(self, req: api_pb2.SandboxListRequest, ctx: Ctx) -> api_pb2.SandboxListResponse:
         sql, args = "SELECT * FROM sandboxes WHERE 1 = 1", []  # type: tuple[str, list[Any]]
