@@ -352,6 +352,31 @@ def test_volumes_are_copied_in_and_committed_when_the_sandbox_ends(
     assert b"".join(vol.read_file("data/new.txt")) == b"written\n"
 
 
+def test_reload_volumes_shows_other_writers_and_keeps_own_changes(
+    app: modal.App, modal_environment: str
+) -> None:
+    vol = modal.Volume.from_name("sb-reload-" + uuid.uuid4().hex[:6], create_if_missing=True,
+                                 environment_name=modal_environment)
+    with vol.batch_upload() as batch:
+        batch.put_file(io.BytesIO(b"v1\n"), "/shared.txt")
+        batch.put_file(io.BytesIO(b"base\n"), "/mine.txt")
+        batch.put_file(io.BytesIO(b"bye\n"), "/dropped.txt")
+    sb = modal.Sandbox.create(app=app, volumes={"/vol": vol}, workdir="/vol", timeout=60)
+    try:
+        assert sb.exec("sh", "-c", "echo edited > mine.txt").wait() == 0
+        with vol.batch_upload(force=True) as batch:
+            batch.put_file(io.BytesIO(b"v2\n"), "/shared.txt")
+            batch.put_file(io.BytesIO(b"new\n"), "/added.txt")
+        vol.remove_file("/dropped.txt")
+        sb.reload_volumes()
+        out = sb.exec("sh", "-c", "ls; cat shared.txt mine.txt").stdout.read()
+        assert out == "added.txt\nmine.txt\nshared.txt\nv2\nedited\n"
+    finally:
+        sb.terminate()
+    assert b"".join(vol.read_file("mine.txt")) == b"edited\n"
+    assert b"".join(vol.read_file("shared.txt")) == b"v2\n"
+
+
 def test_create_is_idempotent_under_retries(app: modal.App) -> None:
     from modal_proto import api_pb2
 

@@ -214,6 +214,22 @@ class SandboxRouter:
         live.ready_at = time.time()
         return live.ready_at
 
+    # -- volumes ------------------------------------------------------------------------
+    async def TaskReloadVolumes(
+        self: SandboxService, req: sr_pb2.TaskReloadVolumesRequest, ctx: Ctx
+    ) -> sr_pb2.TaskReloadVolumesResponse:
+        """Show the volumes' latest contents in the sandbox, keeping what it changed itself."""
+        from harvest_iac.emulator.services.sandbox_volumes import read_entries, refresh, scan
+        from harvest_iac.emulator.services.sandboxes import _inside
+
+        live = self._running_task(ctx, req.task_id)
+        for link in live.volumes:
+            target = _inside(live.root, link.mount_path)
+            changes = await asyncio.to_thread(scan, self.store, link, target)
+            latest = read_entries(self.store, link.volume_id)
+            await asyncio.to_thread(refresh, self.store, link, target, changes, latest)
+        return sr_pb2.TaskReloadVolumesResponse()
+
     # -- directory snapshots and image mounts ---------------------------------------------
     async def TaskSnapshotDirectory(
         self: SandboxService, req: sr_pb2.TaskSnapshotDirectoryRequest, ctx: Ctx

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,19 +54,23 @@ class Changes:
     removed: list[str] = field(default_factory=list)
 
 
-def read_links(store: Store, mounts: Any) -> list[VolumeLink]:
-    """The sandbox's volume mounts and each volume's entries now (run in a transaction)."""
+def read_entries(store: Store, volume_id: str) -> dict[str, Entry]:
+    """A volume's entries now (call in the event loop's thread)."""
     from harvest_iac.emulator.services.volumes import VolumeFiles
 
-    links = []
-    for mount in mounts:
-        rows = VolumeFiles(store, mount.volume_id).below("", recursive=True)
-        seed = {
-            str(r["path"]): Entry(int(r["type"]), int(r["mode"]), int(r["size"]), list(json.loads(r["blocks"])))
-            for r in rows
-        }
-        links.append(VolumeLink(mount.mount_path, mount.volume_id, bool(mount.read_only), seed))
-    return links
+    rows = VolumeFiles(store, volume_id).below("", recursive=True)
+    return {
+        str(r["path"]): Entry(int(r["type"]), int(r["mode"]), int(r["size"]), list(json.loads(r["blocks"])))
+        for r in rows
+    }
+
+
+def read_links(store: Store, mounts: Any) -> list[VolumeLink]:
+    """The sandbox's volume mounts and each volume's entries now (run in a transaction)."""
+    return [
+        VolumeLink(m.mount_path, m.volume_id, bool(m.read_only), read_entries(store, m.volume_id))
+        for m in mounts
+    ]
 
 
 def copy_in(store: Store, link: VolumeLink, target: Path) -> None:
@@ -81,6 +86,27 @@ def copy_in(store: Store, link: VolumeLink, target: Path) -> None:
             for digest in entry.blocks:
                 out.write(store.get_bytes(digest))
         dest.chmod(entry.mode & 0o777 or 0o644)
+
+
+def refresh(store: Store, link: VolumeLink, target: Path, changes: Changes,
+            latest: dict[str, Entry]) -> None:
+    """Bring `target` up to the volume's `latest` entries, except the paths the sandbox
+    changed itself (`changes`, from `scan`), which it keeps (file I/O only; any thread).
+    Afterwards `latest` is what the sandbox was given."""
+    mine = set(changes.dirs) | set(changes.files) | set(changes.removed)
+    for path in sorted(set(link.seed) - set(latest) - mine, key=lambda p: -p.count("/")):
+        gone = target / path
+        if gone.is_dir() and not gone.is_symlink():
+            shutil.rmtree(gone, ignore_errors=True)
+        else:
+            gone.unlink(missing_ok=True)
+    fresh = {
+        path: entry for path, entry in latest.items()
+        if path not in mine and (path not in link.seed or _content(link.seed[path]) != _content(entry)
+                                 or link.seed[path].kind != entry.kind)
+    }
+    copy_in(store, VolumeLink(link.mount_path, link.volume_id, link.read_only, fresh), target)
+    link.seed = latest
 
 
 def _file_entry(store: Store, path: Path) -> Entry:
