@@ -393,6 +393,34 @@ def test_create_is_idempotent_under_retries(app: modal.App) -> None:
     modal.Sandbox.from_id(a.sandbox_id).terminate()  # type: ignore[attr-defined]
 
 
+def test_sandbox_flow_survives_injected_faults(app: modal.App, local_modal: object) -> None:
+    """With 10% of RPCs failing (half after their effect landed), the client's retries give
+    the same results: one sandbox each, every exec once, every stdin byte once."""
+    faults = local_modal.faults  # type: ignore[attr-defined]
+    before = local_modal.stats()  # type: ignore[attr-defined]
+    faults.error_rate = 0.1
+    try:
+        for i in range(3):
+            sb = modal.Sandbox.create(app=app, timeout=60, workdir="/w")
+            p = sb.exec("sh", "-c", f"cat; echo run {i} >> runs.txt")
+            p.stdin.write(b"in\n")
+            p.stdin.write_eof()
+            p.stdin.drain()
+            assert p.stdout.read() == "in\n"
+            assert p.wait() == 0
+            image = sb.snapshot_filesystem()
+            sb.terminate()
+            child = modal.Sandbox.create("cat", "w/runs.txt", app=app, image=image, timeout=60)
+            child.wait()
+            assert child.stdout.read() == f"run {i}\n"
+    finally:
+        faults.error_rate = 0.0
+    after = local_modal.stats()  # type: ignore[attr-defined]
+    assert after["injected_errors"] > before["injected_errors"]
+    # A create applied twice would leave a second, never-terminated sandbox running.
+    assert [s.object_id for s in modal.Sandbox.list(app_id=app.app_id)] == []
+
+
 def test_router_refuses_a_forged_token(app: modal.App) -> None:
     import asyncio
     from urllib.parse import urlparse

@@ -67,7 +67,7 @@ class Proc:
                 stderr=self._stderr_target(),
                 start_new_session=True,
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # not found, not executable, a NUL in an argument
             self._fail_to_start(exc)
             return
         finally:
@@ -86,9 +86,9 @@ class Proc:
             return asyncio.subprocess.STDOUT if self._piped[STDOUT] else asyncio.subprocess.DEVNULL
         return asyncio.subprocess.PIPE if self._piped[STDERR] else asyncio.subprocess.DEVNULL
 
-    def _fail_to_start(self, exc: OSError) -> None:
+    def _fail_to_start(self, exc: Exception) -> None:
         name = self.argv[0] if self.argv else ""
-        message = f"exec: {name!r}: {exc.strerror or exc}\n".encode()
+        message = f"exec: {name!r}: {getattr(exc, 'strerror', None) or exc}\n".encode()
         fd = STDOUT if self._merge_stderr else STDERR
         if self._piped[fd]:
             self.output[fd] += message
