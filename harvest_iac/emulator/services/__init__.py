@@ -9,8 +9,8 @@ from harvest_iac.emulator.services.environments import EnvironmentService
 from harvest_iac.emulator.services.functions import FunctionService
 from harvest_iac.emulator.services.images import ImageService
 from harvest_iac.emulator.services.mounts import MountService
-from harvest_iac.emulator.services.sandboxes import SandboxService
 from harvest_iac.emulator.services.queues import QueueService
+from harvest_iac.emulator.services.sandboxes import SandboxService
 from harvest_iac.emulator.services.secrets import SecretService
 from harvest_iac.emulator.services.volumes import VolumeService
 
