@@ -130,7 +130,10 @@ def test_entrypoint_output_and_exit_code(app: modal.App) -> None:
 def test_modal_container_exec_cli_and_ignored_resources(app: modal.App) -> None:
     sb = modal.Sandbox.create(app=app, timeout=60, cpu=0.5, memory=512, block_network=True)
     try:
-        proc = modal_cli("container", "exec", sb._get_task_id(), "--", "sh", "-c", "echo via cli")
+        # The client's `container exec` returns at the exit status without waiting for its
+        # output printer (a race in the client, not the server): give it a moment to print.
+        proc = modal_cli("container", "exec", sb._get_task_id(), "--", "sh", "-c",
+                         "echo via cli; sleep 0.3")
         assert proc.stdout == "via cli\n"
     finally:
         sb.terminate()

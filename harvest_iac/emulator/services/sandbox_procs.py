@@ -110,6 +110,12 @@ class Proc:
     async def _reap(self) -> None:
         assert self._process is not None
         code = await self._process.wait()
+        # Report the exit only once the output is drained (as a container's runtime does), so
+        # a client that stops reading at the exit status still gets all of it. Bounded: a
+        # background child may keep the pipes open.
+        pumps = [t for t in self._tasks if t is not asyncio.current_task()]
+        if pumps:
+            await asyncio.wait(pumps, timeout=2.0)
         self.returncode = code
         self.stdin_closed = True
         if self._expiry is not None and not self._expiry.done():
