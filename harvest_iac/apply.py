@@ -129,13 +129,17 @@ class Lock:
             time.sleep(min(1.0, max(0.05, self.timeout / 20)))
 
     def refresh(self) -> None:
-        """Push the deadline out (after each step of a long apply)."""
-        if self.value:
-            current = self.ops.lock_get(self.key)
-            if current is not None and current.get("id") == self.value.get("id"):
-                self.value = {**self.value, "deadline": time.time() + LOCK_TTL_S}
-                self.ops.lock_pop(self.key)
-                self.ops.lock_put_if_absent(self.key, self.value)
+        """Push the deadline out (after each step of a long apply); fail if the lock was
+        taken over meanwhile (our deadline passed and another run took it)."""
+        if not self.value:
+            return
+        current = self.ops.lock_get(self.key)
+        if current is None or current.get("id") != self.value.get("id"):
+            holder = describe_lock(current) if current else "nobody"
+            raise LockError(f"lost the lock for app {self.key!r} (now held by {holder}); stopping "
+                            "here. Run apply again: it converges from wherever this one stopped")
+        self.value = {**self.value, "deadline": time.time() + LOCK_TTL_S}
+        self.ops.lock_put(self.key, self.value)
 
     def release(self) -> None:
         if not self.value:

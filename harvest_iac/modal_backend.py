@@ -225,7 +225,7 @@ async def read_live(req: ReadRequest) -> Live:
     tasks: list[asyncio.Future[Any]] = []
 
     def start(coro: Any) -> asyncio.Future[Any]:
-        task = asyncio.ensure_future(coro)
+        task: asyncio.Future[Any] = asyncio.ensure_future(coro)
         tasks.append(task)
         return task
 
@@ -453,6 +453,10 @@ class ModalOps:
 
     def lock_put_if_absent(self, key: str, value: dict[str, Any]) -> bool:
         return bool(self._lock_dict().put(key, value, skip_if_exists=True))
+
+    def lock_put(self, key: str, value: dict[str, Any]) -> None:
+        """Overwrite (atomically) the entry; used to renew our own lock."""
+        self._lock_dict().put(key, value)
 
     def lock_get(self, key: str) -> dict[str, Any] | None:
         value = self._lock_dict().get(key)

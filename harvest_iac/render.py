@@ -307,7 +307,7 @@ def render_code(spec: EnvironmentSpec, *, templates_dir: Path | None = None,
         line = (exc.text or "").strip()
         raise HarvestError(f"template templates/{template} rendered invalid Python at line {exc.lineno} "
                            f"of the generated module: {exc.msg} ({line[:80]!r})") from exc
-    return code
+    return str(code)
 
 
 def code_hash(code: str) -> str:

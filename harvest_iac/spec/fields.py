@@ -311,7 +311,7 @@ def _cron_string(value: object) -> str:
         count = f"{len(fields)} field" + ("" if len(fields) == 1 else "s")
         raise fail(f"schedule {expression!r} has {count}; a cron string has 5: "
                    "minute hour day-of-month month day-of-week, e.g. \"*/30 * * * *\"")
-    from croniter import croniter  # type: ignore[import-untyped]  # only files with crons pay for it
+    from croniter import croniter  # only files with crons pay for it
 
     if not croniter.is_valid(expression):
         raise fail(f"schedule {expression!r} is not a valid cron string "
