@@ -3,8 +3,8 @@ managed resources, at 0 and 20 ms of injected RPC latency, against the local Mod
 
     .venv/bin/python tests/benchmarks/bench_plan.py [--sizes 10,100,1000] [--latencies 0,20]
 
-Half the resources are volumes, half secrets, all declared in one environment file and
-recorded in harvest's state record (as after an apply). Prints a table; the goal is
+A tenth of the resources are crons (functions of the deployed app), the rest half volumes,
+half secrets, all declared in one environment file and applied for real first. Prints a table; the goal is
 1,000 resources at 20 ms under 2 s: a few round trips deep whatever N is.
 """
 
@@ -38,39 +38,34 @@ def main() -> None:
 
     import modal
 
-    from harvest_iac.modal_backend import ModalOps, Session
-    from harvest_iac.planner import plan_one, prepare
+    import subprocess
+
     from harvest_iac.loader import load_file
-    from harvest_iac.state import STATE_VOLUME, ResourceRecord, StateRecord, state_path
+    from harvest_iac.modal_backend import Session
+    from harvest_iac.planner import plan_one, prepare
     from harvest_iac.targets import TargetChoice
 
     rows = []
     for n in sizes:
         env = f"bench-{n}"
-        modal.Environment.objects.create(env)
-        n_vol, n_sec = n // 2, n - n // 2
+        n_cron = max(1, n // 10)
+        n_vol = (n - n_cron) // 2
+        n_sec = n - n_cron - n_vol
         values = {f"BENCH_{i}": f"value-{i}" for i in range(n_sec)}
         lines = ["harvest: 1", f"environment: {env}", "app: bench", "volumes:"]
         lines += [f"  vol-{i}: {{version: 2, protect: true}}" for i in range(n_vol)]
         lines += ["secrets:"] + [f"  sec-{i}: {{from_env: [BENCH_{i}]}}" for i in range(n_sec)]
+        lines += ["crons:"] + [f"  cron-{i}: {{every: {i + 1}h, task: reload-volumes, "
+                               f"volumes: {{/data: vol-{i % max(1, n_vol)}}}}}" for i in range(n_cron)]
         path = work / f"{env}.yaml"
         path.write_text("\n".join(lines) + "\n")
-        st = StateRecord.new(env, "bench")
-        for i in range(n_vol):
-            v = modal.Volume.objects.create(f"vol-{i}", version=2, environment_name=env)
-            st = st.with_resource(f"volume.vol-{i}", ResourceRecord(spec={"version": 2, "protect": True}))
-        for i in range(n_sec):
-            modal.Secret.objects.create(f"sec-{i}", {f"BENCH_{i}": f"value-{i}"}, environment_name=env)
-        for s in modal.Secret.objects.list(environment_name=env):
-            i = int(s.name.split("-")[1])
-            st = st.with_resource(f"secret.{s.name}", ResourceRecord(
-                object_id=s.object_id, spec={"keys": [f"BENCH_{i}"], "from_env": {f"BENCH_{i}": f"BENCH_{i}"}},
-                values_hash=st.hash_values({f"BENCH_{i}": f"value-{i}"})))
-        for v in modal.Volume.objects.list(environment_name=env):
-            rec = st.resources[f"volume.{v.name}"]
-            st = st.with_resource(f"volume.{v.name}", ResourceRecord(object_id=v.object_id, spec=rec.spec))
-        ModalOps(env).write_file(STATE_VOLUME, state_path("bench"), st.to_json().encode())
         environ = {**os.environ, **values}
+        # a real apply makes and records everything (the deploy holds every cron)
+        proc = subprocess.run([sys.executable, "-m", "harvest_iac", "apply", str(path), "--target",
+                               "modal", "--auto-approve"], cwd=work, env=environ,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"apply of {n} resources failed:\n{proc.stderr[-3000:]}")
         prep = prepare(load_file(path), environ)
         for latency in latencies:
             lm.faults.latency_ms = latency
