@@ -498,8 +498,9 @@ class ModalOps:
 
         cmd = [sys.executable, "-m", "modal", "deploy", str(module_path), "--env",
                self.environment, "--name", app_name, "--tag", tag]
+        # from the project folder: paths in the module (Dockerfiles) are relative to it
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ),
-                              cwd=module_path.parent, timeout=900)
+                              cwd=Path.cwd(), timeout=900)
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise BackendError(f"app.{app_name}: `modal deploy` failed:\n{tail}")

@@ -120,6 +120,26 @@ def with_secret_keys(desired: dict[str, Desired], values: Mapping[str, SecretVal
     return out
 
 
+def with_dockerfile_digests(desired: dict[str, Desired], loaded: LoadedEnvironment
+                            ) -> dict[str, Desired]:
+    """A Dockerfile image changes when its file does: its content digest joins the image's
+    spec (Modal rebuilds it; harvest redeploys the app)."""
+    import hashlib
+
+    out = dict(desired)
+    for name, image in loaded.spec.images.items():
+        addr = f"image.{name}"
+        if image.path is None or addr not in out:
+            continue
+        try:
+            digest = "sha256:" + hashlib.sha256(Path(image.path).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise SpecError([loaded.problem(f"{addr}.path", f"cannot read the Dockerfile "
+                                            f"{image.path}: {exc.strerror or exc}")]) from exc
+        out[addr] = replace(out[addr], spec={**out[addr].spec, "dockerfile_sha256": digest})
+    return out
+
+
 @dataclass(frozen=True)
 class Prepared:
     """Everything a plan (and an apply) of one file needs besides live state."""
@@ -142,7 +162,8 @@ def prepare(loaded: LoadedEnvironment, environ: Mapping[str, str]) -> Prepared:
     from harvest_iac.render import app_code_hash
 
     values = read_secret_values(loaded, environ)
-    desired = with_secret_keys(desired_resources(loaded.spec), values)
+    desired = with_dockerfile_digests(with_secret_keys(desired_resources(loaded.spec), values),
+                                      loaded)
     return Prepared(loaded, desired, values, app_code_hash(loaded.spec), spec_digest(loaded.spec))
 
 

@@ -173,7 +173,20 @@ def _image_view(name: str, image: Image, names: Names) -> dict[str, Any]:
         "parent": None if image.parent is None else names.image[image.parent],
         "registry_secret": None if image.registry_secret is None else names.secret[image.registry_secret],
         "fb": Code(", force_build=True" if image.force_build else ""),
+        "dockerfile": None if image.path is None else dockerfile_path(image.path),
     }
+
+
+def dockerfile_path(path: str) -> str:
+    """A Dockerfile path as the generated code names it: relative to the project folder
+    (where harvest runs, and where apply runs `modal deploy`) when it lies inside it, so the
+    code, and its hash, are the same on every machine; else as given."""
+    import os
+
+    if not os.path.isabs(path):
+        return path
+    rel = os.path.relpath(path, os.getcwd())
+    return path if rel.startswith("..") else rel
 
 
 def _cron_view(name: str, cron: Cron, names: Names) -> dict[str, Any]:

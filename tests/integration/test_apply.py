@@ -286,3 +286,18 @@ def test_snapshot_and_secret_key_edits(tmp_path: Path, modal_environment: str) -
     assert len(second) == 2 and second[0] == first[0] and second[1].image_id != first[0].image_id
     # the plan reads the secret's key names back from Modal: both keys are there now
     assert plan_text(str(path), "--target", "modal", cwd=tmp_path, env=extra)[0] == 0
+
+
+def test_dockerfile_change_redeploys(tmp_path: Path, modal_environment: str) -> None:
+    (tmp_path / "agent.Dockerfile").write_text("FROM python:3.11-slim\n")
+    body = ("harvest: 1\nenvironment: {env}\napp: agents\nimages:\n  custom:\n"
+            "    from: dockerfile\n    path: agent.Dockerfile\n"
+            "crons:\n  tick:\n    every: 1h\n    image: custom\n    task: reload-volumes\n")
+    path = write_env(tmp_path, modal_environment, body)
+    apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+    assert plan_text(str(path), "--target", "modal", cwd=tmp_path)[0] == 0
+    (tmp_path / "agent.Dockerfile").write_text("FROM python:3.11-slim\nRUN pip install httpx\n")
+    code, text = plan_text(str(path), "--target", "modal", cwd=tmp_path)
+    assert code == 2 and "~ dockerfile_sha256 = " in text and "# app.agents will be updated" in text
+    apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+    assert plan_text(str(path), "--target", "modal", cwd=tmp_path)[0] == 0
