@@ -301,3 +301,89 @@ def test_dockerfile_change_redeploys(tmp_path: Path, modal_environment: str) -> 
     assert code == 2 and "~ dockerfile_sha256 = " in text and "# app.agents will be updated" in text
     apply_ok(str(path), "--target", "modal", cwd=tmp_path)
     assert plan_text(str(path), "--target", "modal", cwd=tmp_path)[0] == 0
+
+
+def test_volume_version_change_replaces_only_with_permission(tmp_path: Path,
+                                                             modal_environment: str) -> None:
+    env = modal_environment
+    path = write_env(tmp_path, env)
+    apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+    before = {v.name: v.object_id for v in modal.Volume.objects.list(environment_name=env)}
+    write_env(tmp_path, env, SMALL.replace("  scratch:\n    version: 1", "  scratch:\n    version: 2"))
+    code, text = plan_text(str(path), "--target", "modal", cwd=tmp_path)
+    assert code == 2 and "# volume.scratch must be replaced" in text
+    assert "~ version = 1 -> 2  # forces replacement" in text
+    refused = harvest("apply", str(path), "--target", "modal", "--auto-approve", cwd=tmp_path)
+    assert refused.returncode == 1 and "--allow-destroy volume.scratch" in refused.stderr
+    apply_ok(str(path), "--target", "modal", "--allow-destroy", "volume.scratch", cwd=tmp_path)
+    after = {v.name: v.object_id for v in modal.Volume.objects.list(environment_name=env)}
+    assert after["scratch"] != before["scratch"] and after["agent-state"] == before["agent-state"]
+    assert plan_text(str(path), "--target", "modal", cwd=tmp_path)[0] == 0
+
+
+def test_app_with_nothing_left_to_deploy_is_stopped_only_with_permission(
+        tmp_path: Path, modal_environment: str) -> None:
+    env = modal_environment
+    path = write_env(tmp_path, env)
+    apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+    bare = SMALL.split("sandboxes:")[0]
+    write_env(tmp_path, env, bare)
+    code, text = plan_text(str(path), "--target", "modal", cwd=tmp_path)
+    assert code == 2 and "# app.agents will be destroyed" in text
+    assert "# cron.refresh-environment will be destroyed" in text
+    refused = harvest("apply", str(path), "--target", "modal", "--auto-approve", cwd=tmp_path)
+    assert refused.returncode == 1 and "--allow-destroy app.agents" in refused.stderr
+    apply_ok(str(path), "--target", "modal", "--allow-destroy", "app.agents", cwd=tmp_path)
+    assert plan_text(str(path), "--target", "modal", cwd=tmp_path)[0] == 0
+    with pytest.raises(modal.exception.NotFoundError):
+        modal.Function.from_name("agents", "refresh-environment", environment_name=env).hydrate()
+
+
+def test_in_a_terminal_apply_asks_and_only_yes_applies(tmp_path: Path,
+                                                       modal_environment: str) -> None:
+    """Through a pseudo-terminal: the plan is shown, `no` cancels, `yes` applies."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    from tests.integration.helpers import SECRETS_ENV
+
+    path = write_env(tmp_path, modal_environment)
+
+    def run(answer: str) -> tuple[int, str]:
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "harvest_iac", "apply", str(path),
+                                 "--target", "modal"], cwd=tmp_path, stdin=follower,
+                                stdout=follower, stderr=follower,
+                                env={**os.environ, **SECRETS_ENV})
+        os.close(follower)
+        out = b""
+        answered = False
+        while True:
+            ready, _, _ = select.select([leader], [], [], 60)
+            if not ready:
+                break
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if not answered and b"Only 'yes' will be accepted" in out:
+                os.write(leader, answer.encode() + b"\n")
+                answered = True
+        os.close(leader)
+        import re
+
+        text = re.sub(r"\x1b\[[0-9;]*m", "", out.decode(errors="replace"))  # colours on a TTY
+        return proc.wait(timeout=60), text
+
+    code, out = run("no")
+    assert code == 1 and "Plan: 8 to add, 0 to change, 0 to destroy." in out and "apply cancelled; nothing was changed" in out
+    assert modal.Volume.objects.list(environment_name=modal_environment) == []
+    code, out = run("yes")
+    assert code == 0 and "Apply complete!" in out
+    assert_no_secret(out)
