@@ -1,0 +1,107 @@
+"""The pure diff: desired resources and a hand-built live state in, plan decisions out."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from harvest_iac.diff import Desired, DiffInput, SecretValues, compare
+from harvest_iac.live import Live, LiveApp, LiveFunction, LiveImage, LiveSecret, LiveVolume
+from harvest_iac.plan import Action
+from harvest_iac.state import ResourceRecord, SnapshotRecord, StateRecord
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+
+
+def inp(desired: list[Desired], **kw: object) -> DiffInput:
+    base: dict[str, object] = dict(environment="dev", app="app", source="dev.yaml", target="local",
+                                   desired={d.address: d for d in desired}, app_digest="sha256:a",
+                                   secret_values={}, now=NOW, app_needed=False)
+    base.update(kw)
+    return DiffInput(**base)  # type: ignore[arg-type]
+
+
+def vol(name: str, version: int = 2, protect: bool = True) -> Desired:
+    return Desired(f"volume.{name}", "volume", name, {"version": version, "protect": protect})
+
+
+def cron(name: str) -> Desired:
+    view = {"schedule": "Period(seconds=3600)", "max_retries": None, "timeout": 300, "volumes": {},
+            "secrets": []}
+    return Desired(f"cron.{name}", "cron", name,
+                   {"every": "1h", "every_seconds": 3600, "timeout": 300, "task": "reload-volumes",
+                    "live_view": view}, view)
+
+
+def actions(plan: object) -> dict[str, str]:
+    return {c.address: c.action.value for c in plan.actionable}  # type: ignore[attr-defined]
+
+
+def test_identity_sets_create_import_and_unmanaged() -> None:
+    live = Live("dev", True, volumes={"a": LiveVolume("a", "vo-a", 2),
+                                      "hand": LiveVolume("hand", "vo-h", 1)})
+    plan = compare(inp([vol("a"), vol("b")]), live)
+    assert actions(plan) == {"volume.a": "import", "volume.b": "create"}
+    assert plan.unmanaged == ("volume.hand",)
+
+
+def test_deleting_a_protected_volume_is_blocked_and_unprotected_needs_permission() -> None:
+    state = StateRecord.new("dev", "app")
+    state = state.with_resource("volume.keep", ResourceRecord("vo-k", {"version": 2, "protect": True}))
+    state = state.with_resource("volume.tmp", ResourceRecord("vo-t", {"version": 2, "protect": False}))
+    live = Live("dev", True, volumes={"keep": LiveVolume("keep", "vo-k", 2),
+                                      "tmp": LiveVolume("tmp", "vo-t", 2)}, state=state)
+    plan = compare(inp([]), live)
+    by = {c.address: c for c in plan.changes}
+    assert by["volume.keep"].action is Action.DELETE and by["volume.keep"].blocked
+    assert "set `protect: false`" in (by["volume.keep"].blocked or "")
+    assert by["volume.tmp"].action is Action.DELETE and not by["volume.tmp"].blocked
+    assert plan.summary.destroy == 2
+
+
+def test_cron_limit_is_a_warning_with_its_setting() -> None:
+    crons = [cron(f"c{i}") for i in range(6)]
+    plan = compare(inp(crons, app_needed=True), Live("dev", True))
+    assert any("6 crons exceed the limit of 5" in w for w in plan.warnings)
+    assert not compare(inp(crons, app_needed=True, cron_limit=10), Live("dev", True)).warnings
+
+
+def test_snapshot_older_than_max_age_is_remade_and_a_missing_image_is_drift() -> None:
+    spec = {"image": "agent", "image_recipe": "sha256:r", "setup": [], "volumes": {},
+            "max_age": 3600, "keep": 1}
+    d = Desired("snapshot.warm", "snapshot", "warm", spec)
+    made = NOW.timestamp() - 2 * 3600
+    state = StateRecord.new("dev", "app").with_resource(
+        "snapshot.warm", ResourceRecord(spec=spec, snapshots=(SnapshotRecord("im-1", made),)))
+    fresh = Live("dev", True, images={"im-1": LiveImage("im-1", True)}, state=state)
+    change = next(c for c in compare(inp([d]), fresh).changes if c.address == "snapshot.warm")
+    assert change.action is Action.UPDATE and "older than max_age 1h0m" in (change.reason or "")
+    gone = Live("dev", True, images={"im-1": LiveImage("im-1", False)}, state=state)
+    plan = compare(inp([d]), gone)
+    assert [dr.what for dr in plan.drift] == ["image im-1 no longer exists in Modal"]
+
+
+def test_function_changed_outside_harvest_is_drift_and_an_update() -> None:
+    d = cron("tick")
+    state = StateRecord.new("dev", "app").with_resource("cron.tick", ResourceRecord(spec=d.spec))
+    state = state.with_resource("app.app", ResourceRecord(version=3, code_hash="sha256:a"))
+    fn = LiveFunction("tick", "fu-1", "Period(seconds=60)", None, 300, None, None, "im-x")
+    live = Live("dev", True, app=LiveApp("app", "ap-1", "deployed", version=3,
+                                          functions={"tick": fn}), state=state)
+    plan = compare(inp([d], app_needed=True), live)
+    assert [dr.what for dr in plan.drift] == ["was changed outside of harvest"]
+    change = next(c for c in plan.changes if c.address == "cron.tick")
+    assert [f.path for f in change.fields] == ["deployed.schedule"]
+    assert actions(plan)["app.app"] == "update"
+
+
+def test_secret_hash_compare_needs_no_value_in_the_plan() -> None:
+    state = StateRecord.new("dev", "app")
+    rec = ResourceRecord("st-1", {"keys": ["K"]}, values_hash=state.hash_values({"K": "old-value-abc"}))
+    state = state.with_resource("secret.s", rec)
+    live = Live("dev", True, secrets={"s": LiveSecret("s", "st-1", ("K",))}, state=state)
+    d = Desired("secret.s", "secret", "s", {"keys": ["K"], "from_env": {"K": "K"}})
+    plan = compare(inp([d], secret_values={"s": SecretValues({"K": "new-value-xyz"})}), live)
+    assert actions(plan) == {"secret.s": "update"}
+    assert "new-value-xyz" not in repr(plan) and "old-value-abc" not in repr(plan)
+    same = compare(inp([d], secret_values={"s": SecretValues({"K": "old-value-abc"})}), live)
+    assert not same.actionable
