@@ -9,6 +9,7 @@ run again converges.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -16,7 +17,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,17 @@ class Lock:
         self.value = {}
 
 
+@contextlib.contextmanager
+def _progress(title: str) -> Iterator[None]:
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(f"{title}..."):
+        yield
+
+
 def _checkpoint(name: str) -> None:
     """Crash-test hook: `HARVEST_KILL_AT=after:volumes` SIGKILLs this process right there, so
     tests can prove that an apply killed at any point converges when run again."""
@@ -190,13 +202,15 @@ class Applier:
             self.lock.refresh()
 
     def step(self, title: str, fn: Callable[[], None]) -> None:
+        """One step: its work, then the state record. A spinner on a terminal; one line per
+        step otherwise (CI logs)."""
         start = time.perf_counter()
-        self.echo(f"{title}...")
-        _checkpoint(f"before:{title}")
-        fn()
-        _checkpoint(f"after:{title}")
-        self.save_state()
-        _checkpoint(f"saved:{title}")
+        with _progress(title):
+            _checkpoint(f"before:{title}")
+            fn()
+            _checkpoint(f"after:{title}")
+            self.save_state()
+            _checkpoint(f"saved:{title}")
         self.echo(f"{title}: done ({time.perf_counter() - start:.1f}s)")
         self.done.append(title)
 
