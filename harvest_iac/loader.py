@@ -18,7 +18,8 @@ from typing import Any
 
 from pydantic_core import PydanticCustomError
 
-from harvest_iac.errors import HarvestError, Problem, SpecError
+from harvest_iac.errors import Problem, SpecError
+from harvest_iac.paths import expand_paths
 from harvest_iac.spec.checks import reference_problems
 from harvest_iac.spec.document import MAX_BYTES, Document, Where, decode, parse
 from harvest_iac.spec.fields import FORMAT_VERSION, check_format_version
@@ -27,7 +28,6 @@ from harvest_iac.spec.messages import translate
 from harvest_iac.spec.models import KINDS, SECTIONS, EnvironmentSpec
 
 KeyPath = tuple[str | int, ...]
-YAML_SUFFIXES = (".yaml", ".yml")
 EXTENSION_PREFIX = "x-"
 """Top-level keys starting with `x-` are ignored (a place for YAML anchors, as in Docker Compose)."""
 _RELATIVE_PATHS = (("secrets", "from_dotenv"), ("images", "path"))
@@ -356,26 +356,7 @@ def _validate_by_entry(data: dict[str, Any], merged: _Merged, display: str) -> t
     return partial, problems
 
 
-def _expand(paths: Iterable[Path | str]) -> list[Path]:
-    files: list[Path] = []
-    for given in paths:
-        path = Path(given)
-        try:
-            if path.is_dir():
-                found = sorted(p for p in path.iterdir() if p.suffix in YAML_SUFFIXES and p.is_file())
-                if not found:
-                    raise HarvestError(f"{path}: no *.yaml or *.yml files in this folder")
-                files.extend(found)
-            elif path.is_file():
-                files.append(path)
-            else:
-                raise HarvestError(f"{path}: no such file or folder")
-        except OSError as exc:
-            raise HarvestError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    unique: dict[Path, Path] = {}
-    for path in files:
-        unique.setdefault(path.resolve(), path)
-    return list(unique.values())
+_expand = expand_paths
 
 
 def check_paths(paths: Iterable[Path | str]) -> list[FileReport]:

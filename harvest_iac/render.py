@@ -27,31 +27,12 @@ from typing import Any
 
 from harvest_iac.errors import HarvestError
 from harvest_iac.naming import function_tag, snapshot_image_name
+from harvest_iac.paths import APP_TEMPLATE, templates_dir
 from harvest_iac.spec.models import Cron, EnvironmentSpec, Image, Sandbox
 from harvest_iac.state import LOCK_DICT, STATE_VOLUME, state_path
 
-#: Where the templates live: the repository's top-level `templates/` folder.
-def _templates_dir() -> Path:
-    """`$HARVEST_TEMPLATES_DIR` if set; else the repository's `templates/` (a source checkout or
-    an editable install); else the copy a wheel installs under `<prefix>/share/harvest-iac/`."""
-    import os
-    import sys
-
-    override = os.environ.get("HARVEST_TEMPLATES_DIR")
-    if override:
-        return Path(override)
-    source = Path(__file__).resolve().parent.parent / "templates"
-    if (source / APP_TEMPLATE).exists():
-        return source
-    for prefix in (sys.prefix, sys.base_prefix):
-        installed = Path(prefix) / "share" / "harvest-iac" / "templates"
-        if (installed / APP_TEMPLATE).exists():
-            return installed
-    return source
-
-
-APP_TEMPLATE = "app.py.j2"
-TEMPLATES_DIR = _templates_dir()
+#: Where the templates live: the repository's top-level `templates/` folder (see paths.py).
+TEMPLATES_DIR = templates_dir()
 MAX_FUNCTION_TIMEOUT_S = 24 * 3600
 #: How much longer a `sandbox-<profile>` function may run than its sandbox.
 SANDBOX_FUNCTION_MARGIN_S = 60
