@@ -24,10 +24,10 @@ from typing import Any
 
 import click
 
-from harvest_iac.diff import DiffInput, compare
+from harvest_iac.diff import compare
 from harvest_iac.errors import HarvestError, LockError, StalePlanError
 from harvest_iac.plan import Action, Change, Plan, plan_from_dict
-from harvest_iac.planner import Prepared, cron_limit, load_environments, prepare
+from harvest_iac.planner import Prepared, load_environments
 from harvest_iac.state import (
     STATE_VOLUME,
     ResourceRecord,
@@ -393,27 +393,26 @@ def is_plan_file(path: str) -> bool:
 
 def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | None) -> int:
     from harvest_iac.modal_backend import Session
-    from harvest_iac.planner import check_inputs, plan_one
+    from harvest_iac.planner import check_inputs, load_prepared, plan_one
     from harvest_iac.present import render_text
     from harvest_iac.targets import resolve_target
 
+    if not opts.auto_approve and not opts.interactive:
+        raise HarvestError(
+            "apply changes Modal: review the plan and pass --auto-approve (needed when not run "
+            "from a terminal, e.g. in CI), or run it in a terminal to confirm")
     saved: list[Plan] | None = None
     if len(paths) == 1 and is_plan_file(paths[0]):
         saved = _read_plan_file(Path(paths[0]))
         paths = tuple(p.source for p in saved)
-    loaded = load_environments(paths)
     environ = dict(os.environ)
-    preps = [prepare(item, environ) for item in loaded]
-    check_inputs(preps)  # every secret value readable, before any change
+    preps = load_prepared(paths, environ)
+    check_inputs(preps, environ)  # every secret value readable, before any change
     if saved is not None:
         for plan, prep in zip(saved, preps, strict=True):
             if plan.spec_digest != prep.spec_digest:
                 raise StalePlanError(
                     f"{plan.source} changed since the plan was saved; run `harvest plan -o` again")
-    if not opts.auto_approve and not opts.interactive:
-        raise HarvestError(
-            "apply changes Modal: review the plan and pass --auto-approve (needed when not run "
-            "from a terminal, e.g. in CI), or run it in a terminal to confirm")
     choice = resolve_target(target_flag, environ)
     echo: Callable[[str], None] = lambda text: click.echo(text, err=True)
     if choice.notice:
@@ -449,8 +448,11 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
 
     from harvest_iac import modal_backend as mb
     from harvest_iac.modal_backend import ModalOps, ReadRequest
-    from harvest_iac.desired import function_tags
+    from harvest_iac.planner import diff_input
 
+    prep = prep.full(environ)  # the validated spec: the app is rendered from it
+    if prep.spec_digest != plan.spec_digest:
+        raise StalePlanError(f"{prep.path} changed while harvest was running; run apply again")
     spec = prep.loaded.spec
 
     async def mkenv(conn: mb.Connection) -> None:
@@ -464,13 +466,9 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
     lock.acquire()
     try:
         live = session.read(ReadRequest(environment=spec.environment, app=spec.app,
-                                        function_names=function_tags(spec)))
-        fresh = compare(DiffInput(
-            environment=spec.environment, app=spec.app, source=str(prep.loaded.path),
-            target=target, desired=prep.desired, app_digest=prep.app_digest,
-            secret_values=prep.secret_values, now=datetime.now(timezone.utc),
-            cron_limit=cron_limit(environ), spec_digest=prep.spec_digest,
-            app_needed=prep.app_needed), live)
+                                        function_names=prep.inputs.function_tags))
+        fresh = compare(diff_input(prep, target=target, environ=environ,
+                                   now=datetime.now(timezone.utc)), live)
         if _change_set(fresh) != _change_set(plan):
             if not opts.auto_approve:
                 raise StalePlanError("live state changed since the plan you approved; run apply "

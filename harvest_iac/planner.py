@@ -49,14 +49,57 @@ def parse_dotenv(text: str, where: str) -> dict[str, str]:
     return out
 
 
-def read_secret_values(loaded: LoadedEnvironment, environ: Mapping[str, str]
+@dataclass(frozen=True)
+class Inputs:
+    """What one environment file (with its bases) says, as plain data: all a plan needs from
+    the YAML. Made by loading and validating (`inputs_from_loaded`), or read back from the
+    input cache when none of the files changed."""
+
+    path: str
+    environment: str
+    app: str
+    function_tags: tuple[str, ...]
+    app_needed: bool  # something to deploy: a cron or a sandbox profile
+    desired: dict[str, Desired]
+    app_digest: str
+    spec_digest: str
+    secret_sources: dict[str, dict[str, Any]]  # {"from_env": {KEY: VAR}} | {"from_dotenv": path}
+    dockerfiles: dict[str, str]  # image name -> Dockerfile path
+
+
+def inputs_from_loaded(loaded: LoadedEnvironment) -> Inputs:
+    from harvest_iac.desired import desired_resources, function_tags, spec_digest
+    from harvest_iac.render import app_code_hash
+
+    spec = loaded.spec
+    base = Path(loaded.path).parent
+    sources: dict[str, dict[str, Any]] = {}
+    for name, sec in spec.secrets.items():
+        if sec.from_dotenv is not None:
+            sources[name] = {"from_dotenv": str(base / sec.from_dotenv)}
+        else:
+            sources[name] = {"from_env": dict(sec.from_env or {})}
+    return Inputs(
+        path=str(loaded.path),
+        environment=spec.environment,
+        app=spec.app,
+        function_tags=function_tags(spec),
+        app_needed=bool(spec.crons or spec.sandboxes),
+        desired=desired_resources(spec),
+        app_digest=app_code_hash(spec),
+        spec_digest=spec_digest(spec),
+        secret_sources=sources,
+        dockerfiles={n: str(i.path) for n, i in spec.images.items() if i.path is not None},
+    )
+
+
+def read_secret_values(sources: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str]
                        ) -> dict[str, SecretValues]:
     """Each declared secret's values from the environment or its dotenv file (in memory only)."""
     out: dict[str, SecretValues] = {}
-    base = Path(loaded.path).parent
-    for name, sec in loaded.spec.secrets.items():
-        if sec.from_dotenv is not None:
-            path = _dotenv_path(loaded, name, base, sec.from_dotenv)
+    for name, src in sources.items():
+        if "from_dotenv" in src:
+            path = Path(src["from_dotenv"])
             try:
                 text = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
@@ -64,7 +107,7 @@ def read_secret_values(loaded: LoadedEnvironment, environ: Mapping[str, str]
                 continue
             out[name] = SecretValues(parse_dotenv(text, str(path)), source=str(path))
             continue
-        mapping = sec.from_env or {}
+        mapping = src["from_env"]
         missing = tuple(sorted({var for var in mapping.values() if var not in environ}))
         if missing:
             out[name] = SecretValues(None, missing, source="environment")
@@ -72,13 +115,6 @@ def read_secret_values(loaded: LoadedEnvironment, environ: Mapping[str, str]
             out[name] = SecretValues({key: environ[var] for key, var in mapping.items()},
                                      source="environment")
     return out
-
-
-def _dotenv_path(loaded: LoadedEnvironment, name: str, base: Path, rel: str) -> Path:
-    locate = getattr(loaded, "dotenv_base", None)
-    if callable(locate):
-        return Path(locate(name)) / rel
-    return base / rel
 
 
 def missing_secret_problems(loaded: LoadedEnvironment, values: Mapping[str, SecretValues]
@@ -120,51 +156,96 @@ def with_secret_keys(desired: dict[str, Desired], values: Mapping[str, SecretVal
     return out
 
 
-def with_dockerfile_digests(desired: dict[str, Desired], loaded: LoadedEnvironment
+class UnreadableDockerfile(HarvestError):
+    def __init__(self, image: str, path: str, why: str) -> None:
+        self.image = image
+        super().__init__(f"image {image!r}: cannot read the Dockerfile {path}: {why}")
+
+
+def with_dockerfile_digests(desired: dict[str, Desired], dockerfiles: Mapping[str, str]
                             ) -> dict[str, Desired]:
     """A Dockerfile image changes when its file does: its content digest joins the image's
     spec (Modal rebuilds it; harvest redeploys the app)."""
     import hashlib
 
     out = dict(desired)
-    for name, image in loaded.spec.images.items():
+    for name, path in dockerfiles.items():
         addr = f"image.{name}"
-        if image.path is None or addr not in out:
+        if addr not in out:
             continue
         try:
-            digest = "sha256:" + hashlib.sha256(Path(image.path).read_bytes()).hexdigest()
+            digest = "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
         except OSError as exc:
-            raise SpecError([loaded.problem(f"{addr}.path", f"cannot read the Dockerfile "
-                                            f"{image.path}: {exc.strerror or exc}")]) from exc
+            raise UnreadableDockerfile(name, path, str(exc.strerror or exc)) from exc
         out[addr] = replace(out[addr], spec={**out[addr].spec, "dockerfile_sha256": digest})
     return out
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """Everything a plan (and an apply) of one file needs besides live state."""
+    """Everything a plan (and an apply) of one file needs besides live state: the file's
+    inputs plus what is read at run time (secret values, Dockerfile digests)."""
 
-    loaded: Any
+    inputs: Inputs
     desired: dict[str, Desired]
     secret_values: dict[str, SecretValues]
-    app_digest: str
-    spec_digest: str
+    loaded: Any = None  # the validated spec; None when the inputs came from the cache
+
+    @property
+    def path(self) -> str:
+        return self.inputs.path
 
     @property
     def app_needed(self) -> bool:
-        """Something to deploy: a cron or a sandbox profile."""
-        spec = self.loaded.spec
-        return bool(spec.crons or spec.sandboxes)
+        return self.inputs.app_needed
+
+    @property
+    def app_digest(self) -> str:
+        return self.inputs.app_digest
+
+    @property
+    def spec_digest(self) -> str:
+        return self.inputs.spec_digest
+
+    def full(self, environ: Mapping[str, str]) -> Prepared:
+        """With the validated spec (needed to render and to point at file positions)."""
+        if self.loaded is not None:
+            return self
+        from harvest_iac.loader import load_file
+
+        return prepare(load_file(self.inputs.path), environ)
+
+
+def prepare_inputs(inputs: Inputs, environ: Mapping[str, str], loaded: Any = None) -> Prepared:
+    values = read_secret_values(inputs.secret_sources, environ)
+    try:
+        desired = with_dockerfile_digests(with_secret_keys(inputs.desired, values),
+                                          inputs.dockerfiles)
+    except UnreadableDockerfile as exc:
+        if loaded is None:
+            from harvest_iac.loader import load_file
+
+            loaded = load_file(inputs.path)
+        raise SpecError([loaded.problem(f"image.{exc.image}.path", str(exc))]) from exc
+    return Prepared(inputs, desired, values, loaded)
 
 
 def prepare(loaded: LoadedEnvironment, environ: Mapping[str, str]) -> Prepared:
-    from harvest_iac.desired import desired_resources, spec_digest
-    from harvest_iac.render import app_code_hash
+    return prepare_inputs(inputs_from_loaded(loaded), environ, loaded)
 
-    values = read_secret_values(loaded, environ)
-    desired = with_dockerfile_digests(with_secret_keys(desired_resources(loaded.spec), values),
-                                      loaded)
-    return Prepared(loaded, desired, values, app_code_hash(loaded.spec), spec_digest(loaded.spec))
+
+def load_prepared(paths: tuple[str, ...], environ: Mapping[str, str]) -> list[Prepared]:
+    """Every environment under `paths`, prepared; from the input cache when no file changed."""
+    from harvest_iac import inputcache
+
+    given = paths or ("environments",)
+    cached = inputcache.lookup(given, environ)
+    if cached is not None:
+        return [prepare_inputs(i, environ) for i in cached]
+    loaded = load_environments(given)
+    inputs = [inputs_from_loaded(item) for item in loaded]
+    inputcache.store(given, loaded, inputs, environ)
+    return [prepare_inputs(i, environ, item) for i, item in zip(inputs, loaded, strict=True)]
 
 
 def cron_limit(environ: Mapping[str, str]) -> int:
@@ -179,34 +260,39 @@ def cron_limit(environ: Mapping[str, str]) -> int:
 
 def plan_one(prep: Prepared, session: Session, *, target: str,
              environ: Mapping[str, str] | None = None, now: datetime | None = None) -> Plan:
-    from harvest_iac.desired import function_tags
     from harvest_iac.modal_backend import ReadRequest
 
     env = os.environ if environ is None else environ
-    spec = prep.loaded.spec
-    live = session.read(ReadRequest(environment=spec.environment, app=spec.app,
-                                    function_names=function_tags(spec)))
-    inp = DiffInput(
-        environment=spec.environment,
-        app=spec.app,
-        source=str(prep.loaded.path),
+    inputs = prep.inputs
+    live = session.read(ReadRequest(environment=inputs.environment, app=inputs.app,
+                                    function_names=inputs.function_tags))
+    return compare(diff_input(prep, target=target, environ=env, now=now), live)
+
+
+def diff_input(prep: Prepared, *, target: str, environ: Mapping[str, str],
+               now: datetime | None = None) -> DiffInput:
+    inputs = prep.inputs
+    return DiffInput(
+        environment=inputs.environment,
+        app=inputs.app,
+        source=inputs.path,
         target=target,
         desired=prep.desired,
-        app_digest=prep.app_digest,
+        app_digest=inputs.app_digest,
         secret_values=prep.secret_values,
         now=now or datetime.now(timezone.utc),
-        cron_limit=cron_limit(env),
-        spec_digest=prep.spec_digest,
-        app_needed=prep.app_needed,
+        cron_limit=cron_limit(environ),
+        spec_digest=inputs.spec_digest,
+        app_needed=inputs.app_needed,
     )
-    return compare(inp, live)
 
 
-def check_inputs(preps: list[Prepared]) -> None:
+def check_inputs(preps: list[Prepared], environ: Mapping[str, str]) -> None:
     """For apply: every secret input must be readable before anything changes."""
     problems: list[Problem] = []
     for p in preps:
-        problems.extend(missing_secret_problems(p.loaded, p.secret_values))
+        if any(sv.missing for sv in p.secret_values.values()):
+            problems.extend(missing_secret_problems(p.full(environ).loaded, p.secret_values))
     if problems:
         raise SpecError(problems)
 
@@ -240,9 +326,8 @@ def run_plan(paths: tuple[str, ...], *, out: str | None, detailed_exitcode: bool
     from harvest_iac.present import render_json, render_markdown, render_text
     from harvest_iac.targets import resolve_target
 
-    loaded = load_environments(paths)
     environ = dict(os.environ)
-    preps = [prepare(item, environ) for item in loaded]
+    preps = load_prepared(paths, environ)
     choice = resolve_target(target_flag, environ)
     if choice.notice:
         click.echo(choice.notice, err=True)
