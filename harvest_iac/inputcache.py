@@ -76,7 +76,9 @@ def lookup(paths: Iterable[str], environ: Mapping[str, str]) -> list[Any] | None
         for name, digest in data["files"].items():
             if _digest(Path(name)) != digest:
                 return None
+        spelled = {str(p.resolve()): str(p) for p in files}  # as given this time
         return [Inputs(**{**item, "function_tags": tuple(item["function_tags"]),
+                          "path": spelled.get(str(Path(item["path"]).resolve()), item["path"]),
                           "desired": {a: Desired(**d) for a, d in item["desired"].items()}})
                 for item in data["environments"]]
     except (KeyError, TypeError, ValueError):
