@@ -507,3 +507,15 @@ def test_stopping_the_emulator_leaves_no_process_and_restart_reports_it(tmp_path
     assert row is not None
     assert row["status"] == api_pb2.GenericResult.GENERIC_STATUS_TERMINATED
     assert "restarted" in row["exception"]
+
+
+def test_modal_container_list_shows_running_sandboxes(app: modal.App,
+                                                      modal_environment: str) -> None:
+    sb = modal.Sandbox.create("sleep", "30", app=app, timeout=60)
+    env = ("--env", modal_environment)
+    try:
+        assert sb._get_task_id() in modal_cli("container", "list", "--json", *env).stdout
+    finally:
+        sb.terminate()
+    sb.wait(raise_on_termination=False)
+    assert sb._get_task_id() not in modal_cli("container", "list", "--json", *env).stdout

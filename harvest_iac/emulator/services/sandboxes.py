@@ -547,6 +547,23 @@ class SandboxService(SandboxRouter, Service):
         return api_pb2.SandboxGetTunnelsResponse(tunnels=tunnels)
 
     # -- list, from_name, tags -----------------------------------------------------------------
+    def TaskList(self, req: api_pb2.TaskListRequest, ctx: Ctx) -> api_pb2.TaskListResponse:
+        """Running containers: here, the running sandboxes (of one app, or an environment).
+        `modal container list` and the `modal app stop` prompt ask for them."""
+        if req.app_id:
+            rows = self.store.all("SELECT * FROM sandboxes WHERE app_id = ? AND finished_at IS NULL "
+                                  "ORDER BY created_at", req.app_id)
+        else:
+            env_id = self.emu.environment_id(req.environment_name)
+            rows = self.store.all("SELECT * FROM sandboxes WHERE environment_id = ? AND "
+                                  "finished_at IS NULL ORDER BY created_at", env_id)
+        return api_pb2.TaskListResponse(tasks=[
+            api_pb2.TaskStats(task_id=r["task_id"], app_id=r["app_id"],
+                              app_description=f"Sandbox {r['id']}", started_at=r["created_at"],
+                              enqueued_at=r["created_at"])
+            for r in rows
+        ])
+
     def SandboxListV2(self, req: api_pb2.SandboxListRequest, ctx: Ctx) -> api_pb2.SandboxListResponse:
         sql, args = "SELECT * FROM sandboxes WHERE 1 = 1", []  # type: tuple[str, list[Any]]
         if req.app_id:
