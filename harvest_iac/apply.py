@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +184,6 @@ class Applier:
     echo: Callable[[str], None]
     allow_destroy: frozenset[str] = frozenset()
     lock: Lock | None = None
-    done: list[str] = field(default_factory=list)
     _rendered: tuple[Any, Path] | None = None
 
     @property
@@ -212,7 +211,6 @@ class Applier:
             self.save_state()
             _checkpoint(f"saved:{title}")
         self.echo(f"{title}: done ({time.perf_counter() - start:.1f}s)")
-        self.done.append(title)
 
     def run(self) -> None:
         vol_changes = self.by_kind("volume", actions=(Action.CREATE, Action.IMPORT, Action.UPDATE,

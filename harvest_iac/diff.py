@@ -258,7 +258,7 @@ def _compare_function(d: Desired | None, live: Live, rec: ResourceRecord | None,
                                       reason="removed from the YAML; the app is redeployed without it"))
         return
     after = _shown_spec(d.spec)
-    notes = _function_notes(d, rec, inp)
+    notes = _function_notes(d, inp)
     if rec is None:
         acc.changes.append(Change(address, kind, name, Action.CREATE, after=after, notes=notes))
         return
@@ -287,7 +287,7 @@ def _shown_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k != "live_view"}
 
 
-def _function_notes(d: Desired, rec: ResourceRecord | None, inp: DiffInput) -> tuple[str, ...]:
+def _function_notes(d: Desired, inp: DiffInput) -> tuple[str, ...]:
     notes: list[str] = []
     spec = d.spec
     if d.kind == "cron":

@@ -11,6 +11,7 @@ deleting the folder is always safe.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ def enabled(environ: Mapping[str, str]) -> bool:
     return environ.get("HARVEST_NO_CACHE", "") in ("", "0")
 
 
+@functools.cache
 def _code_fingerprint() -> str:
     """harvest's code and templates: any edit (or another install) gives another value."""
     package = Path(__file__).resolve().parent
@@ -68,7 +70,7 @@ def lookup(paths: Iterable[str], environ: Mapping[str, str]) -> list[Any] | None
     try:
         files = expand_paths(paths)
         data = json.loads(_entry_path(files).read_text(encoding="utf-8"))
-    except (OSError, ValueError, Exception):  # noqa: BLE001 - any problem is a miss
+    except Exception:  # noqa: BLE001 - any problem (missing, unreadable, bad JSON) is a miss
         return None
     try:
         if data["format"] != CACHE_FORMAT or data["code"] != _code_fingerprint():

@@ -79,7 +79,6 @@ class Live:
     app: LiveApp | None = None
     images: dict[str, LiveImage] = field(default_factory=dict)  # by image id
     state: StateRecord | None = None
-    rpc_count: int = 0
 
     def fingerprint_data(self) -> dict[str, Any]:
         """What a saved plan pins: the live facts the plan's decisions rest on (not timings

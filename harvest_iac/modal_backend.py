@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -256,7 +256,6 @@ async def read_live(req: ReadRequest) -> Live:
             app=app,
             images=images,
             state=state,
-            rpc_count=conn.rpcs,
         )
     except TargetError:
         raise
@@ -306,11 +305,8 @@ class Session:
         if self._local is not None:
             self._local.stop()
 
-    def run(self, coro_fn: Callable[[], Awaitable[T]]) -> T:
-        return asyncio.run(_call(coro_fn))
-
     def read(self, req: ReadRequest) -> Live:
-        return self.run(lambda: read_live(req))
+        return asyncio.run(read_live(req))
 
     def with_connection(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         """Run `fn(conn)` with a fresh connection in a fresh event loop."""
@@ -325,10 +321,6 @@ class Session:
         return asyncio.run(go())
 
 
-async def _call(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    return await coro_fn()
-
-
 def _repoint_modal_config() -> None:
     """modal reads its config file path at import; if it is already imported, refresh."""
     import sys
@@ -338,22 +330,7 @@ def _repoint_modal_config() -> None:
         cfg.user_config_path = os.environ["MODAL_CONFIG_PATH"]  # type: ignore[attr-defined]
 
 
-def unmanaged_addresses(live: Live, managed: Iterable[str]) -> tuple[str, ...]:
-    managed_set = set(managed)
-    found = [f"volume.{n}" for n in live.volumes] + [f"secret.{n}" for n in live.secrets]
-    return tuple(sorted(a for a in found if a not in managed_set))
-
-
 # -- changing Modal ----------------------------------------------------------------------
-#: RPCs that change something in Modal (the rest only read); for counting in benchmarks.
-MUTATING_RPCS = frozenset({
-    "EnvironmentCreate", "VolumeGetOrCreate:create", "VolumeDelete", "VolumeRename",
-    "SecretGetOrCreate:create", "SecretDelete", "AppPublish", "AppSetTags", "AppCreate",
-    "FunctionCreate", "FunctionPrecreate", "DictUpdate", "DictPop", "VolumePutFiles2",
-    "VolumeCommit", "SandboxCreateV2", "ImagePublish",
-})
-
-
 async def create_environment(conn: Connection, name: str) -> None:
     from modal_proto import api_pb2
 

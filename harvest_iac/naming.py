@@ -22,15 +22,6 @@ def function_tag(kind: str, name: str) -> str:
     raise ValueError(f"no function for {kind}")
 
 
-def function_address(tag: str, cron_names: set[str]) -> str:
-    """Inverse of function_tag, given the crons known."""
-    if tag in cron_names:
-        return f"cron.{tag}"
-    if tag.startswith("sandbox-"):
-        return f"sandbox.{tag.removeprefix('sandbox-')}"
-    return f"cron.{tag}"
-
-
 #: Prefix of the names under which harvest publishes snapshot images.
 SNAPSHOT_IMAGE_PREFIX = "harvest-snapshot-"
 _MODAL_NAME_MAX = 64

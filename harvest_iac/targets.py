@@ -9,7 +9,6 @@ refuses instead of silently planning against an empty local Modal.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,22 +23,17 @@ LOCAL_DATA_DIR = Path(".harvest") / "local"
 class TargetChoice:
     name: str  # "modal" | "local"
     notice: str | None = None  # a line to print (e.g. the fallback to local)
-    server_url: str | None = None  # for "modal": MODAL_SERVER_URL if set (any Modal API)
 
 
 def has_modal_credentials(environ: Mapping[str, str]) -> bool:
-    if environ.get("MODAL_TOKEN_ID") and environ.get("MODAL_TOKEN_SECRET"):
-        return True
-    path = Path(environ.get("MODAL_CONFIG_PATH") or Path.home() / ".modal.toml")
+    """Whether the backend would find credentials (the same lookup it uses)."""
+    from harvest_iac.modal_rpc import credentials_from_env
+
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        credentials_from_env(environ)
+    except TargetError:
         return False
-    profiles = [v for v in data.values() if isinstance(v, dict)]
-    wanted = environ.get("MODAL_PROFILE")
-    if wanted:
-        profiles = [data[wanted]] if isinstance(data.get(wanted), dict) else []
-    return any(p.get("token_id") and p.get("token_secret") for p in profiles)
+    return True
 
 
 def resolve_target(flag: str | None, environ: Mapping[str, str] | None = None) -> TargetChoice:
@@ -56,9 +50,9 @@ def resolve_target(flag: str | None, environ: Mapping[str, str] | None = None) -
                 "--target modal needs Modal credentials: set MODAL_TOKEN_ID and "
                 "MODAL_TOKEN_SECRET, or run `modal token new`"
             )
-        return TargetChoice(name, server_url=env.get("MODAL_SERVER_URL"))
+        return TargetChoice(name)
     if has_modal_credentials(env):
-        return TargetChoice("modal", server_url=env.get("MODAL_SERVER_URL"))
+        return TargetChoice("modal")
     if env.get("CI", "").lower() in ("1", "true", "yes"):
         raise TargetError(
             "no Modal credentials in CI: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET as CI "

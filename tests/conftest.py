@@ -15,7 +15,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-
 @pytest.fixture(scope="session")
 def local_modal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One local Modal for the whole session; os.environ points the SDK at it."""

@@ -36,7 +36,6 @@ def main() -> None:
     lm = LocalModal(work / "modal").start()
     os.environ.update(lm.client_env())
 
-    import modal
 
     import subprocess
 

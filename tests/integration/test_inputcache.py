@@ -6,9 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.integration.helpers import SECRET_VALUE, GITHUB_VALUE, harvest, write_env
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
+from tests.integration.helpers import GITHUB_VALUE, SECRET_VALUE, harvest, write_env
 
 
 def imports_pydantic(tmp_path: Path, path: Path, **env: str) -> tuple[bool, str]:

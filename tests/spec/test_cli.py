@@ -12,8 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from harvest_iac.cli import cli
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 def _run(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
