@@ -37,19 +37,10 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from modal_proto import api_grpc, task_command_router_grpc
 
+from harvest_iac.emulator.base import DEFAULT_ENVIRONMENT, Ctx, Service
 from harvest_iac.emulator.store import Store
 
 log = logging.getLogger("harvest.emulator")
-
-IMAGE_BUILDER_VERSION = "2025.06"
-DEFAULT_ENVIRONMENT = "main"
-
-
-def streaming(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark a service method as a raw-stream handler: `async def X(self, stream, ctx)`."""
-    fn.__harvest_streaming__ = True  # type: ignore[attr-defined]
-    return fn
-
 
 @dataclass
 class Faults:
@@ -70,20 +61,6 @@ class Faults:
 
 
 @dataclass
-class Ctx:
-    """What a handler knows about the call it serves."""
-
-    method: str
-    metadata: Mapping[str, str]
-    emu: Emulator
-    peer_token: str | None = None
-
-    @property
-    def store(self) -> Store:
-        return self.emu.store
-
-
-@dataclass
 class Stats:
     """RPC counts since start, by method (for benchmarks and tests)."""
 
@@ -98,16 +75,6 @@ class Stats:
             "injected_errors": self.injected_errors,
             "idempotent_replays": self.idempotent_replays,
         }
-
-
-class Service:
-    """Base of the emulator's services. `schema` is DDL run once at start."""
-
-    schema: str = ""
-
-    def __init__(self, emu: Emulator) -> None:
-        self.emu = emu
-        self.store = emu.store
 
 
 def _abstract_base_mapping(base: type) -> dict[str, grpclib.const.Handler]:

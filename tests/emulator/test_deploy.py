@@ -233,8 +233,11 @@ def test_history_shows_the_git_commit_deployed(modal_environment: str, tmp_path:
     app_py.write_text("import modal\napp = modal.App('committed')\n"
                       "@app.function()\ndef f() -> None:\n    pass\n")
     git = ["git", "-c", "user.name=Dev", "-c", "user.email=dev@example.com"]
+    # Deploying imports app.py, which writes __pycache__ unless the caller's environment says
+    # otherwise; a real project ignores it, and so does this one.
+    (tmp_path / ".gitignore").write_text("__pycache__/\n")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([*git, "add", "app.py"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "app.py", ".gitignore"], cwd=tmp_path, check=True)
     subprocess.run([*git, "commit", "-qm", "first"], cwd=tmp_path, check=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, check=True,
                           capture_output=True, text=True).stdout.strip()

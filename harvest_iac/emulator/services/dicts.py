@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf import empty_pb2
 from modal_proto import api_pb2
 
-from harvest_iac.emulator.server import Ctx, Service, streaming
+from harvest_iac.emulator.base import Ctx, Service, streaming
 from harvest_iac.emulator.services.named import Kind, creation_info, environment_name, now
 
 DICTS = Kind(table="dicts", prefix="di", label="Dict")

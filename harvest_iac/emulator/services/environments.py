@@ -7,7 +7,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
-from harvest_iac.emulator.server import IMAGE_BUILDER_VERSION, Ctx, Service
+from harvest_iac.emulator.base import IMAGE_BUILDER_VERSION, Ctx, Service
 
 
 def environment_metadata(name: str) -> api_pb2.EnvironmentMetadata:

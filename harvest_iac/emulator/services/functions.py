@@ -20,7 +20,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
-from harvest_iac.emulator.server import Ctx, Service
+from harvest_iac.emulator.base import Ctx, Service
 from harvest_iac.emulator.services.apps import app_functions, app_row, deployed_app
 from harvest_iac.emulator.store import new_id
 

@@ -26,7 +26,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
-from harvest_iac.emulator.server import IMAGE_BUILDER_VERSION, Ctx, Service, streaming
+from harvest_iac.emulator.base import IMAGE_BUILDER_VERSION, Ctx, Service, streaming
 from harvest_iac.emulator.store import new_id
 
 if TYPE_CHECKING:

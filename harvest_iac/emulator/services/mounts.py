@@ -27,7 +27,7 @@ from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
 from harvest_iac.emulator.http import blob_bytes, new_blob
-from harvest_iac.emulator.server import Ctx, Service
+from harvest_iac.emulator.base import Ctx, Service
 from harvest_iac.emulator.store import dumps, new_id
 
 if TYPE_CHECKING:

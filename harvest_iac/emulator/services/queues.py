@@ -22,7 +22,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
-from harvest_iac.emulator.server import Ctx, Service
+from harvest_iac.emulator.base import Ctx, Service
 from harvest_iac.emulator.services.named import Kind, creation_info, environment_name, now
 
 QUEUES = Kind(table="queues", prefix="qu", label="Queue")

@@ -22,7 +22,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2, task_command_router_pb2 as sr_pb2
 
-from harvest_iac.emulator.server import Ctx, streaming
+from harvest_iac.emulator.base import Ctx, streaming
 from harvest_iac.emulator.services.sandbox_procs import STDERR, STDOUT, Proc
 
 if TYPE_CHECKING:

@@ -40,7 +40,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
-from harvest_iac.emulator.server import Ctx, Service
+from harvest_iac.emulator.base import Ctx, Service
 from harvest_iac.emulator.services.sandbox_procs import Proc, sandbox_env
 from harvest_iac.emulator.services.sandbox_router import SandboxRouter
 from harvest_iac.emulator.services.sandbox_volumes import VolumeLink, commit, copy_in, read_links, scan

@@ -31,7 +31,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
-from harvest_iac.emulator.server import Ctx, Service, streaming
+from harvest_iac.emulator.base import Ctx, Service, streaming
 from harvest_iac.emulator.services.named import (
     Kind,
     check_object_name,
