@@ -43,7 +43,7 @@ class SandboxRouter:
 
     # -- lookups and auth ----------------------------------------------------------------
     def _task(self: SandboxService, ctx: Ctx, task_id: str) -> LiveSandbox:
-        from harvest_iac.emulator.services.sandboxes import verify_jwt
+        from harvest_iac.emulator.tokens import verify_jwt
 
         header = ctx.metadata.get("authorization", "")
         claims = verify_jwt(self.emu.token_secret, header.removeprefix("Bearer ").strip())

@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import base64
 import collections
 import contextlib
 import fcntl
 import functools
-import hashlib
-import hmac
 import json
 import logging
 import shutil
@@ -45,6 +42,7 @@ from harvest_iac.emulator.services.sandbox_procs import Proc, sandbox_env
 from harvest_iac.emulator.services.sandbox_router import SandboxRouter
 from harvest_iac.emulator.services.sandbox_volumes import VolumeLink, commit, copy_in, read_links, scan
 from harvest_iac.emulator.store import dumps, new_id
+from harvest_iac.emulator.tokens import issue_jwt
 
 if TYPE_CHECKING:
     from harvest_iac.emulator.server import Emulator
@@ -64,44 +62,11 @@ CREATE INDEX IF NOT EXISTS sandboxes_by_env ON sandboxes (environment_id, create
 log = logging.getLogger("harvest.emulator")
 GS = api_pb2.GenericResult
 RUNNING = GS.GENERIC_STATUS_UNSPECIFIED
-TOKEN_LIFETIME_S = 3600.0
 LIST_PAGE = 100
 LONG_POLL_MAX_S = 50.0
 # Finished sandboxes whose output and exec state stay readable; older ones are forgotten
 # (their rows, results and directories stay).
 KEEP_FINISHED = 200
-
-
-# -- JWTs: the client decodes their payload (`exp`); the router checks our signature ----------
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def issue_jwt(key: str, claims: dict[str, Any], lifetime_s: float = TOKEN_LIFETIME_S) -> str:
-    """An HS256 JWT signed with `key`, expiring after `lifetime_s`."""
-    now = int(time.time())
-    body = {"iat": now, "exp": int(now + lifetime_s), **claims}
-    head = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    payload = _b64url(json.dumps(body, sort_keys=True).encode())
-    sig = hmac.new(key.encode(), f"{head}.{payload}".encode(), hashlib.sha256).digest()
-    return f"{head}.{payload}.{_b64url(sig)}"
-
-
-def verify_jwt(key: str, token: str) -> dict[str, Any] | None:
-    """The claims of a JWT we issued that has not expired, else None."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    expected = hmac.new(key.encode(), f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
-    try:
-        if not hmac.compare_digest(_b64url(expected), parts[2]):
-            return None
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except ValueError:
-        return None
-    if not isinstance(claims, dict) or float(claims.get("exp", 0)) < time.time():
-        return None
-    return claims
 
 
 # -- runtime state of one sandbox -----------------------------------------------------------
