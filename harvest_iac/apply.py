@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from harvest_iac import github
 from harvest_iac.diff import compare
 from harvest_iac.errors import HarvestError, LockError, StalePlanError
 from harvest_iac.plan import Action, Change, Plan, plan_from_dict
@@ -71,16 +72,12 @@ def guard_problems(plan: Plan, allow_destroy: frozenset[str]) -> list[str]:
 
 # -- the lock ------------------------------------------------------------------------------
 def lock_owner() -> dict[str, Any]:
-    run_url = ""
-    if os.environ.get("GITHUB_RUN_ID"):
-        run_url = (f"{os.environ.get('GITHUB_SERVER_URL', 'https://github.com')}/"
-                   f"{os.environ.get('GITHUB_REPOSITORY', '')}/actions/runs/"
-                   f"{os.environ['GITHUB_RUN_ID']}")
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return {"owner": f"{user}@{socket.gethostname()} (pid {os.getpid()})", "run_url": run_url,
+    return {"owner": f"{user}@{socket.gethostname()} (pid {os.getpid()})",
+            "run_url": github.run_url(os.environ),
             "id": uuid.uuid4().hex}
 
 
@@ -415,6 +412,7 @@ def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | Non
     echo: Callable[[str], None] = lambda text: click.echo(text, err=True)
     if choice.notice:
         echo(choice.notice)
+    applied: list[Plan] = []
     with Session(choice, Path.cwd()) as session:
         for i, prep in enumerate(preps):
             plan = plan_one(prep, session, target=choice.name, environ=environ)
@@ -425,6 +423,7 @@ def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | Non
             if not plan.summary.has_changes:
                 click.echo(f"{plan.environment}/{plan.app}: No changes. "
                            "Your infrastructure matches the configuration.")
+                applied.append(plan)
                 continue
             problems = guard_problems(plan, opts.allow_destroy)
             if problems:
@@ -436,12 +435,14 @@ def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | Non
                                       "accepted", default="", show_default=False)
                 if answer.strip() != "yes":
                     raise HarvestError("apply cancelled; nothing was changed")
-            _apply_one(session, prep, plan, opts, environ, echo, choice.name)
+            applied.append(_apply_one(session, prep, plan, opts, environ, echo, choice.name))
+    github.publish(applied, environ, title="harvest apply")
     return 0
 
 
 def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
-               environ: Mapping[str, str], echo: Callable[[str], None], target: str) -> None:
+               environ: Mapping[str, str], echo: Callable[[str], None], target: str) -> Plan:
+    """Apply one environment under its lock; returns the plan applied (made under the lock)."""
     from datetime import datetime, timezone
 
     from harvest_iac import modal_backend as mb
@@ -482,6 +483,7 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
         s = fresh.summary
         click.echo(f"Apply complete! Resources: {s.imports} imported, {s.add} added, "
                    f"{s.change} changed, {s.destroy} destroyed.")
+        return fresh
     finally:
         lock.release()
 

@@ -109,17 +109,46 @@ def schema(out: str | None) -> None:
               help="modal (your workspace) or local (the embedded local Modal). "
                    "Default: $HARVEST_TARGET, else modal when credentials exist, else local.")
 @click.option("--color/--no-color", default=None, help="Colour the text output (default: on a TTY).")
+@click.option("--comment", is_flag=True,
+              help="On GitHub Actions, create or update this pull request's one plan comment "
+                   "(needs GITHUB_TOKEN).")
 @handles_errors
 def plan(paths: tuple[str, ...], out: str | None, detailed_exitcode: bool, as_json: bool,
-         fmt: str | None, target: str | None, color: bool | None) -> None:
+         fmt: str | None, target: str | None, color: bool | None, comment: bool) -> None:
     """Show what apply would change: read live Modal state and diff it against the YAML.
 
-    PATHS are environment files or folders (default: environments/).
+    PATHS are environment files or folders (default: environments/). On GitHub Actions the
+    plan also goes to the step summary and the step outputs (has_changes, add, change, destroy,
+    drift, summary).
     """
     from harvest_iac.planner import run_plan
 
     sys.exit(run_plan(paths, out=out, detailed_exitcode=detailed_exitcode,
-                      fmt="json" if as_json else (fmt or "text"), target_flag=target, color=color))
+                      fmt="json" if as_json else (fmt or "text"), target_flag=target, color=color,
+                      comment=comment))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--issue", is_flag=True,
+              help="On GitHub Actions, keep one open issue per drifted environment, closed once "
+                   "it matches again (needs GITHUB_TOKEN).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True)
+@click.option("--target", type=click.Choice(["modal", "local"]), default=None,
+              help="modal or local (see `harvest plan --help`).")
+@click.option("--color/--no-color", default=None, help="Colour the text output (default: on a TTY).")
+@handles_errors
+def drift(paths: tuple[str, ...], issue: bool, fmt: str, target: str | None,
+          color: bool | None) -> None:
+    """Report whether live Modal still matches the YAML (for a schedule): exit 0 when it does,
+    2 when it does not, 1 on error. Changes nothing in Modal.
+
+    PATHS are environment files or folders (default: environments/).
+    """
+    from harvest_iac.planner import run_drift
+
+    sys.exit(run_drift(paths, fmt=fmt, target_flag=target, color=color, issue=issue))
 
 
 # -- apply -------------------------------------------------------------------------------
@@ -165,6 +194,43 @@ def unlock(paths: tuple[str, ...], yes: bool, target: str | None) -> None:
     from harvest_iac.apply import run_unlock
 
     sys.exit(run_unlock(paths, target, yes or not sys.stdin.isatty()))
+
+
+# -- ci ------------------------------------------------------------------------------------
+@cli.group()
+def ci() -> None:
+    """Continuous integration: the GitHub Actions workflows for harvest."""
+
+
+@ci.command("init")
+@click.option("--dir", "directory", default=".github/workflows", show_default=True,
+              type=click.Path(file_okay=False), help="Where to write the workflows.")
+@click.option("--force", is_flag=True, help="Overwrite workflow files that differ.")
+@click.option("--branch", default="main", show_default=True,
+              help="The default branch: a push to it applies.")
+@click.option("--install", default=f"harvest-iac=={__version__}", show_default=True,
+              metavar="SPEC", help="What the jobs `pip install` (e.g. `.` for this repository).")
+@handles_errors
+def ci_init(directory: str, force: bool, branch: str, install: str) -> None:
+    """Write three workflows: plan (pull requests: validate, plan, comment, upload plan.json),
+    apply (push to the default branch, one job per environment file under environments/) and
+    drift (every 6 hours: `harvest drift --issue`).
+
+    The jobs read MODAL_TOKEN_ID, MODAL_TOKEN_SECRET and every `from_env` variable of the
+    environment files from repository secrets of the same names.
+    """
+    from pathlib import Path
+
+    from harvest_iac.ci import ENVIRONMENTS_DIR, render_workflows, settings_from, write_workflows
+    from harvest_iac.planner import load_environments
+
+    settings, warnings = settings_from(load_environments((ENVIRONMENTS_DIR,)),
+                                       branch=branch, install=install)
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    for line in write_workflows(render_workflows(settings), Path(directory), force=force):
+        click.echo(line)
+    click.echo("Add these repository secrets: " + ", ".join(settings.variables))
 
 
 # -- render ------------------------------------------------------------------------------

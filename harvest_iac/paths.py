@@ -38,11 +38,16 @@ def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
 
 
 def templates_dir() -> Path:
-    """`$HARVEST_TEMPLATES_DIR` if set; else the repository's `templates/` (a source checkout or
-    an editable install); else the copy a wheel installs under `<prefix>/share/harvest-iac/`."""
+    """`$HARVEST_TEMPLATES_DIR` if set, else the templates harvest ships (`shipped_templates`)."""
     override = os.environ.get("HARVEST_TEMPLATES_DIR")
     if override:
         return Path(override)
+    return shipped_templates()
+
+
+def shipped_templates() -> Path:
+    """The repository's `templates/` (a source checkout or an editable install), else the copy
+    a wheel installs under `<prefix>/share/harvest-iac/`."""
     source = Path(__file__).resolve().parent.parent / "templates"
     if (source / APP_TEMPLATE).exists():
         return source

@@ -317,39 +317,73 @@ def load_environments(paths: tuple[str, ...]) -> list[Any]:
     return loaded
 
 
-def run_plan(paths: tuple[str, ...], *, out: str | None, detailed_exitcode: bool, fmt: str,
-             target_flag: str | None, color: bool | None) -> int:
+def make_plans(paths: tuple[str, ...], target_flag: str | None, environ: Mapping[str, str]
+               ) -> list[Plan]:
+    """One plan per environment file under `paths`, against the chosen target."""
     import click
 
     from harvest_iac.modal_backend import Session
-    from harvest_iac.plan import plan_to_dict
-    from harvest_iac.present import render_json, render_markdown, render_text
     from harvest_iac.targets import resolve_target
 
-    environ = dict(os.environ)
     preps = load_prepared(paths, environ)
     choice = resolve_target(target_flag, environ)
     if choice.notice:
         click.echo(choice.notice, err=True)
     with Session(choice, Path.cwd()) as session:
-        plans = [plan_one(p, session, target=choice.name, environ=environ) for p in preps]
-    if fmt == "json":
-        click.echo(render_json(plans), nl=False)
-    elif fmt == "markdown":
-        click.echo(render_markdown(plans), nl=False)
-    else:
+        return [plan_one(p, session, target=choice.name, environ=environ) for p in preps]
+
+
+def show_plans(plans: list[Plan], fmt: str, color: bool | None) -> None:
+    import click
+
+    from harvest_iac.present import RENDERERS, render_text
+
+    if fmt == "text":
         use_color = color if color is not None else _isatty()
         click.echo(render_text(plans, color=use_color), nl=False)
+    else:
+        click.echo(RENDERERS[fmt](plans), nl=False)
+
+
+def run_plan(paths: tuple[str, ...], *, out: str | None, detailed_exitcode: bool, fmt: str,
+             target_flag: str | None, color: bool | None, comment: bool = False) -> int:
+    import click
+
+    from harvest_iac import github
+    from harvest_iac.plan import plan_to_dict
+
+    environ = dict(os.environ)
+    plans = make_plans(paths, target_flag, environ)
+    show_plans(plans, fmt, color)
     if out:
         import json
 
         doc = {"plans": [plan_to_dict(p) for p in plans]}
         Path(out).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         click.echo(f"Saved the plan to {out}; apply it with: harvest apply {out}", err=True)
+    github.publish(plans, environ, title="harvest plan")
+    if comment:
+        github.comment(plans, environ, lambda text: click.echo(text, err=True))
     changes = any(p.summary.has_changes for p in plans)
     if detailed_exitcode and changes:
         return 2
     return 0
+
+
+def run_drift(paths: tuple[str, ...], *, fmt: str, target_flag: str | None, color: bool | None,
+              issue: bool) -> int:
+    """A plan that only reports: 0 when live state matches the YAML, 2 when it does not."""
+    import click
+
+    from harvest_iac import github
+
+    environ = dict(os.environ)
+    plans = make_plans(paths, target_flag, environ)
+    show_plans(plans, fmt, color)
+    github.publish(plans, environ, title="harvest drift")
+    if issue:
+        github.report_drift(plans, environ, lambda text: click.echo(text, err=True))
+    return 2 if any(github.differs(p) for p in plans) else 0
 
 
 def _isatty() -> bool:

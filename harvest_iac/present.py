@@ -7,6 +7,7 @@ key names and `plan.SENSITIVE` markers only).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -150,48 +151,166 @@ def render_json(plans: Sequence[Plan]) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-def render_markdown(plans: Sequence[Plan]) -> str:
-    """For PR comments and $GITHUB_STEP_SUMMARY: a summary table and the details folded."""
-    out: list[str] = ["<!-- harvest-plan -->"]
-    for plan in plans:
-        out.append(f"### harvest plan: `{plan.environment}` (app `{plan.app}`)")
+#: GitHub's limit on the body of a comment or an issue, in characters.
+GITHUB_BODY_LIMIT = 65_536
+
+
+def marker(kind: str, environments: Sequence[str]) -> str:
+    """The hidden first line by which harvest finds its own comment or issue again:
+    `<!-- harvest-plan: dev, prod -->` (one per pull request and set of environments)."""
+    return f"<!-- {kind}: {', '.join(sorted(set(environments)))} -->"
+
+
+def render_markdown(plans: Sequence[Plan], *, title: str = "harvest plan", kind: str = "harvest-plan",
+                    limit: int | None = None, size: Callable[[str], int] = len,
+                    full_plan_at: str = "the job's step summary and the `plan.json` artifact") -> str:
+    """For PR comments, issues and $GITHUB_STEP_SUMMARY: a hidden marker, then the summary of
+    each environment (with a warning naming what is destroyed), then what changed outside
+    harvest, then the details of each environment folded.
+
+    With `limit`, a longer text is cut at a resource boundary (the details last, then the drift
+    entries) to fit `size(text) <= limit`, keeping the summary, and says what was cut and that
+    the full plan is in `full_plan_at`."""
+    layout = _Layout(tuple(plans), title, marker(kind, [p.environment for p in plans]))
+    text = layout.compose(layout.units, full_plan_at)
+    if limit is None or size(text) <= limit:
+        return text
+    low, high = 0, layout.units - 1  # the largest number of units kept that fits
+    while low < high:
+        mid = (low + high + 1) // 2
+        if size(layout.compose(mid, full_plan_at)) <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    text = layout.compose(low, full_plan_at)
+    return text if size(text) <= limit else _hard_cut(text, limit, size)
+
+
+def _hard_cut(text: str, limit: int, size: Callable[[str], int]) -> str:
+    """Last resort when even the summary does not fit: whole lines, then a note."""
+    tail = "\n\n(cut: the summary alone is over the size limit)\n"
+    lines = text.splitlines()
+    while lines and size("\n".join(lines) + tail) > limit:
+        lines.pop()
+    return "\n".join(lines) + tail
+
+
+class _Layout:
+    """The Markdown document, composable with only the first `keep` cuttable units: the drift
+    entries then the changed resources, in document order."""
+
+    def __init__(self, plans: tuple[Plan, ...], title: str, marker_line: str) -> None:
+        self.plans = plans
+        self.title = title
+        self.marker_line = marker_line
+        self.units = sum(len(p.drift) + len(p.actionable) for p in plans)
+
+    def compose(self, keep: int, full_plan_at: str) -> str:
+        budget = [keep]
+        cut: dict[tuple[str, str], list[str]] = {}
+
+        def take(plan: Plan, what: str, address: str) -> bool:
+            if budget[0] > 0:
+                budget[0] -= 1
+                return True
+            cut.setdefault((plan.environment, what), []).append(address)
+            return False
+
+        middle = self._drift(take) + self._warnings()
+        bottom = [line for plan in self.plans for line in self._details(plan, take)]
+        out = [self.marker_line, *self._summary()]
+        if cut:
+            out.extend(_cut_note(cut, full_plan_at))
+        out.extend(middle)
+        out.extend(bottom)
+        return "\n".join(out).rstrip() + "\n"
+
+    def _summary(self) -> list[str]:
+        out = [f"### {self.title}", "", "| environment | app | file | plan |", "|---|---|---|---|"]
+        for p in self.plans:
+            line = f"**{p.summary.line()}**" if p.actionable else "No changes."
+            if p.blocked:
+                line += f" {len(p.blocked)} blocked."
+            out.append(f"| `{p.environment}` | `{p.app}` | `{p.source}` | {line} |")
         out.append("")
-        actionable = plan.actionable
-        out.append(f"**{plan.summary.line()}**" if actionable else "**No changes.**")
-        out.append("")
-        if plan.drift:
-            out.append(":warning: **Changed outside of harvest:**")
+        destroyed = sum(p.summary.destroy for p in self.plans)
+        if destroyed:
+            out.append("> [!CAUTION]")
+            out.append(f"> **This plan destroys {destroyed}** (deleted, or replaced: deleted then "
+                       "created again):")
+            for p in self.plans:
+                gone = [c for c in p.actionable if c.action in (Action.DELETE, Action.REPLACE)]
+                if gone:
+                    shown = ", ".join(f"`{c.address}` ({c.action.value})" for c in gone[:10])
+                    more = f" and {len(gone) - 10} more" if len(gone) > 10 else ""
+                    out.append(f"> - `{p.environment}`: {shown}{more}")
             out.append("")
-            for d in plan.drift:
-                out.append(f"- `{d.address}` {d.what}")
+        blocked = sum(len(p.blocked) for p in self.plans)
+        if blocked:
+            out.append("> [!WARNING]")
+            out.append(f"> {blocked} change(s) are blocked by guards and will not be applied as "
+                       "they stand: see the details.")
             out.append("")
-        for w in plan.warnings:
-            out.append(f"> :warning: {w}")
-        if plan.warnings:
-            out.append("")
-        if actionable:
+        return out
+
+    def _drift(self, take: Callable[[Plan, str, str], bool]) -> list[str]:
+        entries: list[str] = []
+        for p in self.plans:
+            for d in p.drift:
+                if take(p, "drift entries", d.address):
+                    entries.append(f"- `{p.environment}`: `{d.address}` {d.what}")
+                    entries.extend(f"  - `{f.path}`: `{_value(f.before)}` -> `{_value(f.after)}`"
+                                   for f in d.fields)
+        if not entries:
+            return []
+        return ["#### Changed outside of harvest", "", *entries, ""]
+
+    def _warnings(self) -> list[str]:
+        lines = [f"> - `{p.environment}`: {w}" for p in self.plans for w in p.warnings]
+        return ["> [!WARNING]", *lines, ""] if lines else []
+
+    def _details(self, plan: Plan, take: Callable[[Plan, str, str], bool]) -> list[str]:
+        kept = [c for c in plan.actionable if take(plan, "changes", c.address)]
+        if not plan.actionable and not plan.unmanaged:
+            return []
+        count = len(plan.actionable)
+        what = f"{count} change{'s' if count != 1 else ''}" if count else "no changes"
+        out = [f"<details><summary>Details: <code>{plan.environment}</code> ({what})</summary>", ""]
+        if kept:
             out.append("| | resource | action | notes |")
             out.append("|---|---|---|---|")
-            for c in actionable:
+            for c in kept:
                 notes = "; ".join(([f"**blocked**: {c.blocked}"] if c.blocked else [])
                                   + ([c.reason] if c.reason else []) + list(c.notes))
                 out.append(f"| `{c.action.symbol}` | `{c.address}` | {c.action.value} | "
                            f"{_md_cell(notes)} |")
             out.append("")
-            out.append("<details><summary>Details</summary>")
-            out.append("")
-            out.append("```diff")
-            for c in actionable:
-                out.extend(_diff_lines(c))
-            out.append("```")
-            out.append("")
-            out.append("</details>")
+            diff = [line for c in kept for line in _diff_lines(c)]
+            fence = _fence(diff)
+            out.extend([f"{fence}diff", *diff, fence, ""])
+        if len(kept) < count:
+            out.append(f"({count - len(kept)} of {count} changes cut: see the note at the top.)")
             out.append("")
         if plan.unmanaged:
             out.append(f"Not managed by harvest (left alone): "
                        f"{', '.join(f'`{u}`' for u in plan.unmanaged)}")
             out.append("")
-    return "\n".join(out).rstrip() + "\n"
+        out.extend(["</details>", ""])
+        return out
+
+
+def _cut_note(cut: dict[tuple[str, str], list[str]], full_plan_at: str) -> list[str]:
+    parts = [f"`{env}`: {len(addrs)} {what} from `{addrs[0]}` on"
+             for (env, what), addrs in sorted(cut.items())]
+    return ["> [!NOTE]",
+            f"> Cut to fit GitHub's size limit, the summary kept. Not shown: {'; '.join(parts)}. "
+            f"The full plan is in {full_plan_at}.", ""]
+
+
+def _fence(lines: Sequence[str]) -> str:
+    """A code fence longer than any run of backticks in the lines it encloses."""
+    longest = max((len(run) for line in lines for run in re.findall("`+", line)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 def _md_cell(text: str) -> str:

@@ -95,3 +95,10 @@ def test_no_changes_text() -> None:
     plan = Plan(environment="dev", app="a", target="local", source="dev.yaml", changes=())
     text = render_text([plan])
     assert "No changes." in text and "Plan:" not in text
+
+
+def test_markdown_code_fence_outlasts_backticks_in_values() -> None:
+    change = Change("cron.x", "cron", "x", Action.CREATE, after={"command": "echo ````; done"})
+    plan = Plan(environment="dev", app="a", target="local", source="dev.yaml", changes=(change,))
+    md = render_markdown([plan])
+    assert "\n`````diff\n+ + cron.x\n+     command = \"echo ````; done\"\n`````\n" in md

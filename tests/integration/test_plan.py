@@ -136,7 +136,7 @@ def test_cli_outputs_and_exit_codes_never_show_secret_values(tmp_path: Path,
     assert {rc["address"] for rc in data["resource_changes"]} >= {"volume.agent-state",
                                                                    "secret.openai"}
     md = harvest("plan", str(path), "--target", "modal", "--format", "markdown")
-    assert md.stdout.startswith("<!-- harvest-plan -->")
+    assert md.stdout.startswith("<!-- harvest-plan: plan-cli -->\n### harvest plan\n")
     assert_no_secret(text.stdout, text.stderr, js.stdout, js.stderr, md.stdout, md.stderr,
                      out_file.read_text())
     saved = json.loads(out_file.read_text())
