@@ -68,9 +68,8 @@ def settings_from(loaded: Sequence[Any], *, branch: str, install: str) -> tuple[
     for item in loaded:
         for name, secret in sorted(item.spec.secrets.items()):
             if secret.from_dotenv is not None:
-                warnings.append(f"{item.path}: secret {name!r} reads the dotenv file "
-                                f"{secret.from_dotenv}, which CI does not have: use `from_env` "
-                                "for what CI applies")
+                warnings.append(f"{item.path}: secret {name!r} reads a dotenv file, which CI "
+                                "does not have: use `from_env` for what CI applies")
             for variable in (secret.from_env or {}).values():
                 if variable.startswith("GITHUB_"):
                     problems.append(f"{item.path}: secret {name!r} reads {variable}, but GitHub "
