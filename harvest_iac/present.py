@@ -187,10 +187,11 @@ def render_markdown(plans: Sequence[Plan], *, title: str = "harvest plan", kind:
 
 
 def _hard_cut(text: str, limit: int, size: Callable[[str], int]) -> str:
-    """Last resort when even the summary does not fit: whole lines, then a note."""
+    """Last resort when even the summary does not fit: whole lines (always the marker), then a
+    note."""
     tail = "\n\n(cut: the summary alone is over the size limit)\n"
     lines = text.splitlines()
-    while lines and size("\n".join(lines) + tail) > limit:
+    while len(lines) > 1 and size("\n".join(lines) + tail) > limit:
         lines.pop()
     return "\n".join(lines) + tail
 

@@ -102,3 +102,29 @@ def test_markdown_code_fence_outlasts_backticks_in_values() -> None:
     plan = Plan(environment="dev", app="a", target="local", source="dev.yaml", changes=(change,))
     md = render_markdown([plan])
     assert "\n`````diff\n+ + cron.x\n+     command = \"echo ````; done\"\n`````\n" in md
+
+
+def _many(env: str, n: int, note: str = "") -> Plan:
+    changes = tuple(Change(f"volume.v{i:04d}", "volume", f"v{i:04d}", Action.CREATE,
+                           after={"version": 2}, notes=(note,) if note else ())
+                    for i in range(n))
+    return Plan(environment=env, app="a", target="local", source=f"{env}.yaml", changes=changes)
+
+
+def test_markdown_limit_is_measured_as_asked() -> None:
+    """The step summary's limit is in bytes: multi-byte text is cut by its encoded size."""
+    plan = _many("dev", 400, note="prix ≤ 3 € — 数据" * 4)
+    limit = 20_000
+    by_bytes = render_markdown([plan], limit=limit, size=lambda s: len(s.encode()))
+    by_chars = render_markdown([plan], limit=limit)
+    assert len(by_bytes.encode()) <= limit < len(by_chars.encode())
+    assert len(by_chars) <= limit
+    assert "Not shown: `dev`:" in by_bytes
+
+
+def test_markdown_summary_alone_over_the_limit_is_cut_by_lines() -> None:
+    plans = [_many(f"env{i:04d}", 0) for i in range(3000)]
+    text = render_markdown(plans, limit=65_536)
+    assert 60_000 < len(text) <= 65_536
+    assert text.startswith("<!-- harvest-plan: env0000, env0001,")
+    assert text.endswith("\n\n(cut: the summary alone is over the size limit)\n")
