@@ -284,7 +284,8 @@ def emulator() -> None:
 @click.option("--latency-ms", type=float, default=None, help="Fault injection: added latency per RPC.")
 @click.option("--error-rate", type=float, default=None,
               help="Fault injection: fraction of RPCs failing UNAVAILABLE/INTERNAL.")
-@click.option("-v", "--verbose", is_flag=True, help="Log every RPC (method and status only).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log every call: method, status and duration (never headers or contents).")
 @handles_errors
 def emulator_serve(
     host: str,

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -63,21 +63,24 @@ def modal_cli(*args: str, env_extra: dict[str, str] | None = None, check: bool =
     return proc
 
 
-def raw_rpc(method: str, request: object, *, metadata: dict[str, str] | None = None) -> object:
-    """Send one RPC straight to the session's local Modal (bypassing the client's own
-    checks), with the token the client would send. Raises grpclib's GRPCError."""
+def raw_rpc(method: str, request: object, *, metadata: dict[str, str] | None = None,
+            workspace: bool = True, env: Mapping[str, str] | None = None) -> object:
+    """Send one RPC straight to the session's local Modal (or the one `env` points at),
+    bypassing the client's own checks, with the token the client would send (none with
+    `workspace=False`) and `metadata`. Raises grpclib's GRPCError."""
     import asyncio
     from urllib.parse import urlparse
 
     from grpclib.client import Channel
     from modal_proto import api_grpc
 
-    url = urlparse(os.environ["MODAL_SERVER_URL"])
+    env = os.environ if env is None else env
+    url = urlparse(env["MODAL_SERVER_URL"])
     md = {
-        "x-modal-token-id": os.environ["MODAL_TOKEN_ID"],
-        "x-modal-token-secret": os.environ["MODAL_TOKEN_SECRET"],
-        **(metadata or {}),
-    }
+        "x-modal-token-id": env["MODAL_TOKEN_ID"],
+        "x-modal-token-secret": env["MODAL_TOKEN_SECRET"],
+    } if workspace else {}
+    md.update(metadata or {})
 
     async def call() -> object:
         channel = Channel(url.hostname, url.port)

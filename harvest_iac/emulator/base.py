@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from harvest_iac.emulator.auth import WORKSPACE_CALLER, Caller
+
 if TYPE_CHECKING:
     from harvest_iac.emulator.server import Emulator
     from harvest_iac.emulator.store import Store
@@ -31,6 +33,7 @@ class Ctx:
     metadata: Mapping[str, str]
     emu: Emulator
     peer_token: str | None = None
+    caller: Caller = WORKSPACE_CALLER
 
     @property
     def store(self) -> Store:

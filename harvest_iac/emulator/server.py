@@ -10,23 +10,27 @@ message types. Services (`harvest_iac.emulator.services.*`) implement methods by
   transactions (long polls);
 * a method decorated with `@streaming` gets the raw grpclib stream: `(self, stream, ctx)`.
 
-Every method no service implements answers UNIMPLEMENTED, naming the method.
+Every method no service implements answers UNIMPLEMENTED, naming the method. Every call is
+authorized first (`auth.py`: only credentials this server issued, each for its own calls)
+and logged with its method, status and duration, never its headers or messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import json
 import logging
 import os
 import random
 import secrets
 import socket
+import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +41,20 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from modal_proto import api_grpc, task_command_router_grpc
 
+from harvest_iac.emulator.auth import CLIENT_API, TASK_ROUTER, Authority, Caller, Unauthenticated
 from harvest_iac.emulator.base import DEFAULT_ENVIRONMENT, Ctx, Service
-from harvest_iac.emulator.store import Store
+from harvest_iac.emulator.store import Store, write_private
 
 log = logging.getLogger("harvest.emulator")
+
+GC_INTERVAL_S = 600.0
+GC_GRACE_S = 3600.0
+"""Unreferenced file bytes younger than this are kept: an upload may be about to be used."""
+
+_SURFACES = (
+    (api_grpc.ModalClientBase, CLIENT_API),
+    (task_command_router_grpc.TaskCommandRouterBase, TASK_ROUTER),
+)
 
 @dataclass
 class Faults:
@@ -111,6 +125,7 @@ class Emulator:
         faults: Faults | None = None,
         token_id: str | None = None,
         token_secret: str | None = None,
+        gc_interval_s: float = GC_INTERVAL_S,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
@@ -120,6 +135,8 @@ class Emulator:
         self._rng = random.Random(self.faults.seed)
         self.store = Store(self.data_dir)
         self.token_id, self.token_secret = self._credentials(token_id, token_secret)
+        self.authority = Authority(self.token_id, self.token_secret)
+        self.gc_interval_s = gc_interval_s
         self.stats = Stats()
         self.services: list[Service] = []
         self._server: grpclib.server.Server | None = None
@@ -128,6 +145,11 @@ class Emulator:
         # Called (inside the transaction) with an environment id before it is deleted,
         # so each service can drop the objects it scopes to that environment.
         self.environment_delete_hooks: list[Callable[[str], None]] = []
+        # What the garbage collector keeps: each service registers the sha256 digests of the
+        # file bytes it references (`content_roots`) and the blob ids it still needs
+        # (`blob_roots`; other blob ids live an hour). Called inside a transaction.
+        self.content_roots: list[Callable[[], Iterable[str]]] = []
+        self.blob_roots: list[Callable[[], Iterable[str]]] = []
         from harvest_iac.emulator.services import SERVICE_CLASSES
 
         for cls in SERVICE_CLASSES:
@@ -162,10 +184,26 @@ class Emulator:
 
     @property
     def _url_host(self) -> str:
+        """The host clients on this machine use: loopback when bound to every interface."""
         host = self.host
         if host in ("", "0.0.0.0", "::"):
             host = "127.0.0.1"
         return f"[{host}]" if ":" in host else host
+
+    @property
+    def listening(self) -> tuple[str, str]:
+        """Where the API and the file endpoint are bound: `host:port`, comma-separated if several."""
+        assert self._server is not None
+        sockets = self._server._server.sockets  # type: ignore[union-attr]
+        grpc = ", ".join(_address(sock.getsockname()) for sock in sockets)
+        return grpc, ", ".join(_address(addr) for addr in self._http.addresses)
+
+    @property
+    def loopback_only(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
 
     @property
     def config_path(self) -> Path:
@@ -221,28 +259,24 @@ class Emulator:
 
     def mapping(self) -> list[_Servable]:
         servables = []
-        for base in (api_grpc.ModalClientBase, task_command_router_grpc.TaskCommandRouterBase):
+        for base, surface in _SURFACES:
             table = {}
             for path, handler in _abstract_base_mapping(base).items():
                 name = path.rsplit("/", 1)[1]
                 impl = self._implementation(name)
-                func = self._wrap(name, impl, handler.cardinality, handler.reply_type)
+                func = self._logged(name, surface, self._handler(name, impl, handler.cardinality,
+                                                                  handler.reply_type))
                 table[path] = grpclib.const.Handler(
                     func, handler.cardinality, handler.request_type, handler.reply_type
                 )
             servables.append(_Servable(table))
         return servables
 
-    def _check_auth(self, name: str, metadata: Mapping[str, str]) -> None:
-        if metadata.get("x-modal-token-id") == self.token_id and metadata.get(
-            "x-modal-token-secret"
-        ) == self.token_secret:
-            return
-        if metadata.get("x-modal-auth-token") or metadata.get("x-modal-sandbox-token"):
-            return  # task command router and input-plane calls carry a JWT we issued
-        if metadata.get("authorization", "").startswith("Bearer "):
-            return  # the task command router; its handlers verify the JWT's signature
-        raise GRPCError(Status.UNAUTHENTICATED, "Invalid token for the local Modal emulator")
+    def _authorize(self, surface: str, metadata: Mapping[str, str]) -> Caller:
+        try:
+            return self.authority.authorize(surface, metadata)
+        except Unauthenticated as exc:
+            raise GRPCError(Status.UNAUTHENTICATED, str(exc)) from None
 
     async def _inject_before(self, name: str) -> bool:
         """Sleep the injected latency; return True when this call should fail."""
@@ -255,20 +289,44 @@ class Emulator:
         code = self._rng.choice(self.faults.error_codes)
         return GRPCError(code, f"injected fault in {name}")
 
-    def _wrap(
+    def _logged(self, name: str, surface: str, handler: Callable[[Any, Ctx], Any]) -> Callable[[Any], Any]:
+        """Count, authorize and log one call: its method, status and duration, nothing else."""
+        emu = self
+
+        async def call(stream: Any) -> None:
+            emu.stats.calls[name] += 1
+            start = time.perf_counter()
+            status = Status.UNKNOWN
+            try:
+                md = dict(stream.metadata or {})
+                ctx = Ctx(name, md, emu, caller=emu._authorize(surface, md))
+                await handler(stream, ctx)
+                status = Status.OK
+            except GRPCError as err:
+                status = err.status
+                raise
+            except asyncio.CancelledError:
+                status = Status.CANCELLED
+                raise
+            finally:
+                level = logging.INFO if status is Status.UNIMPLEMENTED else logging.DEBUG
+                log.log(level, "rpc %s %s %.1f ms", name, status.name,
+                        (time.perf_counter() - start) * 1000)
+
+        return call
+
+    def _handler(
         self,
         name: str,
         impl: Callable[..., Any] | None,
         cardinality: grpclib.const.Cardinality,
         reply_type: Any,
-    ) -> Callable[[Any], Any]:
+    ) -> Callable[[Any, Ctx], Any]:
         emu = self
 
         if impl is None:
 
-            async def unimplemented(stream: Any) -> None:
-                emu.stats.calls[name] += 1
-                log.info("rpc %s UNIMPLEMENTED", name)
+            async def unimplemented(stream: Any, ctx: Ctx) -> None:
                 raise GRPCError(Status.UNIMPLEMENTED, f"The local Modal does not implement {name}")
 
             return unimplemented
@@ -277,30 +335,22 @@ class Emulator:
             cardinality.value.server_streaming
         ):
 
-            async def raw(stream: Any) -> None:
-                emu.stats.calls[name] += 1
-                md = dict(stream.metadata or {})
-                emu._check_auth(name, md)
+            async def raw(stream: Any, ctx: Ctx) -> None:
                 if await emu._inject_before(name):
                     raise emu._injected_error(name)
-                ctx = Ctx(name, md, emu)
                 await impl(stream, ctx)
 
             return raw
 
         is_async = inspect.iscoroutinefunction(impl)
 
-        async def unary(stream: Any) -> None:
-            emu.stats.calls[name] += 1
-            md = dict(stream.metadata or {})
-            emu._check_auth(name, md)
+        async def unary(stream: Any, ctx: Ctx) -> None:
             req = await stream.recv_message()
             fail = await emu._inject_before(name)
             fail_after = fail and emu._rng.random() < 0.5
             if fail and not fail_after:
                 raise emu._injected_error(name)
-            key = md.get("x-idempotency-key")
-            ctx = Ctx(name, md, emu)
+            key = ctx.metadata.get("x-idempotency-key")
             if is_async:
                 resp = await impl(req, ctx)
             else:
@@ -317,7 +367,6 @@ class Emulator:
                 # The effect landed but the answer is "lost": the client retries with the
                 # same idempotency key and must get the cached answer, not a second effect.
                 raise emu._injected_error(name)
-            log.debug("rpc %s OK", name)
             await stream.send_message(resp)
 
         return unary
@@ -327,16 +376,41 @@ class Emulator:
         from harvest_iac.emulator.http import start_http
 
         self._http = await start_http(self)
+        self.collect_garbage()
         self._server = grpclib.server.Server(self.mapping())
         await self._server.start(self.host, self.port)
         sock = self._server._server.sockets[0]  # type: ignore[union-attr]
         self.port = sock.getsockname()[1]
         self._write_client_config()
+        self.spawn(self._collect_garbage_every(self.gc_interval_s))
         log.info("local Modal listening on %s (files on %s)", self.url, self.http_url)
 
     def _write_client_config(self) -> None:
         # An empty profile file of our own, so the user's ~/.modal.toml is never read.
-        self.config_path.write_text("")
+        write_private(self.config_path, b"")
+
+    def collect_garbage(self) -> int:
+        """Forget blob ids past their hour and old idempotency entries, then delete the file
+        bytes nothing references that are older than GC_GRACE_S; returns how many went."""
+        from harvest_iac.emulator.http import expire_blobs
+
+        now = time.time()
+        with self.store.tx():
+            expire_blobs(self.store, {b for root in self.blob_roots for b in root()}, now)
+            self.store.prune_idempotency()
+            referenced = {digest for root in self.content_roots for digest in root()}
+        removed = self.store.remove_unreferenced(referenced, older_than=now - GC_GRACE_S)
+        if removed:
+            log.info("garbage collection removed %d unreferenced files", removed)
+        return removed
+
+    async def _collect_garbage_every(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.collect_garbage()
+            except (OSError, sqlite3.Error) as exc:
+                log.warning("garbage collection failed: %s", exc)
 
     async def stop(self) -> None:
         for task in list(self.background):
@@ -364,11 +438,12 @@ class LocalModal:
     """
 
     def __init__(self, data_dir: Path, *, faults: Faults | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, gc_interval_s: float = GC_INTERVAL_S) -> None:
         self.data_dir = Path(data_dir)
         self._faults = faults
         self._host = host
         self._port = port
+        self._gc_interval_s = gc_interval_s
         self.emulator: Emulator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -383,7 +458,7 @@ class LocalModal:
             asyncio.set_event_loop(loop)
             try:
                 self.emulator = Emulator(self.data_dir, faults=self._faults, host=self._host,
-                                         port=self._port)
+                                         port=self._port, gc_interval_s=self._gc_interval_s)
                 loop.run_until_complete(self.emulator.start())
             except BaseException as exc:  # surfaced in the caller's thread
                 errors.append(exc)
@@ -430,6 +505,11 @@ class LocalModal:
 
     def stats(self) -> dict[str, Any]:
         return self._emu().stats.as_dict()
+
+
+def _address(sockname: tuple[Any, ...]) -> str:
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -12,15 +12,17 @@ Goal: under 1.5 s on the project's machines.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harvest_iac.emulator.server import LocalModal
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -48,9 +50,8 @@ def nightly() -> str:
 """
 
 
-def _rpc_totals(http_url: str) -> dict[str, int]:
-    with urllib.request.urlopen(f"{http_url}/_stats", timeout=10) as resp:
-        return dict(json.loads(resp.read())["calls"])
+def _rpc_totals(lm: LocalModal) -> dict[str, int]:
+    return dict(lm.stats()["calls"])
 
 
 def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
@@ -75,16 +76,15 @@ def main() -> None:
     with LocalModal(work / "modal", faults=Faults(latency_ms=args.latency_ms)) as lm:
         env = {**os.environ, **lm.client_env()}
         env.pop("MODAL_ENVIRONMENT", None)
-        http_url = lm._emu().http_url
         modal_cmd = [sys.executable, "-m", "modal"]
         _run([*modal_cmd, "secret", "create", "bench-secret", "TOKEN=bench"], env, work)
         times: list[float] = []
         baselines: list[float] = []
         rpcs: list[dict[str, int]] = []
         for _ in range(args.runs):
-            before = _rpc_totals(http_url)
+            before = _rpc_totals(lm)
             times.append(_run([*modal_cmd, "deploy", "app.py"], env, work))
-            after = _rpc_totals(http_url)
+            after = _rpc_totals(lm)
             rpcs.append({k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)})
             # The client's own start-up, measured alongside (the machine may be busy).
             baselines.append(_run([*modal_cmd, "--help"], env, work))

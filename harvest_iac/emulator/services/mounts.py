@@ -26,7 +26,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
-from harvest_iac.emulator.http import blob_bytes, new_blob
+from harvest_iac.emulator.http import BLOB_MAX_BYTES, blob_bytes, blob_url, new_blob
 from harvest_iac.emulator.base import Ctx, Service
 from harvest_iac.emulator.store import dumps, new_id
 
@@ -84,6 +84,14 @@ class MountService(Service):
     def __init__(self, emu: Emulator) -> None:
         super().__init__(emu)
         emu.environment_delete_hooks.append(self._drop_environment)
+        emu.content_roots.append(self._referenced_files)
+
+    def _referenced_files(self) -> set[str]:
+        return {
+            entry["sha256_hex"]
+            for row in self.store.all("SELECT files FROM mounts")
+            for entry in json.loads(row["files"])
+        }
 
     def _drop_environment(self, env_id: str) -> None:
         self.store.run("DELETE FROM mounts WHERE env_id = ?", env_id)
@@ -206,14 +214,19 @@ class MountService(Service):
 
     # -- blobs -------------------------------------------------------------------------
     def BlobCreate(self, req: api_pb2.BlobCreateRequest, ctx: Ctx) -> api_pb2.BlobCreateResponse:
-        blob_id, url = new_blob(self.emu)
+        if req.content_length > BLOB_MAX_BYTES:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                f"Blobs over {BLOB_MAX_BYTES // 1024**3} GiB are not supported by the local Modal",
+            )
+        blob_id, url = new_blob(self.emu, req.content_length)
         return api_pb2.BlobCreateResponse(
             blob_id=blob_id, upload_url=url, blob_ids=[blob_id],
             upload_urls=api_pb2.UploadUrlList(items=[url]),
         )
 
     def BlobGet(self, req: api_pb2.BlobGetRequest, ctx: Ctx) -> api_pb2.BlobGetResponse:
-        row = self.store.one("SELECT sha256 FROM blobs WHERE id = ?", req.blob_id)
-        if row is None or row["sha256"] is None:
-            raise GRPCError(Status.NOT_FOUND, f"Blob '{req.blob_id}' not found")
-        return api_pb2.BlobGetResponse(download_url=f"{self.emu.http_url}/blobs/{req.blob_id}")
+        try:
+            return api_pb2.BlobGetResponse(download_url=blob_url(self.emu, req.blob_id))
+        except KeyError:
+            raise GRPCError(Status.NOT_FOUND, f"Blob '{req.blob_id}' not found") from None

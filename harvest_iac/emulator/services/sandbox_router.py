@@ -22,6 +22,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2, task_command_router_pb2 as sr_pb2
 
+from harvest_iac.emulator.auth import ROUTER
 from harvest_iac.emulator.base import Ctx, streaming
 from harvest_iac.emulator.services.sandbox_procs import STDERR, STDOUT, Proc
 
@@ -43,11 +44,9 @@ class SandboxRouter:
 
     # -- lookups and auth ----------------------------------------------------------------
     def _task(self: SandboxService, ctx: Ctx, task_id: str) -> LiveSandbox:
-        from harvest_iac.emulator.tokens import verify_jwt
-
         header = ctx.metadata.get("authorization", "")
-        claims = verify_jwt(self.emu.token_secret, header.removeprefix("Bearer ").strip())
-        if claims is None or claims.get("task_id") != task_id:
+        claims = self.emu.authority.verify(header.removeprefix("Bearer ").strip(), ROUTER)
+        if claims is None or claims["sub"] != task_id:
             raise GRPCError(Status.UNAUTHENTICATED, "Invalid or expired task command router token")
         sandbox_id = self.by_task.get(task_id)
         live = self.live.get(sandbox_id) if sandbox_id else None

@@ -37,12 +37,12 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
+from harvest_iac.emulator.auth import AUTH, ROUTER
 from harvest_iac.emulator.base import Ctx, Service
 from harvest_iac.emulator.services.sandbox_procs import Proc, sandbox_env
 from harvest_iac.emulator.services.sandbox_router import SandboxRouter
 from harvest_iac.emulator.services.sandbox_volumes import VolumeLink, commit, copy_in, read_links, scan
 from harvest_iac.emulator.store import dumps, new_id
-from harvest_iac.emulator.tokens import issue_jwt
 
 if TYPE_CHECKING:
     from harvest_iac.emulator.server import Emulator
@@ -256,9 +256,8 @@ class SandboxService(SandboxRouter, Service):
 
     # -- AuthTokenGet ------------------------------------------------------------------------
     def AuthTokenGet(self, req: api_pb2.AuthTokenGetRequest, ctx: Ctx) -> api_pb2.AuthTokenGetResponse:
-        return api_pb2.AuthTokenGetResponse(
-            token=issue_jwt(self.emu.token_secret, {"sub": "harvest-local-modal"})
-        )
+        """The token the client sends as `x-modal-auth-token`, good only beside its own credentials."""
+        return api_pb2.AuthTokenGetResponse(token=self.emu.authority.issue(AUTH, ctx.caller.subject))
 
     # -- create ------------------------------------------------------------------------------
     async def SandboxCreateV2(
@@ -316,7 +315,7 @@ class SandboxService(SandboxRouter, Service):
 
     def router_access(self, task_id: str) -> api_pb2.CommandRouterAccess:
         """Where and how to reach the task command router: this server, with a JWT."""
-        jwt = issue_jwt(self.emu.token_secret, {"sub": task_id, "task_id": task_id})
+        jwt = self.emu.authority.issue(ROUTER, task_id)
         return api_pb2.CommandRouterAccess(url=self.emu.url, jwt=jwt)
 
     async def _start(self, live: LiveSandbox, d: api_pb2.Sandbox) -> None:

@@ -32,6 +32,7 @@ from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
 from harvest_iac.emulator.base import Ctx, Service, streaming
+from harvest_iac.emulator.http import block_url
 from harvest_iac.emulator.services.named import (
     Kind,
     check_object_name,
@@ -226,6 +227,14 @@ class VolumeService(Service):
         self.emu.environment_delete_hooks.append(
             lambda env_id: VOLUMES.drop_environment(self.store, env_id)
         )
+        self.emu.content_roots.append(self._referenced_blocks)
+
+    def _referenced_blocks(self) -> set[str]:
+        return {
+            digest
+            for row in self.store.all("SELECT DISTINCT blocks FROM volume_files WHERE type = ?", FILE)
+            for digest in json.loads(row["blocks"])
+        }
 
     def _files(self, volume_id: str) -> VolumeFiles:
         VOLUMES.row(self.store, volume_id)
@@ -315,7 +324,7 @@ class VolumeService(Service):
         files = self._files(req.volume_id)
         missing = [
             api_pb2.VolumePutFiles2Response.MissingBlock(
-                file_index=fi, block_index=bi, put_url=f"{self.emu.http_url}/blocks/{b.contents_sha256.hex()}"
+                file_index=fi, block_index=bi, put_url=block_url(self.emu, "PUT", b.contents_sha256.hex())
             )
             for fi, f in enumerate(req.files)
             for bi, b in enumerate(f.blocks)
@@ -350,7 +359,7 @@ class VolumeService(Service):
         if row is None or row["type"] != FILE:
             raise GRPCError(Status.NOT_FOUND, f"No such file: '{req.path}'")
         blocks = json.loads(row["blocks"])
-        urls = [f"{self.emu.http_url}/blocks/{digest}" for digest in blocks]
+        urls = [block_url(self.emu, "GET", digest) for digest in blocks]
         return api_pb2.VolumeGetFile2Response(get_urls=urls, size=row["size"], start=0, len=row["size"])
 
     def VolumeGetFile(self, req: api_pb2.VolumeGetFileRequest, ctx: Ctx) -> api_pb2.VolumeGetFileResponse:
