@@ -21,10 +21,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harvest_iac.errors import HarvestError
+from harvest_iac.naming import LOCK_DICT, STATE_VOLUME
+
+__all__ = ["LOCK_DICT", "STATE_VOLUME"]  # where the record lives (re-exported)
 
 STATE_FORMAT = 1
-STATE_VOLUME = "harvest-state"
-LOCK_DICT = "harvest-locks"
 
 
 def state_path(app: str) -> str:

@@ -81,3 +81,17 @@ def test_schema_is_json_schema_that_describes_the_format(tmp_path: Path) -> None
     out = tmp_path / "schema" / "harvest.json"
     result = runner.invoke(cli, ["schema", "-o", str(out)])
     assert result.exit_code == 0 and json.loads(out.read_text()) == schema
+
+
+def test_bidi_characters_in_a_file_name_and_a_key_are_escaped(tmp_path: Path) -> None:
+    """A right-to-left override (U+202E) in the file name and in a volume name: every part of
+    the message shows it escaped, so the terminal cannot reorder what the user reads."""
+    name = "env\u202elmay.yaml"
+    (tmp_path / name).write_text("harvest: 1\nenvironment: dev\napp: a\nvolumes:\n  \"a\u202eb\": {}\n",
+                                 encoding="utf-8")
+    result = _run("-m", "harvest_iac", "validate", name, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "\u202e" not in result.stderr + result.stdout
+    assert result.stderr.startswith("env\\u202elmay.yaml:5:3: volumes.a\\u202eb: volume name 'a\\u202eb'")
