@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harvest_iac.diff import Desired, DiffInput, SecretValues, compare
-from harvest_iac.errors import HarvestError, Problem, SpecError
+from harvest_iac.errors import HarvestError, Problem, SpecError, printable
 from harvest_iac.estimate import STARTER_PLAN_CRON_LIMIT
 from harvest_iac.plan import Plan
 
@@ -345,7 +345,7 @@ def run_plan(paths: tuple[str, ...], *, out: str | None, detailed_exitcode: bool
 
         doc = {"plans": [plan_to_dict(p) for p in plans]}
         Path(out).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        click.echo(f"Saved the plan to {out}; apply it with: harvest apply {out}", err=True)
+        click.echo(printable(f"Saved the plan to {out}; apply it with: harvest apply {out}"), err=True)
     changes = any(p.summary.has_changes for p in plans)
     if detailed_exitcode and changes:
         return 2

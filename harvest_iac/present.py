@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from harvest_iac.errors import printable
 from harvest_iac.plan import SENSITIVE, Action, Change, Drift, Plan, plan_to_dict
 
 _VERBS = {
@@ -108,7 +109,7 @@ def render_text(plans: Sequence[Plan], *, color: bool = False) -> str:
     for plan in plans:
         out.append(style(
             f"harvest plan for environment \"{plan.environment}\" (app \"{plan.app}\") "
-            f"from {plan.source}, target {plan.target}", bold=True))
+            f"from {printable(plan.source)}, target {plan.target}", bold=True))
         out.append("")
         if plan.drift:
             out.append(style("Objects have changed outside of harvest:", bold=True))
@@ -117,7 +118,7 @@ def render_text(plans: Sequence[Plan], *, color: bool = False) -> str:
                 out.extend(_drift_block(d, style))
             out.append("")
         for w in plan.warnings:
-            out.append(style(f"Warning: {w}", fg="yellow"))
+            out.append(style(f"Warning: {printable(w)}", fg="yellow"))
         if plan.warnings:
             out.append("")
         actionable = plan.actionable
@@ -166,7 +167,7 @@ def render_markdown(plans: Sequence[Plan]) -> str:
                 out.append(f"- `{d.address}` {d.what}")
             out.append("")
         for w in plan.warnings:
-            out.append(f"> :warning: {w}")
+            out.append(f"> :warning: {printable(w)}")
         if plan.warnings:
             out.append("")
         if actionable:
