@@ -22,6 +22,7 @@ from typing import Any
 
 from harvest_iac.errors import HarvestError
 from harvest_iac.naming import LOCK_DICT, STATE_VOLUME
+from harvest_iac.spec.units import describe
 
 __all__ = ["LOCK_DICT", "STATE_VOLUME"]  # where the record lives (re-exported)
 
@@ -104,28 +105,56 @@ class StateRecord:
         try:
             data = json.loads(text)
             if not isinstance(data, dict):
-                raise ValueError("not an object")
+                raise ValueError(f"expected a mapping, got {describe(data)}")
             fmt = data.get("format")
             if fmt != STATE_FORMAT:
                 raise HarvestError(
                     f"{where}: format {fmt!r} is not supported by this harvest "
                     f"(it reads format {STATE_FORMAT}); upgrade harvest"
                 )
+            resources = _field(data, "resources", dict, "resources")
             return cls(
-                environment=str(data["environment"]),
-                app=str(data["app"]),
-                serial=int(data["serial"]),
-                lineage=str(data["lineage"]),
-                salt=str(data["salt"]),
-                resources={a: _record_from_dict(r) for a, r in data["resources"].items()},
+                environment=_field(data, "environment", str),
+                app=_field(data, "app", str),
+                serial=_field(data, "serial", int),
+                lineage=_field(data, "lineage", str),
+                salt=_field(data, "salt", str),
+                resources={_address(a): _record_from_dict(r, f"resources[{a}]")
+                           for a, r in resources.items()},
                 format=fmt,
             )
         except HarvestError:
             raise
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, RecursionError) as exc:
             raise HarvestError(f"{where} is corrupt ({exc}); fix or remove it") from exc
 
 
+_MISSING = object()
+_EXPECTED = {str: "a string", int: "a whole number", float: "a number", dict: "a mapping",
+             list: "a list"}
+
+
+def _field(data: dict[str, Any], key: str, kind: type, where: str = "", default: Any = _MISSING
+           ) -> Any:
+    """`data[key]` if it is a `kind` (a float may be written as a whole number)."""
+    where = where or key
+    if key not in data:
+        if default is _MISSING:
+            raise ValueError(f"{where}: missing")
+        return default
+    value = data[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"{where}: expected {_EXPECTED[kind]}, got {describe(value)}")
+    return value
+
+
+def _address(address: str) -> str:
+    kind, dot, name = address.partition(".")
+    if not (kind and dot and name):
+        raise ValueError(f"resources: {address!r} is not an address like volume.NAME")
+    return address
 def _record_to_dict(rec: ResourceRecord) -> dict[str, Any]:
     out: dict[str, Any] = {"spec": rec.spec}
     if rec.object_id:
@@ -144,14 +173,25 @@ def _record_to_dict(rec: ResourceRecord) -> dict[str, Any]:
     return out
 
 
-def _record_from_dict(d: dict[str, Any]) -> ResourceRecord:
+def _record_from_dict(d: object, where: str) -> ResourceRecord:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a mapping, got {describe(d)}")
+    snapshots = _field(d, "snapshots", list, f"{where}.snapshots", [])
+    version = d.get("version")
     return ResourceRecord(
-        object_id=str(d.get("object_id", "")),
-        spec=dict(d.get("spec", {})),
-        values_hash=str(d.get("values_hash", "")),
-        created_at=float(d.get("created_at", 0.0)),
-        snapshots=tuple(SnapshotRecord(str(s["image_id"]), float(s["created_at"]))
-                        for s in d.get("snapshots", [])),
-        version=d.get("version"),
-        code_hash=str(d.get("code_hash", "")),
+        object_id=_field(d, "object_id", str, f"{where}.object_id", ""),
+        spec=_field(d, "spec", dict, f"{where}.spec", {}),
+        values_hash=_field(d, "values_hash", str, f"{where}.values_hash", ""),
+        created_at=_field(d, "created_at", float, f"{where}.created_at", 0.0),
+        snapshots=tuple(_snapshot_from_dict(s, f"{where}.snapshots[{i}]")
+                        for i, s in enumerate(snapshots)),
+        version=None if version is None else _field(d, "version", int, f"{where}.version"),
+        code_hash=_field(d, "code_hash", str, f"{where}.code_hash", ""),
     )
+
+
+def _snapshot_from_dict(d: object, where: str) -> SnapshotRecord:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a mapping, got {describe(d)}")
+    return SnapshotRecord(_field(d, "image_id", str, f"{where}.image_id"),
+                          _field(d, "created_at", float, f"{where}.created_at"))

@@ -217,3 +217,21 @@ def test_golden_plan_of_an_empty_environment(tmp_path: Path, local_modal: object
     data = json.loads(render_json([plan]))
     data["live_fingerprint"] = "sha256:(varies)"
     check_golden(golden / "empty.json", mask(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+@pytest.mark.parametrize("resources", [
+    [], {"volume.agent-state": "a string"}, {"volume": {"spec": {}}},
+], ids=["a list", "a string value", "an address without a dot"])
+def test_corrupt_state_record_is_one_line(tmp_path: Path, modal_environment: str,
+                                          resources: object) -> None:
+    path = write_env(tmp_path, modal_environment)
+    record = {"format": 1, "environment": modal_environment, "app": "agents", "serial": 3,
+              "lineage": "l-1", "salt": "00", "resources": resources}
+    ModalOps(modal_environment).write_file(STATE_VOLUME, state_path("agents"),
+                                           json.dumps(record).encode())
+    proc = harvest("plan", str(path), "--target", "modal")
+    assert proc.returncode == 1, proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("Error: state record harvest-state:/apps/agents.json is corrupt (")
+    assert proc.stderr.rstrip().endswith("; fix or remove it")
