@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import json
 import os
 import socket
 import sys
@@ -26,7 +25,7 @@ import click
 
 from harvest_iac.diff import compare
 from harvest_iac.errors import HarvestError, LockError, StalePlanError
-from harvest_iac.plan import Action, Change, Plan, plan_from_dict
+from harvest_iac.plan import Action, Change, Plan
 from harvest_iac.planner import Prepared, load_environments
 from harvest_iac.state import (
     STATE_VOLUME,
@@ -274,12 +273,11 @@ class Applier:
             _, secs = await mb.read_objects(conn, env, [], [c.name for c in changes])
             for c in changes:
                 ls = secs.get(c.name)
-                sv = self.prep.secret_values[c.name]
-                assert sv.values is not None
+                assert c.values_hash is not None  # the values were read before any change
                 self.state = self.state.with_resource(c.address, ResourceRecord(
                     object_id=ls.object_id if ls else "",
                     spec=dict(self.prep.desired[c.address].spec),
-                    values_hash=self.state.hash_values(sv.values),
+                    values_hash=c.values_hash,
                     created_at=ls.created_at if ls else 0.0))
 
         self.session.with_connection(go)
@@ -376,13 +374,14 @@ class Applier:
 
 # -- the verb --------------------------------------------------------------------------------
 def _read_plan_file(path: Path) -> list[Plan]:
+    from harvest_iac.planfile import plans_from_json
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        docs = data["plans"] if isinstance(data, dict) and "plans" in data else [data]
-        return [plan_from_dict(d) for d in docs]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise HarvestError(f"{path}: not a harvest plan file ({exc}); make one with "
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HarvestError(f"{path}: cannot read the plan file ({exc}); make one with "
                            "`harvest plan -o plan.json`") from exc
+    return plans_from_json(text, str(path))
 
 
 def is_plan_file(path: str) -> bool:
@@ -446,7 +445,7 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
 
     from harvest_iac import modal_backend as mb
     from harvest_iac.modal_backend import ModalOps, ReadRequest
-    from harvest_iac.planner import diff_input
+    from harvest_iac.planner import diff_input, secret_hasher
 
     prep = prep.full(environ)  # the validated spec: the app is rendered from it
     if prep.spec_digest != plan.spec_digest:
@@ -475,7 +474,9 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
             problems = guard_problems(fresh, opts.allow_destroy)
             if problems:
                 raise HarvestError("apply refused, nothing was changed:\n  " + "\n  ".join(problems))
-        state = live.state or StateRecord.new(spec.environment, spec.app)
+        known = {n: sv.values for n, sv in prep.secret_values.items() if sv.values is not None}
+        state = (live.state or StateRecord.new(spec.environment, spec.app)).with_current_hashes(
+            known, secret_hasher(environ))
         applier = Applier(session=session, prep=prep, plan=fresh, state=state, ops=ops, echo=echo,
                           allow_destroy=opts.allow_destroy, lock=lock)
         applier.run()

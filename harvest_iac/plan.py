@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
+from harvest_iac.secrethash import ValuesHash
+
 PLAN_FORMAT_VERSION = "1.0"
 
 #: The order resources are created / changed in (deletions run in reverse, last).
@@ -83,6 +85,7 @@ class Change:
     reason: str | None = None  # why this action (e.g. "version is fixed at creation")
     blocked: str | None = None  # a guard refused it: what and how to fix
     notes: tuple[str, ...] = ()  # next fire times, cost estimates, ...
+    values_hash: ValuesHash | None = None  # secrets: the values apply will put, hashed
 
     @property
     def counts_as(self) -> str:
@@ -189,7 +192,8 @@ def fingerprint(data: Any) -> str:
 # -- the plan file ----------------------------------------------------------------------
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """The documented, versioned JSON form (also the saved plan file). No secret values:
-    secret resources carry key names and `SENSITIVE` markers only."""
+    secret resources carry key names, `SENSITIVE` markers and the hash of the values apply
+    would put (so a saved plan applies only those values)."""
     s = plan.summary
     return {
         "format_version": plan.format_version,
@@ -211,6 +215,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "fields": [asdict(f) for f in c.fields],
                 "blocked": c.blocked,
                 "notes": list(c.notes),
+                **({"values_hash": c.values_hash.to_dict()} if c.values_hash else {}),
             }
             for c in plan.changes
             if c.action is not Action.NOOP
@@ -249,8 +254,10 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
             reason=rc.get("action_reason"),
             blocked=rc.get("blocked"),
             notes=tuple(rc.get("notes", [])),
+            values_hash=None if rc.get("values_hash") is None else ValuesHash.from_dict(
+                rc["values_hash"], f"resource_changes[{i}].values_hash"),
         )
-        for rc in data["resource_changes"]
+        for i, rc in enumerate(data["resource_changes"])
     )
     drift = tuple(
         Drift(address=d["address"], kind=d["type"], name=d["name"], what=d["what"],
