@@ -25,7 +25,7 @@ import click
 
 from harvest_iac.diff import compare
 from harvest_iac.errors import HarvestError, LockError, StalePlanError
-from harvest_iac.plan import Action, Change, Plan
+from harvest_iac.plan import Action, Change, Plan, plan_differences
 from harvest_iac.planner import Prepared, load_environments
 from harvest_iac.state import (
     STATE_VOLUME,
@@ -398,18 +398,15 @@ def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | Non
         raise HarvestError(
             "apply changes Modal: review the plan and pass --auto-approve (needed when not run "
             "from a terminal, e.g. in CI), or run it in a terminal to confirm")
-    saved: list[Plan] | None = None
+    saved: list[SavedPlan] | None = None
     if len(paths) == 1 and is_plan_file(paths[0]):
-        saved = _read_plan_file(Path(paths[0]))
-        paths = tuple(p.source for p in saved)
+        saved = [SavedPlan(paths[0], p) for p in _read_plan_file(Path(paths[0]))]
+        paths = tuple(s.plan.source for s in saved)
     environ = dict(os.environ)
     preps = load_prepared(paths, environ)
     check_inputs(preps, environ)  # every secret value readable, before any change
     if saved is not None:
-        for plan, prep in zip(saved, preps, strict=True):
-            if plan.spec_digest != prep.spec_digest:
-                raise StalePlanError(
-                    f"{plan.source} changed since the plan was saved; run `harvest plan -o` again")
+        preps = _prepared_for(saved, preps)
     choice = resolve_target(target_flag, environ)
     echo: Callable[[str], None] = lambda text: click.echo(text, err=True)
     if choice.notice:
@@ -417,10 +414,13 @@ def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | Non
     with Session(choice, Path.cwd()) as session:
         for i, prep in enumerate(preps):
             plan = plan_one(prep, session, target=choice.name, environ=environ)
-            if saved is not None and saved[i].live_fingerprint != plan.live_fingerprint:
-                raise StalePlanError(
-                    f"live state of environment {plan.environment!r} moved since the plan was "
-                    "saved; run `harvest plan -o` again and review it")
+            expected = saved[i] if saved is not None else None
+            if expected is not None:
+                if expected.plan.live_fingerprint != plan.live_fingerprint:
+                    raise StalePlanError(
+                        f"live state of environment {plan.environment!r} moved since the plan was "
+                        "saved; run `harvest plan -o` again and review it")
+                expected.check(plan, prep, environ)
             if not plan.summary.has_changes:
                 click.echo(f"{plan.environment}/{plan.app}: No changes. "
                            "Your infrastructure matches the configuration.")
@@ -435,12 +435,66 @@ def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | Non
                                       "accepted", default="", show_default=False)
                 if answer.strip() != "yes":
                     raise HarvestError("apply cancelled; nothing was changed")
-            _apply_one(session, prep, plan, opts, environ, echo, choice.name)
+            _apply_one(session, prep, plan, opts, environ, echo, choice.name, expected)
     return 0
 
 
+@dataclass(frozen=True)
+class SavedPlan:
+    """One plan of a plan file: apply makes exactly its changes, or none."""
+
+    file: str
+    plan: Plan
+
+    def check(self, fresh: Plan, prep: Prepared, environ: Mapping[str, str]) -> None:
+        """Refuse (StalePlanError, one line) unless `fresh` makes the saved changes, secret
+        values included (compared with the hashes the plan file holds)."""
+        from harvest_iac.planner import secret_hasher
+        from harvest_iac.secrethash import Verdict
+
+        hasher = secret_hasher(environ)
+
+        def same_values(saved: Change) -> bool:
+            values = prep.secret_values.get(saved.name)
+            known = values.values if values is not None else None
+            if saved.values_hash is None or known is None:
+                return saved.values_hash is None and known is None
+            return hasher.check(known, saved.values_hash).verdict is Verdict.SAME
+
+        differences = plan_differences(self.plan, fresh, same_values)
+        if differences:
+            more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+            raise StalePlanError(
+                f"{self.file}: {differences[0]}{more}; the plan no longer shows what apply would "
+                f"do: run `harvest plan -o {self.file}` again and review it")
+
+
+def _prepared_for(saved: list[SavedPlan], preps: list[Prepared]) -> list[Prepared]:
+    """The prepared environment of each saved plan, in the plan file's order; the files must
+    still describe the same environments, unchanged."""
+    by_key = {(p.inputs.environment, p.inputs.app): p for p in preps}
+    out = []
+    for s in saved:
+        prep = by_key.pop((s.plan.environment, s.plan.app), None)
+        if prep is None:
+            raise StalePlanError(
+                f"{s.file}: {s.plan.source} no longer describes environment {s.plan.environment!r} "
+                f"(app {s.plan.app!r}); run `harvest plan -o {s.file}` again")
+        if s.plan.spec_digest != prep.spec_digest:
+            raise StalePlanError(
+                f"{s.plan.source} changed since the plan was saved; run `harvest plan -o` again")
+        out.append(prep)
+    if by_key:
+        environment, app = next(iter(by_key))
+        raise StalePlanError(
+            f"{saved[0].file}: the files now also describe environment {environment!r} (app "
+            f"{app!r}), which the plan does not cover; run `harvest plan -o {saved[0].file}` again")
+    return out
+
+
 def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
-               environ: Mapping[str, str], echo: Callable[[str], None], target: str) -> None:
+               environ: Mapping[str, str], echo: Callable[[str], None], target: str,
+               saved: SavedPlan | None) -> None:
     from datetime import datetime, timezone
 
     from harvest_iac import modal_backend as mb
@@ -466,7 +520,9 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
                                         function_names=prep.inputs.function_tags))
         fresh = compare(diff_input(prep, target=target, environ=environ,
                                    now=datetime.now(timezone.utc)), live)
-        if _change_set(fresh) != _change_set(plan):
+        if saved is not None:
+            saved.check(fresh, prep, environ)
+        elif _change_set(fresh) != _change_set(plan):
             if not opts.auto_approve:
                 raise StalePlanError("live state changed since the plan you approved; run apply "
                                      "again to review the new plan")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
@@ -181,6 +182,28 @@ def order_changes(changes: list[Change]) -> tuple[Change, ...]:
     forward.sort(key=lambda c: (rank(c.kind), c.name))
     deletes.sort(key=lambda c: (-rank(c.kind), c.name))
     return tuple(forward + deletes)
+
+
+def plan_differences(saved: Plan, fresh: Plan, same_values: Callable[[Change], bool]
+                     ) -> list[str]:
+    """How `fresh` differs from `saved` (empty: apply would do exactly what `saved` shows).
+    Compared per address: the action, what the resource becomes (`after`), and for secrets
+    the values, through `same_values(saved_change)` (by hash: a plan holds no value). The
+    environment's creation is left out: apply makes it before it takes the lock."""
+    before = {c.address: c for c in saved.actionable if c.kind != "environment"}
+    now = {c.address: c for c in fresh.actionable if c.kind != "environment"}
+    out = []
+    for address in sorted(before.keys() | now.keys()):
+        old, new = before.get(address), now.get(address)
+        if old is None or new is None or old.action is not new.action:
+            was = f"would {old.action.value} it" if old else "does not change it"
+            will = f"would now {new.action.value} it" if new else "would now leave it alone"
+            out.append(f"{address}: the saved plan {was}, apply {will}")
+        elif fingerprint(old.after) != fingerprint(new.after):
+            out.append(f"{address}: what it would become is not what the saved plan shows")
+        elif (old.values_hash or new.values_hash) and not same_values(old):
+            out.append(f"{address}: its values are not the ones the saved plan would set")
+    return out
 
 
 def fingerprint(data: Any) -> str:

@@ -59,3 +59,80 @@ def test_malformed_plan_file_is_one_line_and_touches_nothing(tmp_path: Path, dat
     line = _one_error_line(proc)
     assert line == (f"Error: plan.json: {what}; make a new plan with `harvest plan -o plan.json`"), line
     assert not (tmp_path / ".harvest").exists()  # no local Modal started, nothing applied
+
+
+def _state_serial(env: str) -> int:
+    import modal
+
+    from harvest_iac.state import STATE_VOLUME, state_path
+
+    vol = modal.Volume.from_name(STATE_VOLUME, environment_name=env)
+    return int(json.loads(b"".join(vol.read_file(state_path("agents"))))["serial"])
+
+
+def _applied(tmp_path: Path, env: str, **kw: Any) -> Path:
+    path = tmp_path / "env.yaml"
+    path.write_text(SMALL.format(env=env))
+    proc = harvest("apply", str(path), "--target", "modal", "--auto-approve", cwd=tmp_path, **kw)
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def _saved(tmp_path: Path, path: Path, **kw: Any) -> Path:
+    out = tmp_path / "plan.json"
+    proc = harvest("plan", str(path), "--target", "modal", "-o", str(out), cwd=tmp_path, **kw)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_a_no_changes_plan_does_not_apply_a_changed_secret_variable(
+        tmp_path: Path, modal_environment: str) -> None:
+    path = _applied(tmp_path, modal_environment)
+    saved = _saved(tmp_path, path)
+    assert json.loads(saved.read_text())["plans"][0]["resource_changes"] == []
+    serial = _state_serial(modal_environment)
+    proc = harvest("apply", str(saved), "--target", "modal", "--auto-approve", cwd=tmp_path,
+                   env={"OPENAI_API_KEY": "sk-changed-after-review"})
+    assert _one_error_line(proc) == (
+        f"Error: {saved}: secret.openai: the saved plan does not change it, apply would now update "
+        f"it; the plan no longer shows what apply would do: run `harvest plan -o {saved}` again "
+        "and review it")
+    assert _state_serial(modal_environment) == serial  # nothing written, the secret not put
+
+
+def test_a_plan_with_its_changes_removed_by_hand_is_refused(tmp_path: Path,
+                                                            modal_environment: str) -> None:
+    path = tmp_path / "env.yaml"
+    path.write_text(SMALL.format(env=modal_environment))
+    saved = _saved(tmp_path, path)
+    data = json.loads(saved.read_text())
+    assert len(data["plans"][0]["resource_changes"]) == 8
+    data["plans"][0]["resource_changes"] = []
+    saved.write_text(json.dumps(data))
+    proc = harvest("apply", str(saved), "--target", "modal", "--auto-approve", cwd=tmp_path)
+    line = _one_error_line(proc)
+    assert line.startswith(f"Error: {saved}: app.agents: the saved plan does not change it, apply "
+                           "would now create it (and 7 more); "), line
+    import modal
+
+    assert not list(modal.Volume.objects.list(environment_name=modal_environment))
+
+
+def test_a_secret_update_applies_only_the_reviewed_values(tmp_path: Path,
+                                                          modal_environment: str) -> None:
+    path = _applied(tmp_path, modal_environment)
+    reviewed = {"OPENAI_API_KEY": "sk-reviewed-value-2"}
+    saved = _saved(tmp_path, path, env=reviewed)
+    change, = json.loads(saved.read_text())["plans"][0]["resource_changes"]
+    assert change["address"] == "secret.openai" and change["values_hash"]["method"] == "scrypt"
+    assert "sk-reviewed-value-2" not in saved.read_text()
+    other = harvest("apply", str(saved), "--target", "modal", "--auto-approve", cwd=tmp_path,
+                    env={"OPENAI_API_KEY": "sk-another-value-3"})
+    assert _one_error_line(other).startswith(
+        f"Error: {saved}: secret.openai: its values are not the ones the saved plan would set; ")
+    ok = harvest("apply", str(saved), "--target", "modal", "--auto-approve", cwd=tmp_path,
+                 env=reviewed)
+    assert ok.returncode == 0 and "Apply complete!" in ok.stdout, ok.stderr
+    again = harvest("plan", str(path), "--target", "modal", "--detailed-exitcode", cwd=tmp_path,
+                    env=reviewed)
+    assert again.returncode == 0 and "No changes." in again.stdout, again.stdout
