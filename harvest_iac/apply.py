@@ -24,7 +24,7 @@ from typing import Any
 import click
 
 from harvest_iac.diff import compare
-from harvest_iac.errors import HarvestError, LockError, StalePlanError
+from harvest_iac.errors import HarvestError, LockError, StalePlanError, printable
 from harvest_iac.plan import Action, Change, Plan, plan_differences
 from harvest_iac.planner import Prepared, load_environments
 from harvest_iac.state import (
@@ -88,7 +88,7 @@ def describe_lock(value: Mapping[str, Any]) -> str:
     text = f"{value.get('owner', 'someone')} since {since}"
     if value.get("run_url"):
         text += f" (run {value['run_url']})"
-    return text
+    return printable(text)
 
 
 class Lock:

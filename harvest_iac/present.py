@@ -81,20 +81,20 @@ def _change_block(change: Change, style: Style) -> list[str]:
     head = f"  # {change.address} {_VERBS[change.action]}"
     out = [style(head, bold=True)]
     if change.reason:
-        out.append(f"  # ({change.reason})")
+        out.append(f"  # ({printable(change.reason)})")
     sym = change.action.symbol
     out.append(style(f"  {sym} {change.kind} \"{change.name}\" {{", fg=colour))
     out.extend(_attr_lines(change, style))
     out.append("    }")
     for note in change.notes:
-        out.append(f"    {note}")
+        out.append(f"    {printable(note)}")
     if change.blocked:
-        out.append(style(f"    BLOCKED: {change.blocked}", fg="red", bold=True))
+        out.append(style(f"    BLOCKED: {printable(change.blocked)}", fg="red", bold=True))
     return out
 
 
 def _drift_block(d: Drift, style: Style) -> list[str]:
-    out = [style(f"  # {d.address} {d.what}", bold=True)]
+    out = [style(f"  # {d.address} {printable(d.what)}", bold=True)]
     for f in d.fields:
         out.append(f"      ~ {f.path} = {_value(f.before)} -> {_value(f.after)}")
     return out
@@ -132,7 +132,7 @@ def render_text(plans: Sequence[Plan], *, color: bool = False) -> str:
                 out.extend(_change_block(change, style))
                 out.append("")
         if plan.unmanaged:
-            out.append(f"Not managed by harvest (left alone): {', '.join(plan.unmanaged)}")
+            out.append(printable(f"Not managed by harvest (left alone): {', '.join(plan.unmanaged)}"))
         if plan.blocked:
             out.append(style(
                 f"{len(plan.blocked)} change(s) are blocked by guards and will not be applied "
@@ -164,7 +164,7 @@ def render_markdown(plans: Sequence[Plan]) -> str:
             out.append(":warning: **Changed outside of harvest:**")
             out.append("")
             for d in plan.drift:
-                out.append(f"- `{d.address}` {d.what}")
+                out.append(f"- `{d.address}` {printable(d.what)}")
             out.append("")
         for w in plan.warnings:
             out.append(f"> :warning: {printable(w)}")
@@ -189,14 +189,14 @@ def render_markdown(plans: Sequence[Plan]) -> str:
             out.append("</details>")
             out.append("")
         if plan.unmanaged:
-            out.append(f"Not managed by harvest (left alone): "
-                       f"{', '.join(f'`{u}`' for u in plan.unmanaged)}")
+            out.append(printable(f"Not managed by harvest (left alone): "
+                                 f"{', '.join(f'`{u}`' for u in plan.unmanaged)}"))
             out.append("")
     return "\n".join(out).rstrip() + "\n"
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return printable(text.replace("|", "\\|").replace("\n", " "))
 
 
 def _diff_lines(c: Change) -> list[str]:

@@ -163,6 +163,8 @@ def _address(address: str) -> str:
     if not (kind and dot and name):
         raise ValueError(f"resources: {address!r} is not an address like volume.NAME")
     return address
+
+
 def _record_to_dict(rec: ResourceRecord) -> dict[str, Any]:
     out: dict[str, Any] = {"spec": rec.spec}
     if rec.object_id:
