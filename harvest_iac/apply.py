@@ -454,14 +454,20 @@ class SavedPlan:
 
         hasher = secret_hasher(environ)
 
-        def same_values(saved: Change) -> bool:
+        def values_differ(saved: Change) -> str | None:
             values = prep.secret_values.get(saved.name)
             known = values.values if values is not None else None
             if saved.values_hash is None or known is None:
-                return saved.values_hash is None and known is None
-            return hasher.check(known, saved.values_hash).verdict is Verdict.SAME
+                return None if saved.values_hash is None and known is None else (
+                    "the saved plan holds no hash of its values")
+            check = hasher.check(known, saved.values_hash)
+            if check.verdict is Verdict.UNVERIFIABLE:
+                return f"its values cannot be compared with the saved plan's ({check.why})"
+            if check.verdict is Verdict.CHANGED:
+                return "its values are not the ones the saved plan would set"
+            return None
 
-        differences = plan_differences(self.plan, fresh, same_values)
+        differences = plan_differences(self.plan, fresh, values_differ)
         if differences:
             more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
             raise StalePlanError(

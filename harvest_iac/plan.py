@@ -184,12 +184,13 @@ def order_changes(changes: list[Change]) -> tuple[Change, ...]:
     return tuple(forward + deletes)
 
 
-def plan_differences(saved: Plan, fresh: Plan, same_values: Callable[[Change], bool]
+def plan_differences(saved: Plan, fresh: Plan, values_differ: Callable[[Change], str | None]
                      ) -> list[str]:
     """How `fresh` differs from `saved` (empty: apply would do exactly what `saved` shows).
     Compared per address: the action, what the resource becomes (`after`), and for secrets
-    the values, through `same_values(saved_change)` (by hash: a plan holds no value). The
-    environment's creation is left out: apply makes it before it takes the lock."""
+    the values, through `values_differ(saved_change)` (None when they are the same; compared
+    by hash: a plan holds no value). The environment's creation is left out: apply makes it
+    before it takes the lock."""
     before = {c.address: c for c in saved.actionable if c.kind != "environment"}
     now = {c.address: c for c in fresh.actionable if c.kind != "environment"}
     out = []
@@ -201,8 +202,8 @@ def plan_differences(saved: Plan, fresh: Plan, same_values: Callable[[Change], b
             out.append(f"{address}: the saved plan {was}, apply {will}")
         elif fingerprint(old.after) != fingerprint(new.after):
             out.append(f"{address}: what it would become is not what the saved plan shows")
-        elif (old.values_hash or new.values_hash) and not same_values(old):
-            out.append(f"{address}: its values are not the ones the saved plan would set")
+        elif (old.values_hash or new.values_hash) and (why := values_differ(old)):
+            out.append(f"{address}: {why}")
     return out
 
 

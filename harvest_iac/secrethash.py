@@ -26,7 +26,7 @@ import json
 import os
 import secrets as _secrets
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 KEYED = "hmac-sha256-key"
@@ -156,9 +156,9 @@ class SecretHasher:
 
     def is_current(self, recorded: ValuesHash) -> bool:
         """Made the way this hasher would make it now (else: re-hash on the next write)."""
-        return recorded == self.hash_like(recorded)
+        return recorded == self._reshaped(recorded)
 
-    def hash_like(self, recorded: ValuesHash) -> ValuesHash:
+    def _reshaped(self, recorded: ValuesHash) -> ValuesHash:
         """`recorded` with this hasher's method and costs (the digest is not recomputed)."""
         return ValuesHash(self.method, recorded.digest, recorded.salt, self.key_id,
                           *((SCRYPT_N, SCRYPT_R, SCRYPT_P) if self.method == SCRYPT else (0, 0, 0)))
@@ -176,8 +176,8 @@ class SecretHasher:
                 list(pool.map(one, secrets))
 
     def _made(self, values: dict[str, str], salt: str) -> ValuesHash:
-        shape = self.hash_like(ValuesHash(self.method, "", salt))
-        return ValuesHash(**{**asdict(shape), "digest": self._digest(values, shape)})
+        shape = self._reshaped(ValuesHash(self.method, "", salt))
+        return replace(shape, digest=self._digest(values, shape))
 
     def _digest(self, values: dict[str, str], how: ValuesHash) -> str:
         blob = _blob(values)

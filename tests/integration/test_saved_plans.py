@@ -70,9 +70,9 @@ def _state_serial(env: str) -> int:
     return int(json.loads(b"".join(vol.read_file(state_path("agents"))))["serial"])
 
 
-def _applied(tmp_path: Path, env: str, **kw: Any) -> Path:
+def _applied(tmp_path: Path, environment: str, **kw: Any) -> Path:
     path = tmp_path / "env.yaml"
-    path.write_text(SMALL.format(env=env))
+    path.write_text(SMALL.format(env=environment))
     proc = harvest("apply", str(path), "--target", "modal", "--auto-approve", cwd=tmp_path, **kw)
     assert proc.returncode == 0, proc.stderr
     return path
@@ -136,3 +136,16 @@ def test_a_secret_update_applies_only_the_reviewed_values(tmp_path: Path,
     again = harvest("plan", str(path), "--target", "modal", "--detailed-exitcode", cwd=tmp_path,
                     env=reviewed)
     assert again.returncode == 0 and "No changes." in again.stdout, again.stdout
+
+
+def test_a_plan_saved_with_harvest_state_key_is_refused_without_it(
+        tmp_path: Path, modal_environment: str) -> None:
+    key = {"HARVEST_STATE_KEY": "ci-key-7d1f0e9c2b4a6f80"}
+    path = _applied(tmp_path, modal_environment, env=key)
+    reviewed = {"OPENAI_API_KEY": "sk-reviewed-value-2", "HARVEST_GITHUB_TOKEN": "ghp-reviewed-2"}
+    saved = _saved(tmp_path, path, env={**key, **reviewed})
+    proc = harvest("apply", str(saved), "--target", "modal", "--auto-approve", cwd=tmp_path,
+                   env=reviewed)
+    assert _one_error_line(proc).startswith(
+        f"Error: {saved}: secret.github: its values cannot be compared with the saved plan's (its "
+        "hash was made with HARVEST_STATE_KEY, which is not set) (and 1 more); ")
