@@ -95,3 +95,11 @@ def test_bidi_characters_in_a_file_name_and_a_key_are_escaped(tmp_path: Path) ->
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "\u202e" not in result.stderr + result.stdout
     assert result.stderr.startswith("env\\u202elmay.yaml:5:3: volumes.a\\u202eb: volume name 'a\\u202eb'")
+
+
+def test_a_reserved_name_fails_validation_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "env.yaml").write_text("harvest: 1\nenvironment: dev\napp: a\nvolumes:\n  harvest-state: {}\n")
+    result = _run("-m", "harvest_iac", "validate", "env.yaml", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == ("env.yaml:5:3: volumes.harvest-state: volume name 'harvest-state' is reserved by "
+                             "harvest (it keeps its state record and lock under this name); choose another name\n")
