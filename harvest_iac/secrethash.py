@@ -67,7 +67,8 @@ class ValuesHash:
             raise ValueError(f"{where}.method: unknown hash method {data.get('method')!r}")
         for name, kind in fields.items():
             if not isinstance(data.get(name), kind) or isinstance(data.get(name), bool):
-                raise ValueError(f"{where}.{name}: missing or not a {kind.__name__}")
+                expected = "a string" if kind is str else "a whole number"
+                raise ValueError(f"{where}.{name}: missing or not {expected}")
         made = cls(**{k: data[k] for k in ("method", "digest", *fields) if k in data})
         problem = made._problem()
         if problem:
