@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import json
 import os
 import socket
 import sys
@@ -26,8 +25,8 @@ import click
 
 from harvest_iac import github
 from harvest_iac.diff import compare
-from harvest_iac.errors import HarvestError, LockError, StalePlanError
-from harvest_iac.plan import Action, Change, Plan, plan_from_dict
+from harvest_iac.errors import HarvestError, LockError, StalePlanError, printable
+from harvest_iac.plan import Action, Change, Plan, plan_differences
 from harvest_iac.planner import Prepared, load_environments
 from harvest_iac.state import (
     STATE_VOLUME,
@@ -86,7 +85,7 @@ def describe_lock(value: Mapping[str, Any]) -> str:
     text = f"{value.get('owner', 'someone')} since {since}"
     if value.get("run_url"):
         text += f" (run {value['run_url']})"
-    return text
+    return printable(text)
 
 
 class Lock:
@@ -271,12 +270,11 @@ class Applier:
             _, secs = await mb.read_objects(conn, env, [], [c.name for c in changes])
             for c in changes:
                 ls = secs.get(c.name)
-                sv = self.prep.secret_values[c.name]
-                assert sv.values is not None
+                assert c.values_hash is not None  # the values were read before any change
                 self.state = self.state.with_resource(c.address, ResourceRecord(
                     object_id=ls.object_id if ls else "",
                     spec=dict(self.prep.desired[c.address].spec),
-                    values_hash=self.state.hash_values(sv.values),
+                    values_hash=c.values_hash,
                     created_at=ls.created_at if ls else 0.0))
 
         self.session.with_connection(go)
@@ -373,13 +371,14 @@ class Applier:
 
 # -- the verb --------------------------------------------------------------------------------
 def _read_plan_file(path: Path) -> list[Plan]:
+    from harvest_iac.planfile import plans_from_json
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        docs = data["plans"] if isinstance(data, dict) and "plans" in data else [data]
-        return [plan_from_dict(d) for d in docs]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise HarvestError(f"{path}: not a harvest plan file ({exc}); make one with "
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HarvestError(f"{path}: cannot read the plan file ({exc}); make one with "
                            "`harvest plan -o plan.json`") from exc
+    return plans_from_json(text, str(path))
 
 
 def is_plan_file(path: str) -> bool:
@@ -396,18 +395,15 @@ def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | Non
         raise HarvestError(
             "apply changes Modal: review the plan and pass --auto-approve (needed when not run "
             "from a terminal, e.g. in CI), or run it in a terminal to confirm")
-    saved: list[Plan] | None = None
+    saved: list[SavedPlan] | None = None
     if len(paths) == 1 and is_plan_file(paths[0]):
-        saved = _read_plan_file(Path(paths[0]))
-        paths = tuple(p.source for p in saved)
+        saved = [SavedPlan(paths[0], p) for p in _read_plan_file(Path(paths[0]))]
+        paths = tuple(s.plan.source for s in saved)
     environ = dict(os.environ)
     preps = load_prepared(paths, environ)
     check_inputs(preps, environ)  # every secret value readable, before any change
     if saved is not None:
-        for plan, prep in zip(saved, preps, strict=True):
-            if plan.spec_digest != prep.spec_digest:
-                raise StalePlanError(
-                    f"{plan.source} changed since the plan was saved; run `harvest plan -o` again")
+        preps = _prepared_for(saved, preps)
     choice = resolve_target(target_flag, environ)
     echo: Callable[[str], None] = lambda text: click.echo(text, err=True)
     if choice.notice:
@@ -416,10 +412,13 @@ def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | Non
     with Session(choice, Path.cwd()) as session:
         for i, prep in enumerate(preps):
             plan = plan_one(prep, session, target=choice.name, environ=environ)
-            if saved is not None and saved[i].live_fingerprint != plan.live_fingerprint:
-                raise StalePlanError(
-                    f"live state of environment {plan.environment!r} moved since the plan was "
-                    "saved; run `harvest plan -o` again and review it")
+            expected = saved[i] if saved is not None else None
+            if expected is not None:
+                if expected.plan.live_fingerprint != plan.live_fingerprint:
+                    raise StalePlanError(
+                        f"live state of environment {plan.environment!r} moved since the plan was "
+                        "saved; run `harvest plan -o` again and review it")
+                expected.check(plan, prep, environ)
             if not plan.summary.has_changes:
                 click.echo(f"{plan.environment}/{plan.app}: No changes. "
                            "Your infrastructure matches the configuration.")
@@ -435,19 +434,80 @@ def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | Non
                                       "accepted", default="", show_default=False)
                 if answer.strip() != "yes":
                     raise HarvestError("apply cancelled; nothing was changed")
-            applied.append(_apply_one(session, prep, plan, opts, environ, echo, choice.name))
+            applied.append(_apply_one(session, prep, plan, opts, environ, echo, choice.name,
+                                      expected))
     github.publish(applied, environ, title="harvest apply")
     return 0
 
 
+@dataclass(frozen=True)
+class SavedPlan:
+    """One plan of a plan file: apply makes exactly its changes, or none."""
+
+    file: str
+    plan: Plan
+
+    def check(self, fresh: Plan, prep: Prepared, environ: Mapping[str, str]) -> None:
+        """Refuse (StalePlanError, one line) unless `fresh` makes the saved changes, secret
+        values included (compared with the hashes the plan file holds)."""
+        from harvest_iac.planner import secret_hasher
+        from harvest_iac.secrethash import Verdict
+
+        hasher = secret_hasher(environ)
+
+        def values_differ(saved: Change) -> str | None:
+            values = prep.secret_values.get(saved.name)
+            known = values.values if values is not None else None
+            if saved.values_hash is None or known is None:
+                return None if saved.values_hash is None and known is None else (
+                    "the saved plan holds no hash of its values")
+            check = hasher.check(known, saved.values_hash)
+            if check.verdict is Verdict.UNVERIFIABLE:
+                return f"its values cannot be compared with the saved plan's ({check.why})"
+            if check.verdict is Verdict.CHANGED:
+                return "its values are not the ones the saved plan would set"
+            return None
+
+        differences = plan_differences(self.plan, fresh, values_differ)
+        if differences:
+            more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+            raise StalePlanError(
+                f"{self.file}: {differences[0]}{more}; the plan no longer shows what apply would "
+                f"do: run `harvest plan -o {self.file}` again and review it")
+
+
+def _prepared_for(saved: list[SavedPlan], preps: list[Prepared]) -> list[Prepared]:
+    """The prepared environment of each saved plan, in the plan file's order; the files must
+    still describe the same environments, unchanged."""
+    by_key = {(p.inputs.environment, p.inputs.app): p for p in preps}
+    out = []
+    for s in saved:
+        prep = by_key.pop((s.plan.environment, s.plan.app), None)
+        if prep is None:
+            raise StalePlanError(
+                f"{s.file}: {s.plan.source} no longer describes environment {s.plan.environment!r} "
+                f"(app {s.plan.app!r}); run `harvest plan -o {s.file}` again")
+        if s.plan.spec_digest != prep.spec_digest:
+            raise StalePlanError(
+                f"{s.plan.source} changed since the plan was saved; run `harvest plan -o` again")
+        out.append(prep)
+    if by_key:
+        environment, app = next(iter(by_key))
+        raise StalePlanError(
+            f"{saved[0].file}: the files now also describe environment {environment!r} (app "
+            f"{app!r}), which the plan does not cover; run `harvest plan -o {saved[0].file}` again")
+    return out
+
+
 def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
-               environ: Mapping[str, str], echo: Callable[[str], None], target: str) -> Plan:
+               environ: Mapping[str, str], echo: Callable[[str], None], target: str,
+               saved: SavedPlan | None) -> Plan:
     """Apply one environment under its lock; returns the plan applied (made under the lock)."""
     from datetime import datetime, timezone
 
     from harvest_iac import modal_backend as mb
     from harvest_iac.modal_backend import ModalOps, ReadRequest
-    from harvest_iac.planner import diff_input
+    from harvest_iac.planner import diff_input, secret_hasher
 
     prep = prep.full(environ)  # the validated spec: the app is rendered from it
     if prep.spec_digest != plan.spec_digest:
@@ -468,7 +528,9 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
                                         function_names=prep.inputs.function_tags))
         fresh = compare(diff_input(prep, target=target, environ=environ,
                                    now=datetime.now(timezone.utc)), live)
-        if _change_set(fresh) != _change_set(plan):
+        if saved is not None:
+            saved.check(fresh, prep, environ)
+        elif _change_set(fresh) != _change_set(plan):
             if not opts.auto_approve:
                 raise StalePlanError("live state changed since the plan you approved; run apply "
                                      "again to review the new plan")
@@ -476,7 +538,9 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
             problems = guard_problems(fresh, opts.allow_destroy)
             if problems:
                 raise HarvestError("apply refused, nothing was changed:\n  " + "\n  ".join(problems))
-        state = live.state or StateRecord.new(spec.environment, spec.app)
+        known = {n: sv.values for n, sv in prep.secret_values.items() if sv.values is not None}
+        state = (live.state or StateRecord.new(spec.environment, spec.app)).with_current_hashes(
+            known, secret_hasher(environ))
         applier = Applier(session=session, prep=prep, plan=fresh, state=state, ops=ops, echo=echo,
                           allow_destroy=opts.allow_destroy, lock=lock)
         applier.run()

@@ -22,7 +22,9 @@ from harvest_iac.paths import shipped_templates
 ENVIRONMENTS_DIR = "environments"
 WORKFLOWS = ("harvest-plan.yml", "harvest-apply.yml", "harvest-drift.yml")
 DRIFT_SCHEDULE = "23 */6 * * *"  # every 6 hours, off the top of the hour
-MODAL_VARIABLES = ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET")
+#: What every job takes from repository secrets, beside the secrets' own variables:
+#: the Modal token, and the key of the secret hashes in the state record.
+BASE_VARIABLES = ("HARVEST_STATE_KEY", "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class Settings:
 
 def settings_from(loaded: Sequence[Any], *, branch: str, install: str) -> tuple[Settings, list[str]]:
     """Settings for the loaded environment files, and warnings for what CI cannot provide."""
-    variables = set(MODAL_VARIABLES)
+    variables = set(BASE_VARIABLES)
     warnings: list[str] = []
     problems: list[str] = []
     for item in loaded:

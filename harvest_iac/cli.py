@@ -15,17 +15,24 @@ from typing import Any, TypeVar
 import click
 
 from harvest_iac import __version__
-from harvest_iac.errors import HarvestError, SpecError
+from harvest_iac.errors import HarvestError, SpecError, printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _report(exc: HarvestError) -> None:
-    click.echo(f"Error: {exc}" if not isinstance(exc, SpecError) else str(exc), err=True)
+    text = str(exc) if isinstance(exc, SpecError) else "Error: " + printable(str(exc), keep="\n")
+    click.echo(text, err=True)
     if isinstance(exc, SpecError) and os.environ.get("GITHUB_ACTIONS") == "true":
         for p in exc.problems:
-            message = p.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-            click.echo(f"::error file={p.file},line={p.line},col={p.col}::{message}")
+            file = _annotation_escape(p.file).replace(":", "%3A").replace(",", "%2C")
+            click.echo(f"::error file={file},line={p.line},col={p.col}::"
+                       f"{_annotation_escape(printable(p.message))}")
+
+
+def _annotation_escape(text: str) -> str:
+    """GitHub's escaping of a workflow command's data."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def handles_errors(fn: F) -> F:
@@ -69,7 +76,7 @@ def validate(paths: tuple[str, ...]) -> None:
     from harvest_iac.loader import check_paths
 
     for report in check_paths(list(paths) or ["environments"]):
-        click.echo(f"{report.path}: OK, {report.summary()}")
+        click.echo(printable(f"{report.path}: OK, {report.summary()}"))
 
 
 @cli.command()
@@ -92,7 +99,7 @@ def schema(out: str | None) -> None:
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text + "\n", encoding="utf-8")
-    click.echo(f"Wrote {target}")
+    click.echo(printable(f"Wrote {target}"))
 
 
 # -- plan -------------------------------------------------------------------------------
@@ -261,7 +268,7 @@ def render(paths: tuple[str, ...], out_dir: str | None) -> None:
     for item in loaded:
         rendered = render_app(item.spec)
         target = write_rendered(rendered, Path(out_dir) / item.spec.environment)
-        click.echo(f"Wrote {target} ({rendered.code_hash})")
+        click.echo(printable(f"Wrote {target} ({rendered.code_hash})"))
 
 
 # -- the local Modal ----------------------------------------------------------------

@@ -28,6 +28,7 @@ from harvest_iac.estimate import (
 from harvest_iac.live import Live, LiveFunction
 from harvest_iac.naming import function_tag
 from harvest_iac.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan, fingerprint, order_changes
+from harvest_iac.secrethash import SecretHasher, ValuesHash, Verdict
 from harvest_iac.state import ResourceRecord, StateRecord
 
 
@@ -70,6 +71,7 @@ class DiffInput:
     prices: Prices = PRICES
     spec_digest: str = ""
     app_needed: bool = True  # False when nothing is deployed (no crons, no sandbox profiles)
+    hasher: SecretHasher = field(default_factory=SecretHasher)  # secret values vs recorded hashes
 
 
 @dataclass
@@ -182,7 +184,6 @@ def _compare_secret(d: Desired | None, live: Live, rec: ResourceRecord | None, i
                     acc: _Acc, address: str) -> None:
     kind, name = _split(address)
     ls = live.secrets.get(name)
-    state = live.state
     if d is None:
         if ls is not None and rec is not None:
             acc.changes.append(Change(address, kind, name, Action.DELETE,
@@ -192,6 +193,12 @@ def _compare_secret(d: Desired | None, live: Live, rec: ResourceRecord | None, i
     keys = list(d.spec.get("keys", []))
     after = {"keys": keys, "values": SENSITIVE}
     values = inp.secret_values.get(name)
+    known = values.values if values is not None else None
+    recorded = rec.values_hash if rec is not None else None
+
+    def values_hash() -> ValuesHash | None:  # only for a change: a hash may cost a scrypt
+        return None if known is None else inp.hasher.hash(name, known, like=recorded)
+
     if values is not None and values.missing:
         acc.warnings.append(
             f"{address}: cannot compare values: {', '.join(values.missing)} "
@@ -200,13 +207,15 @@ def _compare_secret(d: Desired | None, live: Live, rec: ResourceRecord | None, i
     if ls is None:
         if rec is not None:
             acc.drift.append(Drift(address, kind, name, "was deleted outside of harvest"))
-        acc.changes.append(Change(address, kind, name, Action.CREATE, after=after))
+        acc.changes.append(Change(address, kind, name, Action.CREATE, after=after,
+                                  values_hash=values_hash()))
         return
     before = {"keys": list(ls.keys), "values": SENSITIVE}
     if rec is None:
         acc.changes.append(Change(address, kind, name, Action.IMPORT, before=before, after=after,
                                   reason="exists but is not managed by harvest; apply adopts it "
-                                         "and sets its values from the declared source"))
+                                         "and sets its values from the declared source",
+                                  values_hash=values_hash()))
         return
     recorded_keys = list(rec.spec.get("keys", []))
     if rec.object_id and ls.object_id != rec.object_id or (
@@ -221,14 +230,29 @@ def _compare_secret(d: Desired | None, live: Live, rec: ResourceRecord | None, i
         acc.drift.append(Drift(address, kind, name, what,
                                fields=(FieldChange("keys", recorded_keys, list(ls.keys)),)))
     fields = list(_fields({"keys": list(ls.keys)}, {"keys": keys}))
-    reasons = []
-    if values is not None and values.values is not None and state is not None and state.salt:
-        if state.hash_values(values.values) != rec.values_hash:
+    reason = None
+    if known is not None:
+        reason = _values_reason(address, inp.hasher, known, recorded, acc)
+        if reason:
             fields.append(FieldChange("values", SENSITIVE, SENSITIVE))
-            reasons.append("values changed")
     if fields:
         acc.changes.append(Change(address, kind, name, Action.UPDATE, before=before, after=after,
-                                  fields=tuple(fields), reason="; ".join(reasons) or None))
+                                  fields=tuple(fields), reason=reason, values_hash=values_hash()))
+
+
+def _values_reason(address: str, hasher: SecretHasher, values: dict[str, str],
+                   recorded: ValuesHash | None, acc: _Acc) -> str | None:
+    """Why a secret's values must be put again (None: they are the ones recorded). Values
+    that cannot be compared (a keyed hash, no key) are put again, like Terraform's unknown
+    values: planned as a change, with a warning."""
+    check = hasher.check(values, recorded) if recorded is not None else None
+    if check is None or check.verdict is Verdict.CHANGED:
+        return "values changed"
+    if check.verdict is Verdict.UNVERIFIABLE:
+        acc.warnings.append(f"{address}: cannot compare values: {check.why}; they are planned as "
+                            "changed and apply sets them again")
+        return f"values cannot be compared ({check.why})"
+    return None
 
 
 def _function_view(fn: LiveFunction) -> dict[str, Any]:
@@ -438,11 +462,23 @@ def _compare_app(inp: DiffInput, live: Live, state: StateRecord | None, acc: _Ac
                                   reason="redeployed"))
 
 
+def _prime_secret_hashes(inp: DiffInput, state: StateRecord | None) -> None:
+    """The (slow, memory-hard) secret hashes this plan needs, computed at once, concurrently."""
+    secrets = []
+    for d in inp.desired.values():
+        values = inp.secret_values.get(d.name)
+        if d.kind == "secret" and values is not None and values.values is not None:
+            rec = state.resources.get(d.address) if state else None
+            secrets.append((d.name, values.values, rec.values_hash if rec else None))
+    inp.hasher.prime(secrets)
+
+
 def compare(inp: DiffInput, live: Live) -> Plan:
     """The plan that makes `live` match `inp.desired`."""
     acc = _Acc()
     state = live.state
     managed = set(state.resources) if state else set()
+    _prime_secret_hashes(inp, state)
     if not live.environment_exists:
         acc.changes.append(Change(f"environment.{inp.environment}", "environment",
                                   inp.environment, Action.CREATE, after={"name": inp.environment}))

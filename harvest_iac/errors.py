@@ -5,6 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def printable(text: str, *, keep: str = "") -> str:
+    """`text` safe to show on a terminal: every character that is not printable (control
+    characters, bidi overrides and other format characters, line separators, lone surrogates)
+    is written as its escape, `\\u202e`, as repr() would; characters in `keep` (a newline in
+    a message of several lines) stay."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
 class HarvestError(Exception):
     """Base of every error harvest reports to a user (exit code 1, no traceback)."""
 
@@ -21,7 +32,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+        return f"{printable(self.file)}:{self.line}:{self.col}: {printable(self.message)}"
 
 
 class SpecError(HarvestError):

@@ -8,6 +8,12 @@ TAG_CODE_HASH = "harvest-code-hash"
 
 FUNCTION_KINDS = ("cron", "sandbox")
 
+#: The Volume holding harvest's state records, and the Dict holding its locks, in every
+#: environment harvest manages. Declared objects cannot take these names.
+STATE_VOLUME = "harvest-state"
+LOCK_DICT = "harvest-locks"
+RESERVED_NAMES = (STATE_VOLUME, LOCK_DICT)
+
 
 def function_tag(kind: str, name: str) -> str:
     """The deployed function's name for a cron or a sandbox profile.

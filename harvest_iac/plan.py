@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
+
+from harvest_iac.secrethash import ValuesHash
 
 PLAN_FORMAT_VERSION = "1.0"
 
@@ -83,6 +86,7 @@ class Change:
     reason: str | None = None  # why this action (e.g. "version is fixed at creation")
     blocked: str | None = None  # a guard refused it: what and how to fix
     notes: tuple[str, ...] = ()  # next fire times, cost estimates, ...
+    values_hash: ValuesHash | None = None  # secrets: the values apply will put, hashed
 
     @property
     def counts_as(self) -> str:
@@ -180,6 +184,29 @@ def order_changes(changes: list[Change]) -> tuple[Change, ...]:
     return tuple(forward + deletes)
 
 
+def plan_differences(saved: Plan, fresh: Plan, values_differ: Callable[[Change], str | None]
+                     ) -> list[str]:
+    """How `fresh` differs from `saved` (empty: apply would do exactly what `saved` shows).
+    Compared per address: the action, what the resource becomes (`after`), and for secrets
+    the values, through `values_differ(saved_change)` (None when they are the same; compared
+    by hash: a plan holds no value). The environment's creation is left out: apply makes it
+    before it takes the lock."""
+    before = {c.address: c for c in saved.actionable if c.kind != "environment"}
+    now = {c.address: c for c in fresh.actionable if c.kind != "environment"}
+    out = []
+    for address in sorted(before.keys() | now.keys()):
+        old, new = before.get(address), now.get(address)
+        if old is None or new is None or old.action is not new.action:
+            was = f"would {old.action.value} it" if old else "does not change it"
+            will = f"would now {new.action.value} it" if new else "would now leave it alone"
+            out.append(f"{address}: the saved plan {was}, apply {will}")
+        elif fingerprint(old.after) != fingerprint(new.after):
+            out.append(f"{address}: what it would become is not what the saved plan shows")
+        elif (old.values_hash or new.values_hash) and (why := values_differ(old)):
+            out.append(f"{address}: {why}")
+    return out
+
+
 def fingerprint(data: Any) -> str:
     """A stable digest of JSON-able data (sorted keys)."""
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
@@ -189,7 +216,8 @@ def fingerprint(data: Any) -> str:
 # -- the plan file ----------------------------------------------------------------------
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """The documented, versioned JSON form (also the saved plan file). No secret values:
-    secret resources carry key names and `SENSITIVE` markers only."""
+    secret resources carry key names, `SENSITIVE` markers and the hash of the values apply
+    would put (so a saved plan applies only those values)."""
     s = plan.summary
     return {
         "format_version": plan.format_version,
@@ -211,6 +239,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "fields": [asdict(f) for f in c.fields],
                 "blocked": c.blocked,
                 "notes": list(c.notes),
+                **({"values_hash": c.values_hash.to_dict()} if c.values_hash else {}),
             }
             for c in plan.changes
             if c.action is not Action.NOOP
@@ -249,8 +278,10 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
             reason=rc.get("action_reason"),
             blocked=rc.get("blocked"),
             notes=tuple(rc.get("notes", [])),
+            values_hash=None if rc.get("values_hash") is None else ValuesHash.from_dict(
+                rc["values_hash"], f"resource_changes[{i}].values_hash"),
         )
-        for rc in data["resource_changes"]
+        for i, rc in enumerate(data["resource_changes"])
     )
     drift = tuple(
         Drift(address=d["address"], kind=d["type"], name=d["name"], what=d["what"],

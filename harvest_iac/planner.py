@@ -6,6 +6,7 @@ the backend); the decisions are made by the pure `diff.compare`.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -14,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harvest_iac.diff import Desired, DiffInput, SecretValues, compare
-from harvest_iac.errors import HarvestError, Problem, SpecError
+from harvest_iac.errors import HarvestError, Problem, SpecError, printable
 from harvest_iac.estimate import STARTER_PLAN_CRON_LIMIT
 from harvest_iac.plan import Plan
+from harvest_iac.secrethash import SecretHasher, derive_key
 
 if TYPE_CHECKING:
     from harvest_iac.loader import LoadedEnvironment
@@ -258,6 +260,27 @@ def cron_limit(environ: Mapping[str, str]) -> int:
         raise HarvestError(f"HARVEST_CRON_LIMIT must be a whole number, got {raw!r}") from exc
 
 
+#: `HARVEST_STATE_KEY` must be at least this long (a random string, e.g. `openssl rand -hex 32`).
+STATE_KEY_MIN_LENGTH = 16
+
+
+def secret_hasher(environ: Mapping[str, str]) -> SecretHasher:
+    """How this run hashes secret values: keyed with `HARVEST_STATE_KEY` when it is set, else
+    scrypt. One hasher per key for the whole process, so every plan of a run (and the apply
+    after it) reuses the hashes already computed."""
+    passphrase = environ.get("HARVEST_STATE_KEY") or None
+    if passphrase is not None and len(passphrase) < STATE_KEY_MIN_LENGTH:
+        raise HarvestError(
+            f"HARVEST_STATE_KEY is {len(passphrase)} characters long; use a random string of at "
+            f"least {STATE_KEY_MIN_LENGTH} (e.g. `openssl rand -hex 32`) kept in your CI secrets")
+    return _hasher(passphrase)
+
+
+@functools.lru_cache(maxsize=2)
+def _hasher(passphrase: str | None) -> SecretHasher:
+    return SecretHasher(None if passphrase is None else derive_key(passphrase))
+
+
 def plan_one(prep: Prepared, session: Session, *, target: str,
              environ: Mapping[str, str] | None = None, now: datetime | None = None) -> Plan:
     from harvest_iac.modal_backend import ReadRequest
@@ -284,6 +307,7 @@ def diff_input(prep: Prepared, *, target: str, environ: Mapping[str, str],
         cron_limit=cron_limit(environ),
         spec_digest=inputs.spec_digest,
         app_needed=inputs.app_needed,
+        hasher=secret_hasher(environ),
     )
 
 
@@ -360,7 +384,7 @@ def run_plan(paths: tuple[str, ...], *, out: str | None, detailed_exitcode: bool
 
         doc = {"plans": [plan_to_dict(p) for p in plans]}
         Path(out).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        click.echo(f"Saved the plan to {out}; apply it with: harvest apply {out}", err=True)
+        click.echo(printable(f"Saved the plan to {out}; apply it with: harvest apply {out}"), err=True)
     github.publish(plans, environ, title="harvest plan")
     if comment:
         github.comment(plans, environ, lambda text: click.echo(text, err=True))

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from harvest_iac.errors import printable
 from harvest_iac.plan import SENSITIVE, Action, Change, Drift, Plan, plan_to_dict
 
 _VERBS = {
@@ -81,20 +82,20 @@ def _change_block(change: Change, style: Style) -> list[str]:
     head = f"  # {change.address} {_VERBS[change.action]}"
     out = [style(head, bold=True)]
     if change.reason:
-        out.append(f"  # ({change.reason})")
+        out.append(f"  # ({printable(change.reason)})")
     sym = change.action.symbol
     out.append(style(f"  {sym} {change.kind} \"{change.name}\" {{", fg=colour))
     out.extend(_attr_lines(change, style))
     out.append("    }")
     for note in change.notes:
-        out.append(f"    {note}")
+        out.append(f"    {printable(note)}")
     if change.blocked:
-        out.append(style(f"    BLOCKED: {change.blocked}", fg="red", bold=True))
+        out.append(style(f"    BLOCKED: {printable(change.blocked)}", fg="red", bold=True))
     return out
 
 
 def _drift_block(d: Drift, style: Style) -> list[str]:
-    out = [style(f"  # {d.address} {d.what}", bold=True)]
+    out = [style(f"  # {d.address} {printable(d.what)}", bold=True)]
     for f in d.fields:
         out.append(f"      ~ {f.path} = {_value(f.before)} -> {_value(f.after)}")
     return out
@@ -109,7 +110,7 @@ def render_text(plans: Sequence[Plan], *, color: bool = False) -> str:
     for plan in plans:
         out.append(style(
             f"harvest plan for environment \"{plan.environment}\" (app \"{plan.app}\") "
-            f"from {plan.source}, target {plan.target}", bold=True))
+            f"from {printable(plan.source)}, target {plan.target}", bold=True))
         out.append("")
         if plan.drift:
             out.append(style("Objects have changed outside of harvest:", bold=True))
@@ -118,7 +119,7 @@ def render_text(plans: Sequence[Plan], *, color: bool = False) -> str:
                 out.extend(_drift_block(d, style))
             out.append("")
         for w in plan.warnings:
-            out.append(style(f"Warning: {w}", fg="yellow"))
+            out.append(style(f"Warning: {printable(w)}", fg="yellow"))
         if plan.warnings:
             out.append("")
         actionable = plan.actionable
@@ -132,7 +133,7 @@ def render_text(plans: Sequence[Plan], *, color: bool = False) -> str:
                 out.extend(_change_block(change, style))
                 out.append("")
         if plan.unmanaged:
-            out.append(f"Not managed by harvest (left alone): {', '.join(plan.unmanaged)}")
+            out.append(printable(f"Not managed by harvest (left alone): {', '.join(plan.unmanaged)}"))
         if plan.blocked:
             out.append(style(
                 f"{len(plan.blocked)} change(s) are blocked by guards and will not be applied "
@@ -224,7 +225,8 @@ class _Layout:
             out.extend(_cut_note(cut, full_plan_at))
         out.extend(middle)
         out.extend(bottom)
-        return "\n".join(out).rstrip() + "\n"
+        # Names, notes and drift come from files and from Modal: nothing raw reaches the page.
+        return printable("\n".join(out).rstrip() + "\n", keep="\n")
 
     def _summary(self) -> list[str]:
         out = [f"### {self.title}", "", "| environment | app | file | plan |", "|---|---|---|---|"]
@@ -293,8 +295,8 @@ class _Layout:
             out.append(f"({count - len(kept)} of {count} changes cut: see the note at the top.)")
             out.append("")
         if plan.unmanaged:
-            out.append(f"Not managed by harvest (left alone): "
-                       f"{', '.join(f'`{u}`' for u in plan.unmanaged)}")
+            out.append(printable(f"Not managed by harvest (left alone): "
+                                 f"{', '.join(f'`{u}`' for u in plan.unmanaged)}"))
             out.append("")
         out.extend(["</details>", ""])
         return out
@@ -315,7 +317,7 @@ def _fence(lines: Sequence[str]) -> str:
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return printable(text.replace("|", "\\|").replace("\n", " "))
 
 
 def _diff_lines(c: Change) -> list[str]:

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BeforeValidator, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from harvest_iac.naming import RESERVED_NAMES
 from harvest_iac.spec import names
 from harvest_iac.spec.units import (
     DURATION_PATTERN,
@@ -59,15 +60,20 @@ def _object_name(kind: str) -> Callable[[object], str]:
             raise fail(problem)
         if kind == "image" and name in BUILTIN_BASES:
             raise fail(f"{name!r} is a built-in base (from: {name}); give the image another name")
+        if kind in ("volume", "secret") and name in RESERVED_NAMES:
+            raise fail(f"{kind} name {name!r} is reserved by harvest (it keeps its state record and lock "
+                       "under this name); choose another name")
         return name
 
     return check
 
 
 _NAME_SCHEMA = WithJsonSchema({"type": "string", "pattern": names.OBJECT_NAME_PATTERN})
+_UNRESERVED_NAME_SCHEMA = WithJsonSchema({"type": "string", "pattern": names.OBJECT_NAME_PATTERN,
+                                          "not": {"enum": list(RESERVED_NAMES)}})
 ImageName = Annotated[str, PlainValidator(_object_name("image")), _NAME_SCHEMA]
-VolumeName = Annotated[str, PlainValidator(_object_name("volume")), _NAME_SCHEMA]
-SecretName = Annotated[str, PlainValidator(_object_name("secret")), _NAME_SCHEMA]
+VolumeName = Annotated[str, PlainValidator(_object_name("volume")), _UNRESERVED_NAME_SCHEMA]
+SecretName = Annotated[str, PlainValidator(_object_name("secret")), _UNRESERVED_NAME_SCHEMA]
 SnapshotName = Annotated[str, PlainValidator(_object_name("snapshot")), _NAME_SCHEMA]
 SandboxName = Annotated[str, PlainValidator(_object_name("sandbox")), _NAME_SCHEMA]
 CronName = Annotated[str, PlainValidator(_object_name("cron")), _NAME_SCHEMA]

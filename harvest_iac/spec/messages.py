@@ -50,7 +50,7 @@ SYNONYMS: dict[str, str] = {
     "extend": "extends",
 }
 
-_EXPECTED = {
+EXPECTED = {
     "string_type": "a string",
     "int_type": "a whole number",
     "float_type": "a number",
@@ -162,14 +162,14 @@ def translate(error: dict[str, Any], data: Any) -> tuple[Path, bool, str]:
     if kind == "harvest":
         whole_mapping = ctx.get("field") is None and isinstance(_value_at(path, data), dict)
         return path, at_key or whole_mapping, _prefixed(path, str(ctx["message"]))
-    if kind in _EXPECTED:
+    if kind in EXPECTED:
         got = describe(error.get("input"))
         hint = ""
         if kind == "list_type" and isinstance(error.get("input"), str):
             hint = "; write a list, e.g. [item] or one `- item` per line"
         if kind == "string_type" and isinstance(error.get("input"), int | float) and not secret:
             hint = f"; quote it: \"{error['input']}\""
-        return path, at_key, _prefixed(path, f"expected {_EXPECTED[kind]}, got {got}{hint}")
+        return path, at_key, _prefixed(path, f"expected {EXPECTED[kind]}, got {got}{hint}")
     if kind == "literal_error":
         expected = ctx.get("expected", "")
         got = "" if secret else f", got {error.get('input')!r}"

@@ -6,6 +6,9 @@ managed resources, at 0 and 20 ms of injected RPC latency, against the local Mod
 A tenth of the resources are crons (functions of the deployed app), the rest half volumes,
 half secrets, all declared in one environment file and applied for real first. Prints a table; the goal is
 1,000 resources at 20 ms under 2 s: a few round trips deep whatever N is.
+
+Secret hashes are computed afresh for every run, as in a new `harvest plan` process: keyed (cheap)
+when HARVEST_STATE_KEY is set, else one scrypt per managed secret.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def main() -> None:
 
     from harvest_iac.loader import load_file
     from harvest_iac.modal_backend import Session
-    from harvest_iac.planner import plan_one, prepare
+    from harvest_iac.planner import _hasher, plan_one, prepare
     from harvest_iac.targets import TargetChoice
 
     rows = []
@@ -71,6 +74,7 @@ def main() -> None:
             times, rpcs, changes = [], 0, 0
             for _ in range(args.repeat):
                 before = lm.stats()["total"]
+                _hasher.cache_clear()  # no hash remembered from the previous run
                 t0 = time.perf_counter()
                 with Session(TargetChoice("modal"), work) as session:
                     plan = plan_one(prep, session, target="modal", environ=environ)

@@ -45,7 +45,8 @@ def test_workflows_golden(project: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     workflows = project / ".github" / "workflows"
     assert proc.stdout == "".join(f"created {Path('.github/workflows') / name}\n" for name in WORKFLOWS) + (
-        "Add these repository secrets: HARVEST_GITHUB_TOKEN, MODAL_TOKEN_ID, MODAL_TOKEN_SECRET, "
+        "Add these repository secrets: HARVEST_GITHUB_TOKEN, HARVEST_STATE_KEY, MODAL_TOKEN_ID, "
+        "MODAL_TOKEN_SECRET, "
         "OPENAI_API_KEY\n")
     for name in WORKFLOWS:
         check_golden(GOLDEN / name, (workflows / name).read_text())

@@ -7,9 +7,11 @@ from datetime import datetime, timezone
 from harvest_iac.diff import Desired, DiffInput, SecretValues, compare
 from harvest_iac.live import Live, LiveApp, LiveFunction, LiveImage, LiveSecret, LiveVolume
 from harvest_iac.plan import Action
+from harvest_iac.secrethash import SecretHasher
 from harvest_iac.state import ResourceRecord, SnapshotRecord, StateRecord
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+HASHER = SecretHasher()
 
 
 def inp(desired: list[Desired], **kw: object) -> DiffInput:
@@ -96,7 +98,7 @@ def test_function_changed_outside_harvest_is_drift_and_an_update() -> None:
 
 def test_secret_hash_compare_needs_no_value_in_the_plan() -> None:
     state = StateRecord.new("dev", "app")
-    rec = ResourceRecord("st-1", {"keys": ["K"]}, values_hash=state.hash_values({"K": "old-value-abc"}))
+    rec = ResourceRecord("st-1", {"keys": ["K"]}, values_hash=HASHER.hash("s", {"K": "old-value-abc"}))
     state = state.with_resource("secret.s", rec)
     live = Live("dev", True, secrets={"s": LiveSecret("s", "st-1", ("K",))}, state=state)
     d = Desired("secret.s", "secret", "s", {"keys": ["K"], "from_env": {"K": "K"}})

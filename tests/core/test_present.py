@@ -128,3 +128,14 @@ def test_markdown_summary_alone_over_the_limit_is_cut_by_lines() -> None:
     assert 60_000 < len(text) <= 65_536
     assert text.startswith("<!-- harvest-plan: env0000, env0001,")
     assert text.endswith("\n\n(cut: the summary alone is over the size limit)\n")
+def test_text_from_files_and_from_modal_is_printed_escaped() -> None:
+    """A bidi override in the file name, in who deployed outside harvest (read from Modal), in
+    an unmanaged object's name and in a warning never reaches the terminal raw."""
+    plan = Plan(environment="dev", app="a", target="local", source="env\u202elmay.yaml",
+                changes=(Change("app.a", "app", "a", Action.UPDATE, reason="redeploy\u202e",
+                                notes=("by \u2066x",)),),
+                drift=(Drift("app.a", "app", "a", "was deployed outside of harvest (by ev\u202eil)"),),
+                unmanaged=("secret.x\u202e",), warnings=("dotenv \u202e.env missing",))
+    for text in (render_text([plan]), render_text([plan], color=True), render_markdown([plan])):
+        assert "\u202e" not in text and "\u2066" not in text
+        assert "\\u202e" in text

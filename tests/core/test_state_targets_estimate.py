@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,22 +28,26 @@ def test_state_round_trip_and_serial() -> None:
     assert again == st and again.serial == 1
 
 
-def test_secret_hash_is_salted_and_never_contains_the_value() -> None:
-    a, b = StateRecord.new("dev", "app"), StateRecord.new("dev", "app")
-    ha = a.hash_values({"K": "hunter2-value"})
-    assert ha == a.hash_values({"K": "hunter2-value"})
-    assert ha != b.hash_values({"K": "hunter2-value"})  # another salt
-    assert ha != a.hash_values({"K": "other"})
-    assert "hunter2" not in ha and "hunter2" not in a.with_resource(
-        "secret.s", ResourceRecord(values_hash=ha)).to_json()
+_GOOD = {"format": 1, "environment": "dev", "app": "a", "serial": 1, "lineage": "l", "salt": "s"}
 
 
 @pytest.mark.parametrize("text, fragment", [
     ("[]", "corrupt"), ('{"format": 99}', "format 99"), ("not json", "corrupt"),
+    (json.dumps({**_GOOD, "resources": []}), r"corrupt \(resources: expected a mapping, got a list\)"),
+    (json.dumps({**_GOOD, "resources": {"volume.v": "x"}}),
+     r"corrupt \(resources\[volume.v\]: expected a mapping, got a string\)"),
+    (json.dumps({**_GOOD, "resources": {"volume": {}}}),
+     r"corrupt \(resources: 'volume' is not an address like volume.NAME\)"),
+    (json.dumps({**_GOOD, "resources": {"volume.v": {"spec": []}}}),
+     r"corrupt \(resources\[volume.v\].spec: expected a mapping, got a list\)"),
+    (json.dumps({**_GOOD, "resources": {"snapshot.s": {"snapshots": [{"image_id": 1}]}}}),
+     r"corrupt \(resources\[snapshot.s\].snapshots\[0\].image_id: expected a string, got a number\)"),
+    (json.dumps({**_GOOD, "serial": "7", "resources": {}}), r"corrupt \(serial: expected a whole number"),
 ])
 def test_bad_state_is_a_clear_error(text: str, fragment: str) -> None:
-    with pytest.raises(HarvestError, match=fragment):
+    with pytest.raises(HarvestError, match=fragment) as caught:
         StateRecord.from_json(text)
+    assert str(caught.value).endswith("fix or remove it") or "format 99" in fragment
 
 
 def test_target_resolution(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import modal
 import pytest
 
 from harvest_iac.modal_backend import ModalOps
+from harvest_iac.secrethash import SecretHasher
 from harvest_iac.state import STATE_VOLUME, ResourceRecord, StateRecord, state_path
 from tests.conftest import modal_cli
 from tests.integration.helpers import (
@@ -20,6 +21,8 @@ from tests.integration.helpers import (
     plan_for,
     write_env,
 )
+
+HASHER = SecretHasher()
 
 
 def test_empty_environment_plans_everything(tmp_path: Path, local_modal: object) -> None:
@@ -81,10 +84,10 @@ def test_drift_volume_deleted_secret_recreated_and_key_lost(tmp_path: Path,
         "version": 2, "protect": True}))
     st = st.with_resource("secret.openai", ResourceRecord(
         object_id="st-old-id", spec={"keys": ["OPENAI_API_KEY"]},
-        values_hash=st.hash_values({"OPENAI_API_KEY": SECRETS_ENV["OPENAI_API_KEY"]})))
+        values_hash=HASHER.hash("openai", {"OPENAI_API_KEY": SECRETS_ENV["OPENAI_API_KEY"]})))
     st = st.with_resource("secret.github", ResourceRecord(
         object_id=secrets["github"].object_id, spec={"keys": ["GITHUB_TOKEN", "EXTRA"]},
-        values_hash=st.hash_values({"GITHUB_TOKEN": SECRETS_ENV["HARVEST_GITHUB_TOKEN"]})))
+        values_hash=HASHER.hash("github", {"GITHUB_TOKEN": SECRETS_ENV["HARVEST_GITHUB_TOKEN"]})))
     _record(env, "agents", st)
     plan = plan_for(path)
     drift = {d.address: d.what for d in plan.drift}
@@ -104,7 +107,7 @@ def test_secret_value_change_is_an_update_without_the_value(tmp_path: Path,
         object_id=item.object_id, spec={"keys": ["OPENAI_API_KEY"]}))
     st = st.with_resource("secret.openai", ResourceRecord(
         object_id=item.object_id, spec={"keys": ["OPENAI_API_KEY"]},
-        values_hash=st.hash_values({"OPENAI_API_KEY": "the-old-value"})))
+        values_hash=HASHER.hash("openai", {"OPENAI_API_KEY": "the-old-value"})))
     _record(env, "agents", st)
     plan = plan_for(path)
     change = next(c for c in plan.changes if c.address == "secret.openai")
@@ -216,4 +219,25 @@ def test_golden_plan_of_an_empty_environment(tmp_path: Path, local_modal: object
     check_golden(golden / "empty.md", mask(render_markdown([plan])))
     data = json.loads(render_json([plan]))
     data["live_fingerprint"] = "sha256:(varies)"
+    for rc in data["resource_changes"]:  # a new salt on every run
+        if "values_hash" in rc:
+            rc["values_hash"].update(salt="(varies)", digest="(varies)")
     check_golden(golden / "empty.json", mask(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+@pytest.mark.parametrize("resources", [
+    [], {"volume.agent-state": "a string"}, {"volume": {"spec": {}}},
+], ids=["a list", "a string value", "an address without a dot"])
+def test_corrupt_state_record_is_one_line(tmp_path: Path, modal_environment: str,
+                                          resources: object) -> None:
+    path = write_env(tmp_path, modal_environment)
+    record = {"format": 1, "environment": modal_environment, "app": "agents", "serial": 3,
+              "lineage": "l-1", "salt": "00", "resources": resources}
+    ModalOps(modal_environment).write_file(STATE_VOLUME, state_path("agents"),
+                                           json.dumps(record).encode())
+    proc = harvest("plan", str(path), "--target", "modal")
+    assert proc.returncode == 1, proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("Error: state record harvest-state:/apps/agents.json is corrupt (")
+    assert proc.stderr.rstrip().endswith("; fix or remove it")

@@ -34,6 +34,14 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
      {"env.yaml": HEADER + "images:\n  registry:\n    from: debian_slim\n"},
      ["env.yaml:5:3: images.registry: 'registry' is a built-in base (from: registry); give the image "
       "another name"]),
+    ("volume named like harvest's state volume",
+     {"env.yaml": HEADER + "volumes:\n  harvest-state: {}\n"},
+     ["env.yaml:5:3: volumes.harvest-state: volume name 'harvest-state' is reserved by harvest (it keeps "
+      "its state record and lock under this name); choose another name"]),
+    ("secret named like harvest's lock",
+     {"env.yaml": HEADER + "secrets:\n  harvest-locks:\n    from_env: [A]\n"},
+     ["env.yaml:5:3: secrets.harvest-locks: secret name 'harvest-locks' is reserved by harvest (it keeps "
+      "its state record and lock under this name); choose another name"]),
     # -- unknown keys --------------------------------------------------------------------
     ("misspelt top-level section",
      {"env.yaml": HEADER + "volume:\n  data: {}\n"},

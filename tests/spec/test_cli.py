@@ -81,3 +81,25 @@ def test_schema_is_json_schema_that_describes_the_format(tmp_path: Path) -> None
     out = tmp_path / "schema" / "harvest.json"
     result = runner.invoke(cli, ["schema", "-o", str(out)])
     assert result.exit_code == 0 and json.loads(out.read_text()) == schema
+
+
+def test_bidi_characters_in_a_file_name_and_a_key_are_escaped(tmp_path: Path) -> None:
+    """A right-to-left override (U+202E) in the file name and in a volume name: every part of
+    the message shows it escaped, so the terminal cannot reorder what the user reads."""
+    name = "env\u202elmay.yaml"
+    (tmp_path / name).write_text("harvest: 1\nenvironment: dev\napp: a\nvolumes:\n  \"a\u202eb\": {}\n",
+                                 encoding="utf-8")
+    result = _run("-m", "harvest_iac", "validate", name, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "\u202e" not in result.stderr + result.stdout
+    assert result.stderr.startswith("env\\u202elmay.yaml:5:3: volumes.a\\u202eb: volume name 'a\\u202eb'")
+
+
+def test_a_reserved_name_fails_validation_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "env.yaml").write_text("harvest: 1\nenvironment: dev\napp: a\nvolumes:\n  harvest-state: {}\n")
+    result = _run("-m", "harvest_iac", "validate", "env.yaml", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == ("env.yaml:5:3: volumes.harvest-state: volume name 'harvest-state' is reserved by "
+                             "harvest (it keeps its state record and lock under this name); choose another name\n")
