@@ -38,7 +38,10 @@ from grpclib.exceptions import GRPCError
 from modal_proto import api_grpc, task_command_router_grpc
 
 from harvest_iac.emulator.base import DEFAULT_ENVIRONMENT, Ctx, Service
-from harvest_iac.emulator.store import Store
+from harvest_iac.emulator.runtime.launcher import HostLauncher
+from harvest_iac.emulator.runtime.scheduler import Scheduler
+from harvest_iac.emulator.store import Store, new_id
+from harvest_iac.emulator.tokens import verify_jwt
 
 log = logging.getLogger("harvest.emulator")
 
@@ -121,6 +124,8 @@ class Emulator:
         self.store = Store(self.data_dir)
         self.token_id, self.token_secret = self._credentials(token_id, token_secret)
         self.stats = Stats()
+        self.runtime = Scheduler(self.data_dir, HostLauncher(), new_id=new_id,
+                                 max_containers=int(os.environ.get("HARVEST_MAX_CONTAINERS", "8")))
         self.services: list[Service] = []
         self._server: grpclib.server.Server | None = None
         self._http: Any = None
@@ -182,7 +187,6 @@ class Emulator:
 
     # -- environments (every object is scoped to one) -------------------------------
     def ensure_environment(self, name: str, *, default: bool = False) -> str:
-        from harvest_iac.emulator.store import new_id
 
         row = self.store.one("SELECT id FROM environments WHERE name = ?", name)
         if row:
@@ -238,6 +242,11 @@ class Emulator:
             "x-modal-token-secret"
         ) == self.token_secret:
             return
+        task_token = metadata.get("x-harvest-task-token")
+        if task_token:
+            claims = verify_jwt(self.token_secret, task_token)
+            if claims is not None and claims.get("scope") == "container":
+                return  # a function container of this local Modal
         if metadata.get("x-modal-auth-token") or metadata.get("x-modal-sandbox-token"):
             return  # task command router and input-plane calls carry a JWT we issued
         if metadata.get("authorization", "").startswith("Bearer "):
@@ -332,6 +341,9 @@ class Emulator:
         sock = self._server._server.sockets[0]  # type: ignore[union-attr]
         self.port = sock.getsockname()[1]
         self._write_client_config()
+        self.runtime.start()
+        for svc in self.services:
+            await svc.on_start()
         log.info("local Modal listening on %s (files on %s)", self.url, self.http_url)
 
     def _write_client_config(self) -> None:
@@ -339,6 +351,7 @@ class Emulator:
         self.config_path.write_text("")
 
     async def stop(self) -> None:
+        await self.runtime.shutdown()
         for task in list(self.background):
             task.cancel()
         if self._server is not None:

@@ -260,6 +260,7 @@ class AppService(Service):
                 "UPDATE apps SET state = ?, functions = ? WHERE id = ?",
                 state, dumps(functions), req.app_id,
             )
+            self._refresh_runtime(req.app_id)
             return api_pb2.AppPublishResponse(url=self._url(req.app_id), deployed_at=now)
         name = req.name or row["name"]
         check_app_name(name)
@@ -282,7 +283,13 @@ class AppService(Service):
                              client_version=req.client_version or ctx.metadata.get(
                                  "x-modal-client-version", ""),
                              commit_info=req.commit_info if req.HasField("commit_info") else None)
+        self._refresh_runtime(req.app_id)
         return api_pb2.AppPublishResponse(url=self._url(req.app_id), deployed_at=now)
+
+    def _refresh_runtime(self, app_id: str) -> None:
+        from harvest_iac.emulator.services.function_runtime import refresh_app
+
+        refresh_app(self.emu, app_id)
 
     def _published_functions(self, req: api_pb2.AppPublishRequest) -> FunctionMap:
         from harvest_iac.emulator.services.functions import publish_function
@@ -360,6 +367,7 @@ class AppService(Service):
         self._record_version(req.app_id, version, now, functions, tag=old["tag"],
                              client_version=old["client_version"], commit_info=commit,
                              rollback_version=target)
+        self._refresh_runtime(req.app_id)
         return api_pb2.AppRollbackResponse(url=self._url(req.app_id), deployed_at=now)
 
     def _stop(self, app_id: str, by: str) -> None:
@@ -367,6 +375,7 @@ class AppService(Service):
             "UPDATE apps SET state = ?, stopped_at = ?, stopped_by = ? WHERE id = ?",
             STOPPED, time.time(), by, app_id,
         )
+        self.emu.runtime.stop_app(app_id)
 
     def AppStop(self, req: api_pb2.AppStopRequest, ctx: Ctx) -> empty_pb2.Empty:
         row = app_row(self.emu, req.app_id)

@@ -5,9 +5,8 @@ stores the definition the client sent (as a `FunctionData`, the shape `FunctionG
 answers and `FunctionInfo` reads: schedule, retries, timeout, resources, volumes, secrets,
 image) under a definition id; identical definitions share an id. `AppPublish` (apps.py)
 records which definition each function serves in that app version, so history and
-rollback can restore an older one.
-
-Deployed functions do not run here: calling one fails with UNIMPLEMENTED.
+rollback can restore an older one. Calls are served by `invocations.py` and run by the
+runtime (`emulator/runtime/`).
 """
 
 from __future__ import annotations
@@ -48,12 +47,6 @@ CREATE TABLE IF NOT EXISTS function_defs (
 );
 CREATE INDEX IF NOT EXISTS function_defs_digest ON function_defs (function_id, digest);
 """
-
-_NOT_RUNNING = (
-    "The local Modal stores deployed Functions but does not run them ({method}); "
-    "use a Sandbox to run code locally"
-)
-
 
 # -- the interface apps.py uses ---------------------------------------------------------
 def function_data(emu: Emulator, definition_id: str) -> api_pb2.FunctionData:
@@ -343,6 +336,3 @@ class FunctionService(Service):
     ) -> api_pb2.FunctionStats:
         function_handle_metadata(self.emu, req.function_id)  # NOT_FOUND for unknown ids
         return api_pb2.FunctionStats()
-
-    def FunctionMap(self, req: api_pb2.FunctionMapRequest, ctx: Ctx) -> api_pb2.FunctionMapResponse:
-        raise GRPCError(Status.UNIMPLEMENTED, _NOT_RUNNING.format(method="FunctionMap"))

@@ -1,0 +1,121 @@
+"""The container side of running functions: what Modal's container entrypoint calls.
+
+ContainerHello, ContainerHeartbeat (a long poll that answers early with the inputs to
+cancel), FunctionGetInputs (a long poll: inputs, or a kill switch when the container should
+exit), FunctionPutOutputs, FunctionCallPutDataOut (generator items), TaskResult (the
+container failed as a whole) and ContainerStop. A container is identified by its task
+token (`x-harvest-task-token`), never by what it claims in a request.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import empty_pb2
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from modal_proto import api_pb2
+
+from harvest_iac.emulator.base import Ctx, Service
+from harvest_iac.emulator.services.apps import app_row
+from harvest_iac.emulator.services.function_runtime import TASK_TOKEN_HEADER, refresh_deployed_apps
+from harvest_iac.emulator.services.results import runtime_result
+from harvest_iac.emulator.tokens import verify_jwt
+
+GET_INPUTS_POLL_S = 50.0
+HEARTBEAT_HOLD_S = 13.5
+"""Under the client's 15 s interval (and 15.1 s attempt timeout): a cancellation waits at
+most the 1.5 s between two heartbeats."""
+KILL_SWITCH = api_pb2.FunctionGetInputsResponse(inputs=[api_pb2.FunctionGetInputsItem(kill_switch=True)])
+
+
+def task_of(ctx: Ctx) -> str:
+    """The task id of the container making this call."""
+    claims = verify_jwt(ctx.emu.token_secret, ctx.metadata.get(TASK_TOKEN_HEADER, ""))
+    if not claims or claims.get("scope") != "container":
+        raise GRPCError(Status.PERMISSION_DENIED, f"{ctx.method} is for function containers only")
+    return str(claims["sub"])
+
+
+class ContainerService(Service):
+    """The RPCs of a function container."""
+
+    async def on_start(self) -> None:
+        refresh_deployed_apps(self.emu)
+
+    async def ContainerHello(self, req: empty_pb2.Empty, ctx: Ctx) -> empty_pb2.Empty:
+        task_of(ctx)
+        return empty_pb2.Empty()
+
+    async def ContainerHeartbeat(
+        self, req: api_pb2.ContainerHeartbeatRequest, ctx: Ctx
+    ) -> api_pb2.ContainerHeartbeatResponse:
+        cancel = await self.emu.runtime.cancellations(task_of(ctx), HEARTBEAT_HOLD_S)
+        if not cancel:
+            return api_pb2.ContainerHeartbeatResponse()
+        return api_pb2.ContainerHeartbeatResponse(
+            cancel_input_event=api_pb2.CancelInputEvent(input_ids=cancel)
+        )
+
+    async def FunctionGetInputs(
+        self, req: api_pb2.FunctionGetInputsRequest, ctx: Ctx
+    ) -> api_pb2.FunctionGetInputsResponse:
+        inputs = await self.emu.runtime.next_inputs(
+            task_of(ctx), max(1, req.batch_max_size), GET_INPUTS_POLL_S
+        )
+        if inputs is None:
+            return KILL_SWITCH
+        return api_pb2.FunctionGetInputsResponse(inputs=[
+            api_pb2.FunctionGetInputsItem(
+                input_id=inp.input_id, input=api_pb2.FunctionInput.FromString(inp.body),
+                function_call_id=inp.call.call_id,
+                function_call_invocation_type=inp.call.invocation,  # type: ignore[arg-type]
+                retry_count=inp.retry_count,
+            )
+            for inp in inputs
+        ])
+
+    async def FunctionPutOutputs(
+        self, req: api_pb2.FunctionPutOutputsRequest, ctx: Ctx
+    ) -> empty_pb2.Empty:
+        task_id = task_of(ctx)
+        for item in req.outputs:
+            self.emu.runtime.put_output(
+                task_id, item.input_id, item.retry_count, runtime_result(item.result, item.data_format)
+            )
+        return empty_pb2.Empty()
+
+    async def FunctionCallPutDataOut(
+        self, req: api_pb2.FunctionCallPutDataRequest, ctx: Ctx
+    ) -> empty_pb2.Empty:
+        task_of(ctx)
+        self.emu.runtime.put_data(
+            req.function_call_id, [(c.index, c.SerializeToString()) for c in req.data_chunks]
+        )
+        return empty_pb2.Empty()
+
+    async def TaskResult(self, req: api_pb2.TaskResultRequest, ctx: Ctx) -> empty_pb2.Empty:
+        self.emu.runtime.task_result(task_of(ctx), runtime_result(req.result))
+        return empty_pb2.Empty()
+
+    async def ContainerStop(
+        self, req: api_pb2.ContainerStopRequest, ctx: Ctx
+    ) -> api_pb2.ContainerStopResponse:
+        self.emu.runtime.stop_task(task_of(ctx))
+        return api_pb2.ContainerStopResponse()
+
+    # -- listing (`modal container list`, the `modal app stop` prompt) -------------------
+    def TaskList(self, req: api_pb2.TaskListRequest, ctx: Ctx) -> api_pb2.TaskListResponse:
+        """Running containers: function containers, then sandboxes."""
+        from harvest_iac.emulator.services.sandboxes import SandboxService
+
+        env_id = "" if req.app_id else self.emu.environment_id(req.environment_name)
+        tasks = []
+        for task in self.emu.runtime.tasks_of(req.app_id or None):
+            app = app_row(self.emu, task.pool.config.app_id)
+            if env_id and app["env_id"] != env_id:
+                continue
+            tasks.append(api_pb2.TaskStats(
+                task_id=task.task_id, app_id=app["id"], app_description=app["description"] or app["name"],
+                started_at=task.started_at, enqueued_at=task.started_at,
+            ))
+        sandboxes = next(s for s in self.emu.services if isinstance(s, SandboxService))
+        return api_pb2.TaskListResponse(tasks=tasks + list(sandboxes.TaskList(req, ctx).tasks))
