@@ -220,6 +220,8 @@ class AppService(Service):
     ) -> api_pb2.AppGetLayoutResponse:
         from harvest_iac.emulator.services.functions import function_handle_metadata
 
+        from harvest_iac.emulator.services.classes import app_classes
+
         row = app_row(self.emu, req.app_id)
         objects = []
         function_ids = {}
@@ -231,8 +233,11 @@ class AppService(Service):
                     self.emu, function_id, definition_id
                 ),
             ))
+        class_ids = app_classes(self.emu, req.app_id)
+        objects += [api_pb2.Object(object_id=class_id, class_handle_metadata=api_pb2.ClassHandleMetadata())
+                    for class_id in sorted(class_ids.values())]
         return api_pb2.AppGetLayoutResponse(
-            app_layout=api_pb2.AppLayout(objects=objects, function_ids=function_ids)
+            app_layout=api_pb2.AppLayout(objects=objects, function_ids=function_ids, class_ids=class_ids)
         )
 
     def AppHeartbeat(self, req: api_pb2.AppHeartbeatRequest, ctx: Ctx) -> empty_pb2.Empty:
@@ -292,8 +297,10 @@ class AppService(Service):
         refresh_app(self.emu, app_id)
 
     def _published_functions(self, req: api_pb2.AppPublishRequest) -> FunctionMap:
+        from harvest_iac.emulator.services.classes import publish_classes
         from harvest_iac.emulator.services.functions import publish_function
 
+        publish_classes(self.emu, req.app_id, dict(req.class_ids))
         functions: FunctionMap = {}
         for name, function_id in sorted(req.function_ids.items()):
             definition_id = req.definition_ids.get(function_id, "")

@@ -27,6 +27,7 @@ from harvest_iac.emulator.runtime.scheduler import (
     RetryPolicy,
 )
 from harvest_iac.emulator.services.apps import STOPPED, app_functions, app_row
+from harvest_iac.emulator.services.classes import app_classes, binding
 from harvest_iac.emulator.services.functions import function_data, function_handle_metadata
 from harvest_iac.emulator.services.mounts import mount_files
 from harvest_iac.emulator.services.named import environment_name
@@ -55,10 +56,17 @@ def retry_policy(policy: api_pb2.FunctionRetryPolicy) -> RetryPolicy:
     )
 
 
-def function_config(emu: Emulator, function_id: str, *, key: str = "",
-                    serialized_params: bytes = b"") -> FunctionConfig:
-    """How to run the definition function `function_id` serves now (as pool `key`, a bound
-    instance's id, with its parameters)."""
+def function_config(emu: Emulator, function_id: str) -> FunctionConfig:
+    """How to run what `function_id` (a function, or a bound class instance) serves now."""
+    bound = binding(emu, function_id)
+    if bound is None:
+        return _config(emu, function_id, function_id, b"", api_pb2.FunctionOptions())
+    base_id, params, options = bound
+    return _config(emu, function_id, base_id, params, options)
+
+
+def _config(emu: Emulator, pool_key: str, function_id: str, serialized_params: bytes,
+            options: api_pb2.FunctionOptions) -> FunctionConfig:
     row = emu.store.one("SELECT app_id, name, definition_id FROM functions WHERE id = ?", function_id)
     if row is None:
         raise GRPCError(Status.NOT_FOUND, f"Function '{function_id}' not found")
@@ -68,10 +76,10 @@ def function_config(emu: Emulator, function_id: str, *, key: str = "",
     if app["state"] == STOPPED:
         raise GRPCError(Status.FAILED_PRECONDITION, f"App '{app['id']}' is stopped")
     definition_id = str(row["definition_id"])
-    fn = _definition(function_data(emu, definition_id))
+    fn = with_options(_definition(function_data(emu, definition_id)), options)
     scaling = fn.autoscaler_settings
-    version = definition_id + hashlib.sha256(serialized_params).hexdigest()[:16]
-    pool_key = key or function_id
+    bound = serialized_params + options.SerializeToString(deterministic=True)
+    version = definition_id + hashlib.sha256(bound).hexdigest()[:16]
 
     def plan(task_id: str) -> ContainerPlan:
         return container_plan(emu, task_id, pool_key, function_id, fn, serialized_params)
@@ -94,9 +102,11 @@ def function_config(emu: Emulator, function_id: str, *, key: str = "",
 def refresh_app(emu: Emulator, app_id: str) -> None:
     """An app was (re)deployed or rolled back: functions with `min_containers` get their
     warm containers, and running pools switch to the definitions now served."""
-    for function_id, _ in app_functions(app_row(emu, app_id)).values():
-        config = function_config(emu, function_id)
-        if config.min_containers or function_id in emu.runtime.pools:
+    keys = {function_id for function_id, _ in app_functions(app_row(emu, app_id)).values()}
+    keys |= {key for key, pool in emu.runtime.pools.items() if pool.config.app_id == app_id}
+    for key in sorted(keys):
+        config = function_config(emu, key)
+        if config.min_containers or key in emu.runtime.pools:
             emu.runtime.configure(config)
 
 
@@ -105,6 +115,41 @@ def refresh_deployed_apps(emu: Emulator) -> None:
     rows = emu.store.all("SELECT id FROM apps WHERE state = ?", api_pb2.APP_STATE_DEPLOYED)
     for row in rows:
         refresh_app(emu, str(row["id"]))
+
+
+# FunctionOptions field -> the Function field (and the autoscaler setting) it overrides.
+_OPTION_FIELDS = {
+    "timeout_secs": ("timeout_secs", ""),
+    "concurrency_limit": ("concurrency_limit", "max_containers"),
+    "warm_pool_size": ("warm_pool_size", "min_containers"),
+    "task_idle_timeout_secs": ("task_idle_timeout_secs", "scaledown_window"),
+    "buffer_containers": ("_experimental_buffer_containers", "buffer_containers"),
+    "max_concurrent_inputs": ("max_concurrent_inputs", ""),
+    "target_concurrent_inputs": ("target_concurrent_inputs", ""),
+    "batch_max_size": ("batch_max_size", ""),
+    "batch_linger_ms": ("batch_linger_ms", ""),
+}
+
+
+def with_options(fn: api_pb2.Function, options: api_pb2.FunctionOptions) -> api_pb2.Function:
+    """The definition with `with_options(...)` applied (what the container sees too)."""
+    merged = api_pb2.Function()
+    merged.CopyFrom(fn)
+    for option, (field, scaling) in _OPTION_FIELDS.items():
+        if options.HasField(option):
+            setattr(merged, field, getattr(options, option))
+            if scaling:
+                setattr(merged.autoscaler_settings, scaling, getattr(options, option))
+    for message in ("retry_policy", "resources"):
+        if options.HasField(message):
+            getattr(merged, message).CopyFrom(getattr(options, message))
+    if options.replace_secret_ids:
+        merged.ClearField("secret_ids")
+        merged.secret_ids.extend(options.secret_ids)
+    if options.replace_volume_mounts:
+        merged.ClearField("volume_mounts")
+        merged.volume_mounts.extend(options.volume_mounts)
+    return merged
 
 
 def _definition(data: api_pb2.FunctionData) -> api_pb2.Function:
@@ -163,6 +208,12 @@ def app_layout(emu: Emulator, app_id: str, fn: api_pb2.Function) -> api_pb2.AppL
             object_id=fid, function_handle_metadata=function_handle_metadata(emu, fid, definition_id),
         ))
         known.add(fid)
+    for name, class_id in sorted(app_classes(emu, app_id).items()):
+        layout.class_ids[name] = class_id
+        layout.objects.append(
+            api_pb2.Object(object_id=class_id, class_handle_metadata=api_pb2.ClassHandleMetadata())
+        )
+        known.add(class_id)
     for dep in fn.object_dependencies:
         if dep.object_id in known:
             continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from grpclib.const import Status
@@ -76,6 +77,8 @@ def function_handle_metadata(
             supported_input_formats=data.supported_input_formats,
             supported_output_formats=data.supported_output_formats,
             app_id=row["app_id"],
+            class_parameter_info=data.class_parameter_info,
+            method_handle_metadata=_method_metadata(data.method_definitions, row["app_id"]),
         )
     pre = api_pb2.FunctionPrecreateRequest.FromString(row["precreate"] or b"")
     return api_pb2.FunctionHandleMetadata(
@@ -85,7 +88,23 @@ def function_handle_metadata(
         supported_input_formats=pre.supported_input_formats,
         supported_output_formats=pre.supported_output_formats,
         app_id=row["app_id"],
+        method_handle_metadata=_method_metadata(pre.method_definitions, row["app_id"]),
     )
+
+
+def _method_metadata(
+    methods: Mapping[str, api_pb2.MethodDefinition], app_id: str
+) -> dict[str, api_pb2.FunctionHandleMetadata]:
+    """The handles of a class's methods: each calls the class function with its name."""
+    return {
+        name: api_pb2.FunctionHandleMetadata(
+            function_name=m.function_name, function_type=m.function_type, web_url=m.web_url,
+            is_method=True, use_method_name=name, function_schema=m.function_schema,
+            supported_input_formats=m.supported_input_formats,
+            supported_output_formats=m.supported_output_formats, app_id=app_id,
+        )
+        for name, m in methods.items()
+    }
 
 
 def publish_function(
@@ -145,7 +164,7 @@ def _function_to_data(fn: api_pb2.Function) -> api_pb2.FunctionData:
         if source is None or source.type != field.type or source.is_repeated != field.is_repeated:
             continue
         if field.message_type is not None and (
-            source.message_type is None or source.message_type.full_name != field.message_type.full_name
+            source.message_type is None or not _same_type(source.message_type, field.message_type)
         ):
             continue
         value = getattr(fn, field.name)
@@ -158,6 +177,15 @@ def _function_to_data(fn: api_pb2.Function) -> api_pb2.FunctionData:
             setattr(data, field.name, value)
     data.ranked_functions.append(api_pb2.FunctionData.RankedFunction(rank=0, function=fn))
     return data
+
+
+def _same_type(a: Any, b: Any) -> bool:
+    """Two message types hold the same data (map entries of two messages: same value type)."""
+    if a.GetOptions().map_entry and b.GetOptions().map_entry:
+        va, vb = a.fields_by_name["value"], b.fields_by_name["value"]
+        return bool(va.type == vb.type and (va.message_type is None) == (vb.message_type is None) and (
+            va.message_type is None or va.message_type.full_name == vb.message_type.full_name))
+    return bool(a.full_name == b.full_name)
 
 
 def _definition_digest(data: api_pb2.FunctionData) -> str:
