@@ -32,6 +32,7 @@ from harvest_iac.emulator.runtime.calls import RETRYABLE, Call, Input, Output, P
 from harvest_iac.emulator.runtime.containers import Container, ContainerPlan
 from harvest_iac.emulator.runtime.launcher import Launcher
 from harvest_iac.emulator.runtime.logs import LogBook
+from harvest_iac.emulator.runtime.schedules import Ticker
 
 log = logging.getLogger("harvest.emulator.runtime")
 
@@ -144,6 +145,7 @@ class Scheduler:
         self.calls: dict[str, Call] = {}
         self.inputs: dict[str, Input] = {}
         self.logs = LogBook()
+        self.schedules = Ticker()
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -155,6 +157,7 @@ class Scheduler:
     async def shutdown(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+        self.schedules.stop()
         for task in list(self.tasks.values()):
             task.stopping = True
             task.container.signal(signal.SIGKILL)
@@ -182,7 +185,9 @@ class Scheduler:
         return pool
 
     def stop_app(self, app_id: str) -> None:
-        """The app stopped: its pools go, queued inputs end TERMINATED, containers stop."""
+        """The app stopped: its schedules and pools go, queued inputs end TERMINATED,
+        containers stop."""
+        self.schedules.drop_app(app_id)
         for key, pool in list(self.pools.items()):
             if pool.config.app_id != app_id:
                 continue

@@ -16,7 +16,11 @@ from modal_proto import api_pb2
 
 from harvest_iac.emulator.base import Ctx, Service
 from harvest_iac.emulator.services.apps import app_row
-from harvest_iac.emulator.services.function_runtime import TASK_TOKEN_HEADER, refresh_deployed_apps
+from harvest_iac.emulator.services.function_runtime import (
+    TASK_TOKEN_HEADER,
+    refresh_deployed_apps,
+    run_scheduled,
+)
 from harvest_iac.emulator.services.results import runtime_result
 from harvest_iac.emulator.tokens import verify_jwt
 
@@ -40,6 +44,7 @@ class ContainerService(Service):
 
     async def on_start(self) -> None:
         refresh_deployed_apps(self.emu)
+        self.emu.runtime.schedules.start(lambda entry: run_scheduled(self.emu, entry.function_id))
 
     async def ContainerHello(self, req: empty_pb2.Empty, ctx: Ctx) -> empty_pb2.Empty:
         task_of(ctx)

@@ -20,6 +20,7 @@ from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
 from harvest_iac.emulator.runtime.containers import CODE_DIR, ContainerPlan
+from harvest_iac.emulator.runtime.schedules import Cron, Period, Schedule
 from harvest_iac.emulator.runtime.scheduler import (
     DEFAULT_SCALEDOWN_S,
     DEFAULT_TIMEOUT_S,
@@ -101,7 +102,8 @@ def _config(emu: Emulator, pool_key: str, function_id: str, serialized_params: b
 
 def refresh_app(emu: Emulator, app_id: str) -> None:
     """An app was (re)deployed or rolled back: functions with `min_containers` get their
-    warm containers, and running pools switch to the definitions now served."""
+    warm containers, running pools switch to the definitions now served, and its schedules
+    follow."""
     keys = {function_id for function_id, _ in app_functions(app_row(emu, app_id)).values()}
     keys |= {key for key, pool in emu.runtime.pools.items() if pool.config.app_id == app_id}
     for key in sorted(keys):
@@ -110,11 +112,49 @@ def refresh_app(emu: Emulator, app_id: str) -> None:
             emu.runtime.configure(config)
 
 
+    refresh_schedules(emu, app_id)
+
+
 def refresh_deployed_apps(emu: Emulator) -> None:
-    """At start: warm the deployed apps' `min_containers`."""
+    """At start: warm the deployed apps' `min_containers`, load their schedules."""
     rows = emu.store.all("SELECT id FROM apps WHERE state = ?", api_pb2.APP_STATE_DEPLOYED)
     for row in rows:
         refresh_app(emu, str(row["id"]))
+
+
+# -- schedules ----------------------------------------------------------------------------
+def schedule_of(schedule: api_pb2.Schedule) -> Schedule | None:
+    which = schedule.WhichOneof("schedule_oneof")
+    if which == "cron":
+        return Cron(schedule.cron.cron_string, schedule.cron.timezone or "UTC")
+    if which == "period":
+        p = schedule.period
+        return Period(years=p.years, months=p.months, weeks=p.weeks, days=p.days, hours=p.hours,
+                      minutes=p.minutes, seconds=p.seconds)
+    return None
+
+
+def refresh_schedules(emu: Emulator, app_id: str) -> None:
+    """The schedules a deployed app's functions have now (none unless deployed)."""
+    app = app_row(emu, app_id)
+    found: dict[str, tuple[str, Schedule]] = {}
+    if app["state"] == api_pb2.APP_STATE_DEPLOYED:
+        for name, (function_id, definition_id) in app_functions(app).items():
+            data = function_data(emu, definition_id)
+            schedule = schedule_of(data.schedule) if data.HasField("schedule") else None
+            if schedule is not None:
+                found[function_id] = (name, schedule)
+    emu.runtime.schedules.set_app(app_id, found)
+
+
+def run_scheduled(emu: Emulator, function_id: str) -> None:
+    """A tick: call the function with no arguments, as a spawned call."""
+    config = function_config(emu, function_id)
+    emu.runtime.configure(config)
+    call = emu.runtime.new_call(config.key, config.app_id, config.function_id,
+                                api_pb2.FUNCTION_CALL_INVOCATION_TYPE_ASYNC)
+    empty = api_pb2.FunctionInput(data_format=api_pb2.DATA_FORMAT_PICKLE)
+    emu.runtime.add_inputs(call, [(0, empty.SerializeToString())])
 
 
 # FunctionOptions field -> the Function field (and the autoscaler setting) it overrides.
