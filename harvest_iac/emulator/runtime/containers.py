@@ -63,7 +63,7 @@ def _fill_root(root: Path, plan: ContainerPlan) -> None:
 def container_spec(launcher: Launcher, root: Path, plan: ContainerPlan) -> ContainerSpec:
     """The launcher's view of a container: Modal's entrypoint under this Python, the plan's
     env plus where the container finds its arguments and code."""
-    env = dict(plan.env)
+    env = {"PYTHONUNBUFFERED": "1", **plan.env}  # each line reaches the logs as it is printed
     code = visible_path(launcher, root, CODE_DIR)
     env.update(
         MODAL_CONTAINER_ARGUMENTS_PATH=visible_path(launcher, root, ARGUMENTS_PATH),

@@ -102,7 +102,8 @@ class Task:
     draining: bool = False
     stopping: bool = False
     result: Result | None = None
-    timed_out: set[str] = field(default_factory=set)
+    requeue: bool = False
+    """Its running inputs go back to the queue when it exits (not their fault it ended)."""
     cancels: list[str] = field(default_factory=list)
     cancel_pulse: Pulse = field(default_factory=Pulse)
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
@@ -250,8 +251,8 @@ class Scheduler:
             timer.cancel()
         failure = task.result or Result(Status.FAILURE, message=self._crash_message(task, code))
         for inp in list(task.running.values()):
-            if task.timed_out:
-                self._requeue(inp)  # another input's timeout took this container down
+            if task.requeue:
+                self._requeue(inp)
             elif task.stopping or inp.call.cancelled:
                 self._record(inp, Result(Status.TERMINATED, message="The container was stopped"))
             else:
@@ -431,7 +432,7 @@ class Scheduler:
         if inp.done or inp.task_id != task.task_id or inp.retry_count != retry_count:
             return
         timeout = task.pool.config.timeout_s
-        task.timed_out.add(inp.input_id)
+        task.requeue = True  # the other inputs it runs are not to blame
         task.running.pop(inp.input_id, None)
         self._end(inp, Result(Status.TIMEOUT, message=f"Function timed out after {timeout:g}s"))
         task.draining = True
@@ -457,10 +458,19 @@ class Scheduler:
         if task is not None:
             task.result = result
 
-    def stop_task(self, task_id: str) -> None:
+    def stop_task(self, task_id: str, *, graceful: bool = True) -> bool:
+        """Stop a container: gracefully (it finishes its inputs, takes no more), or now (its
+        running inputs go back to the queue). False for an unknown task."""
         task = self.tasks.get(task_id)
-        if task is not None:
+        if task is None:
+            return False
+        if graceful:
             self._drain(task)
+        else:
+            task.requeue = True
+            self._drain(task, grace_s=STOP_GRACE_S)
+            task.container.signal(signal.SIGINT)
+        return True
 
     async def cancellations(self, task_id: str, wait_s: float) -> list[str]:
         """Input ids the container should cancel, waiting up to `wait_s` for some."""

@@ -11,6 +11,7 @@ from harvest_iac.emulator.services.environments import EnvironmentService
 from harvest_iac.emulator.services.functions import FunctionService
 from harvest_iac.emulator.services.images import ImageService
 from harvest_iac.emulator.services.invocations import InvocationService
+from harvest_iac.emulator.services.logs import LogService
 from harvest_iac.emulator.services.mounts import MountService
 from harvest_iac.emulator.services.queues import QueueService
 from harvest_iac.emulator.services.sandboxes import SandboxService
@@ -23,6 +24,7 @@ SERVICE_CLASSES: list[type] = [
     FunctionService,
     InvocationService,
     ClassService,
+    LogService,
     ContainerService,
     ImageService,
     MountService,

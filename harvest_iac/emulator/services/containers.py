@@ -9,6 +9,8 @@ token (`x-harvest-task-token`), never by what it claims in a request.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from google.protobuf import empty_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -23,6 +25,9 @@ from harvest_iac.emulator.services.function_runtime import (
 )
 from harvest_iac.emulator.services.results import runtime_result
 from harvest_iac.emulator.tokens import verify_jwt
+
+if TYPE_CHECKING:
+    from harvest_iac.emulator.services.sandboxes import SandboxService
 
 GET_INPUTS_POLL_S = 50.0
 HEARTBEAT_HOLD_S = 13.5
@@ -104,14 +109,43 @@ class ContainerService(Service):
     async def ContainerStop(
         self, req: api_pb2.ContainerStopRequest, ctx: Ctx
     ) -> api_pb2.ContainerStopResponse:
-        self.emu.runtime.stop_task(task_of(ctx))
+        """From a container: it stops taking inputs. From a user (`modal container stop`):
+        that container stops, now or once its inputs are done (`--graceful`)."""
+        if TASK_TOKEN_HEADER in ctx.metadata:
+            self.emu.runtime.stop_task(task_of(ctx))
+        elif not self.emu.runtime.stop_task(req.task_id, graceful=req.graceful):
+            sandbox = self._sandbox_of(req.task_id)
+            await self._sandboxes().SandboxTerminateV2(
+                api_pb2.SandboxTerminateRequest(sandbox_id=sandbox["id"]), ctx
+            )
         return api_pb2.ContainerStopResponse()
+
+    def TaskGetInfo(self, req: api_pb2.TaskGetInfoRequest, ctx: Ctx) -> api_pb2.TaskGetInfoResponse:
+        task = self.emu.runtime.tasks.get(req.task_id)
+        if task is not None:
+            return api_pb2.TaskGetInfoResponse(app_id=task.pool.config.app_id, info=api_pb2.TaskInfo(
+                id=task.task_id, started_at=task.started_at, enqueued_at=task.started_at,
+            ))
+        sandbox = self._sandbox_of(req.task_id)
+        return api_pb2.TaskGetInfoResponse(app_id=sandbox["app_id"], info=api_pb2.TaskInfo(
+            id=req.task_id, sandbox_id=sandbox["id"], started_at=sandbox["created_at"],
+            enqueued_at=sandbox["created_at"], finished_at=sandbox["finished_at"] or 0.0,
+        ))
+
+    def _sandbox_of(self, task_id: str) -> Any:
+        row = self.store.one("SELECT * FROM sandboxes WHERE task_id = ?", task_id)
+        if row is None:
+            raise GRPCError(Status.NOT_FOUND, f"Container '{task_id}' not found (or already stopped)")
+        return row
+
+    def _sandboxes(self) -> SandboxService:
+        from harvest_iac.emulator.services.sandboxes import SandboxService
+
+        return next(s for s in self.emu.services if isinstance(s, SandboxService))
 
     # -- listing (`modal container list`, the `modal app stop` prompt) -------------------
     def TaskList(self, req: api_pb2.TaskListRequest, ctx: Ctx) -> api_pb2.TaskListResponse:
         """Running containers: function containers, then sandboxes."""
-        from harvest_iac.emulator.services.sandboxes import SandboxService
-
         env_id = "" if req.app_id else self.emu.environment_id(req.environment_name)
         tasks = []
         for task in self.emu.runtime.tasks_of(req.app_id or None):
@@ -122,5 +156,4 @@ class ContainerService(Service):
                 task_id=task.task_id, app_id=app["id"], app_description=app["description"] or app["name"],
                 started_at=task.started_at, enqueued_at=task.started_at,
             ))
-        sandboxes = next(s for s in self.emu.services if isinstance(s, SandboxService))
-        return api_pb2.TaskListResponse(tasks=tasks + list(sandboxes.TaskList(req, ctx).tasks))
+        return api_pb2.TaskListResponse(tasks=tasks + list(self._sandboxes().TaskList(req, ctx).tasks))
