@@ -114,8 +114,10 @@ class Emulator:
         faults: Faults | None = None,
         token_id: str | None = None,
         token_secret: str | None = None,
+        fire_schedules: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.fire_schedules = fire_schedules
         self.host = host
         self.port = port
         self.http_port = http_port
@@ -377,8 +379,9 @@ class LocalModal:
     """
 
     def __init__(self, data_dir: Path, *, faults: Faults | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, fire_schedules: bool = True) -> None:
         self.data_dir = Path(data_dir)
+        self._fire_schedules = fire_schedules
         self._faults = faults
         self._host = host
         self._port = port
@@ -396,7 +399,7 @@ class LocalModal:
             asyncio.set_event_loop(loop)
             try:
                 self.emulator = Emulator(self.data_dir, faults=self._faults, host=self._host,
-                                         port=self._port)
+                                         port=self._port, fire_schedules=self._fire_schedules)
                 loop.run_until_complete(self.emulator.start())
             except BaseException as exc:  # surfaced in the caller's thread
                 errors.append(exc)

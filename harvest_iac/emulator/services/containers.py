@@ -49,7 +49,8 @@ class ContainerService(Service):
 
     async def on_start(self) -> None:
         refresh_deployed_apps(self.emu)
-        self.emu.runtime.schedules.start(lambda entry: run_scheduled(self.emu, entry.function_id))
+        if self.emu.fire_schedules:
+            self.emu.runtime.schedules.start(lambda entry: run_scheduled(self.emu, entry.function_id))
 
     async def ContainerHello(self, req: empty_pb2.Empty, ctx: Ctx) -> empty_pb2.Empty:
         task_of(ctx)
