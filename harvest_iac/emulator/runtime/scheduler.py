@@ -43,6 +43,8 @@ STOP_GRACE_S = 5.0
 CLEARED_CALL_GRACE_S = 30.0
 KEEP_FINISHED_CALLS = 2000
 TICK_S = 0.5
+OUTPUT_LINGER_S = 0.05
+OUTPUT_BATCH = 100
 MAX_STARTING = 1
 """Containers of one pool starting at once (for demand; `min_containers` start together):
 a cold start costs a CPU-second, and warm containers often drain the queue meanwhile."""
@@ -355,14 +357,22 @@ class Scheduler:
     async def wait_outputs(self, call: Call, *, after: int | None, start: int, end: int,
                            timeout: float) -> list[Output]:
         """Outputs after entry `after` (a cursor), or with idx in [start, end]; waits up to
-        `timeout` for at least one."""
+        `timeout` for at least one. A cursor read lingers briefly for more while inputs are
+        still running, so a map's outputs come back in batches, not one round trip each."""
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             found = call.outputs_after(after) if after is not None else call.outputs_between(start, end)
             remaining = deadline - time.monotonic()
             if found or remaining <= 0 or call.call_id not in self.calls:
-                return found
+                break
             await call.changed.wait(remaining)
+        if after is None or not found:
+            return found
+        linger_until = min(deadline, time.monotonic() + OUTPUT_LINGER_S)
+        while call.unfinished and len(found) < OUTPUT_BATCH and time.monotonic() < linger_until:
+            await call.changed.wait(linger_until - time.monotonic())
+            found = call.outputs_after(after)
+        return found
 
     def clear(self, call: Call) -> None:
         """The caller has what it wanted: forget the call soon."""
