@@ -101,7 +101,7 @@ def main() -> None:
         run([sys.executable, "-m", "modal", "deploy", "bench_app.py"], env, work)
         run([sys.executable, "-m", "harvest_iac", "apply", "env.yaml", "--target", "modal",
              "--auto-approve"], env, work)
-        rows = measure(args)
+        rows = measure(args, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -112,7 +112,34 @@ def main() -> None:
     print(f"(machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")
 
 
-def measure(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+def cpu_seconds(root: int, *, descendants: bool = True) -> float:
+    """CPU time (user + system) of process `root` (and its descendants), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+
+    def under(pid: int) -> bool:
+        if not descendants:
+            return pid == root
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    return sum(t for pid, t in used.items() if under(pid))
+
+
+def measure(args: argparse.Namespace, server_pid: int) -> list[tuple[str, str, str]]:
     import modal
 
     fn = modal.Function.from_name("bench-runtime", f"f{COLD_FUNCTIONS}")
@@ -120,7 +147,12 @@ def measure(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     warm = [timed(lambda: fn.remote(1)) for _ in range(args.calls)]
     cold = [timed(lambda i=i: modal.Function.from_name("bench-runtime", f"f{i}").remote(1))
             for i in range(COLD_FUNCTIONS)]
+    client_cpu, server_cpu, all_cpu = time.process_time(), cpu_seconds(server_pid, descendants=False), \
+        cpu_seconds(server_pid)
     map_s = timed(lambda: sum(fn.map(range(args.inputs))))
+    client_cpu = (time.process_time() - client_cpu) / args.inputs * 1000
+    server_cpu = (cpu_seconds(server_pid, descendants=False) - server_cpu) / args.inputs * 1000
+    container_cpu = (cpu_seconds(server_pid) - all_cpu) / args.inputs * 1000 - server_cpu
 
     sandbox = modal.Function.from_name("bench-agents", "sandbox-agent")
     sandbox.remote(AGENT_CODE)  # a warm container first, as a deployed app would have
@@ -142,6 +174,9 @@ def measure(args: argparse.Namespace) -> list[tuple[str, str, str]]:
          "<= 15 ms"),
         (f"cold container start (median of {COLD_FUNCTIONS})", f"{statistics.median(cold):.2f} s", "<= 1 s"),
         (f".map over {args.inputs} inputs", f"{args.inputs / map_s:.0f} inputs/s", ">= 500 inputs/s"),
+        ("  CPU per input: the client", f"{client_cpu:.1f} ms", ""),
+        ("  CPU per input: the local Modal", f"{server_cpu:.1f} ms", ""),
+        ("  CPU per input: the containers", f"{container_cpu:.1f} ms", ""),
         (f"{args.sandbox_calls} concurrent sandbox-agent.remote()",
          f"{errors} errors, {sandboxes_s:.1f} s", "0 errors"),
     ]

@@ -123,6 +123,16 @@ class Container:
                 self.stderr_tail = (self.stderr_tail + chunk)[-STDERR_TAIL:]
             self._on_output(fd, chunk.decode("utf-8", errors="replace"))
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the container's main process used so far (None where /proc is absent)."""
+        if self.pid is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def signal(self, sig: int = signal.SIGKILL) -> None:
         """Signal the container's whole process group (safe to repeat)."""
         proc = self._process

@@ -22,6 +22,7 @@ import asyncio
 import collections
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -48,6 +49,8 @@ OUTPUT_BATCH = 100
 MAX_STARTING = 1
 """Containers of one pool starting at once (for demand; `min_containers` start together):
 a cold start costs a CPU-second, and warm containers often drain the queue meanwhile."""
+IO_BOUND_CPU_SHARE = 0.5
+LONG_INPUT_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,18 @@ class Task:
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     stop_deadline: float | None = None
 
+    cpu_share: float = 1.0
+    """The share of a core the container used lately (1.0 until measured)."""
+    _cpu_mark: tuple[float, float] | None = None
+
+    def sample_cpu(self, now: float) -> None:
+        used = self.container.cpu_seconds()
+        if used is None:
+            return
+        if self._cpu_mark is not None and now > self._cpu_mark[0]:
+            self.cpu_share = (used - self._cpu_mark[1]) / (now - self._cpu_mark[0])
+        self._cpu_mark = (now, used)
+
     @property
     def free_slots(self) -> int:
         return 0 if self.draining else max(0, self.pool.config.concurrency - len(self.running))
@@ -124,6 +139,8 @@ class Pool:
     queue: collections.deque[Input] = field(default_factory=collections.deque)
     tasks: dict[str, Task] = field(default_factory=dict)
     available: Pulse = field(default_factory=Pulse)
+    input_seconds: float = 0.0
+    """How long its inputs ran lately (a moving average)."""
 
     def live(self) -> list[Task]:
         return [t for t in self.tasks.values() if not t.draining]
@@ -204,16 +221,32 @@ class Scheduler:
         self.logs.close(app_id)
 
     def _scale(self, pool: Pool) -> None:
-        """Start containers for what the queue holds beyond the free slots, up to the limit."""
+        """Start containers for what the queue holds beyond the free slots, up to the limit,
+        one at a time, and only while another container can help (see `_would_help`)."""
         need = len(pool.queue) - sum(t.free_slots for t in pool.tasks.values())
         live = pool.live()
-        want = max(math.ceil(need / max(pool.config.concurrency, 1)) if need > 0 else 0,
-                   pool.config.min_containers - len(live))
+        warm = max(0, pool.config.min_containers - len(live))
+        want = math.ceil(need / max(pool.config.concurrency, 1)) if need > 0 and self._would_help(pool, live) else 0
         limit = pool.config.max_containers or self.local_max_containers
         starting = sum(1 for t in live if not t.polled)
-        room = min(limit - len(live), MAX_STARTING - starting) if need > 0 else limit - len(live)
-        for _ in range(max(0, min(want, room))):
+        room = min(limit - len(live), MAX_STARTING - starting)
+        for _ in range(max(0, min(limit - len(live), max(min(want, room), warm)))):
             self._start_task(pool)
+
+    @staticmethod
+    def _would_help(pool: Pool, live: list[Task]) -> bool:
+        """Whether another container would get through the queue sooner: when there is none;
+        when inputs take long and a running container mostly waits (its inputs sleep, call
+        other functions, wait on sandboxes); else only when the machine has a spare core
+        (short inputs are bound by the CPU the client, the local Modal and the containers
+        spend per input, which more containers on a busy machine only take away)."""
+        ready = [t for t in live if t.polled]
+        if not ready:
+            return True
+        waiting = any(t.running and t.cpu_share < IO_BOUND_CPU_SHARE for t in ready)
+        if pool.input_seconds >= LONG_INPUT_S and waiting:
+            return True
+        return os.getloadavg()[0] < (os.cpu_count() or 1) - 0.5
 
     def _start_task(self, pool: Pool) -> Task:
         task_id = self.new_id("ta")
@@ -299,6 +332,7 @@ class Scheduler:
         for task in list(self.tasks.values()):
             if task.stop_deadline is not None and now >= task.stop_deadline:
                 task.container.signal(signal.SIGKILL)
+            task.sample_cpu(now)
         for pool in list(self.pools.values()):
             self._scale_down(pool, now)
             self._scale(pool)
@@ -502,6 +536,7 @@ class Scheduler:
             if timer is not None:
                 timer.cancel()
             task.last_active = time.monotonic()
+            task.pool.input_seconds += 0.2 * (time.time() - inp.started_at - task.pool.input_seconds)
         pool = self.pools.get(inp.call.pool_key)
         policy = pool.config.retry if pool is not None else RetryPolicy()
         if result.status in RETRYABLE and not inp.call.cancelled and inp.retry_count < policy.retries:
