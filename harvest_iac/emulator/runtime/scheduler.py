@@ -25,9 +25,10 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harvest_iac.emulator.runtime.calls import RETRYABLE, Call, Input, Output, Pulse, Result, Status
 from harvest_iac.emulator.runtime.containers import Container, ContainerPlan
@@ -184,8 +185,8 @@ class Scheduler:
         if self._background:
             await asyncio.wait(list(self._background), timeout=5.0)
 
-    def _spawn(self, coro: object) -> None:
-        job = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        job = asyncio.get_running_loop().create_task(coro)
         self._background.add(job)
         job.add_done_callback(self._background.discard)
 
@@ -457,7 +458,7 @@ class Scheduler:
         pool = task.pool
         if pool.config.single_use:
             count = 1
-        taken = []
+        taken: list[Input] = []
         now = time.time()
         while pool.queue and len(taken) < count:
             inp = pool.queue.popleft()

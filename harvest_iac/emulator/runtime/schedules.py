@@ -33,8 +33,8 @@ class Cron:
 
     def next_after(self, moment: datetime, anchor: datetime) -> datetime:
         local = moment.astimezone(ZoneInfo(self.timezone or "UTC"))
-        following: datetime = croniter(self.expression, local).get_next(datetime)
-        return following.astimezone(timezone.utc)
+        following = croniter(self.expression, local).get_next(datetime)
+        return datetime.fromtimestamp(following.timestamp(), timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ class Period:
         """Anchor plus k periods: calendar years and months, then a fixed duration."""
         fixed = timedelta(weeks=self.weeks, days=self.days, hours=self.hours, minutes=self.minutes,
                           seconds=self.seconds)
-        return anchor + relativedelta(years=k * self.years, months=k * self.months) + k * fixed
+        calendar: datetime = anchor + relativedelta(years=k * self.years, months=k * self.months)
+        return calendar + k * fixed
 
     def next_after(self, moment: datetime, anchor: datetime) -> datetime:
         """The first of anchor + k periods (k >= 1) after `moment`."""

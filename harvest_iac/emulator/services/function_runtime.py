@@ -176,7 +176,7 @@ def with_options(fn: api_pb2.Function, options: api_pb2.FunctionOptions) -> api_
     merged = api_pb2.Function()
     merged.CopyFrom(fn)
     for option, (field, scaling) in _OPTION_FIELDS.items():
-        if options.HasField(option):
+        if options.HasField(option):  # type: ignore[arg-type]
             setattr(merged, field, getattr(options, option))
             if scaling:
                 setattr(merged.autoscaler_settings, scaling, getattr(options, option))
@@ -195,7 +195,8 @@ def with_options(fn: api_pb2.Function, options: api_pb2.FunctionOptions) -> api_
 def _definition(data: api_pb2.FunctionData) -> api_pb2.Function:
     if not data.ranked_functions:
         raise GRPCError(Status.FAILED_PRECONDITION, "The function has no definition to run")
-    return data.ranked_functions[0].function
+    fn: api_pb2.Function = data.ranked_functions[0].function
+    return fn
 
 
 # -- the container ------------------------------------------------------------------------

@@ -32,5 +32,6 @@ def runtime_result(result: api_pb2.GenericResult, data_format: int = 0) -> Resul
 def generic_result(result: Result) -> api_pb2.GenericResult:
     """The caller's view of a result: the container's own, or one the runtime made."""
     if result.body:
-        return api_pb2.GenericResult.FromString(result.body)
+        decoded: api_pb2.GenericResult = api_pb2.GenericResult.FromString(result.body)
+        return decoded
     return api_pb2.GenericResult(status=_TO_PROTO[result.status], exception=result.message)
