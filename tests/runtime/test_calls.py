@@ -160,6 +160,8 @@ def test_min_containers_keeps_one_warm(env: str, fn: Callable[[str], modal.Funct
     wait_until(lambda: len(containers(env)) > 0)
     listed = json.loads(modal_cli("container", "list", "--env", env, "--json").stdout)
     assert fn("always_warm").remote() in {c["container_id"] for c in listed}
+    stats = fn("always_warm").get_current_stats()
+    assert (stats.num_total_runners, stats.backlog) == (1, 0)
 
 
 def test_cancel_a_running_call(env: str, fn: Callable[[str], modal.Function]) -> None:

@@ -85,6 +85,8 @@ def test_container_stop(env: str) -> None:
     modal_cli("deploy", str(APP), "--env", env, cwd=APP.parent)
     assert modal.Function.from_name("rt-run", "square", environment_name=env).remote(2) == 4
     (running,) = containers(env)
+    apps = json.loads(modal_cli("app", "list", "--env", env, "--json").stdout)
+    assert [a["tasks"] for a in apps if a["state"] == "deployed"] == ["1"]
     modal_cli("container", "stop", running, "--yes")
     wait_until(lambda: running not in containers(env))
     assert modal.Function.from_name("rt-run", "square", environment_name=env).remote(3) == 9

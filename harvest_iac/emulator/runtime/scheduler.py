@@ -84,6 +84,8 @@ class FunctionConfig:
     plan: Callable[[str], ContainerPlan]
     """The container of a task id, as the API layer describes it."""
     timeout_s: float = DEFAULT_TIMEOUT_S
+    startup_timeout_s: float = DEFAULT_TIMEOUT_S
+    """How long a container may take to ask for its first input."""
     retry: RetryPolicy = RetryPolicy()
     min_containers: int = 0
     max_containers: int | None = None
@@ -102,6 +104,7 @@ class Task:
     version: str
     container: Container
     started_at: float = field(default_factory=time.time)
+    started_mono: float = field(default_factory=time.monotonic)
     last_active: float = field(default_factory=time.monotonic)
     running: dict[str, Input] = field(default_factory=dict)
     polled: bool = False
@@ -170,12 +173,14 @@ class Scheduler:
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self.closing = False
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
 
     async def shutdown(self) -> None:
+        self.closing = True
         if self._ticker is not None:
             self._ticker.cancel()
         self.schedules.stop()
@@ -224,6 +229,8 @@ class Scheduler:
     def _scale(self, pool: Pool) -> None:
         """Start containers for what the queue holds beyond the free slots, up to the limit,
         one at a time, and only while another container can help (see `_would_help`)."""
+        if self.closing:
+            return
         need = len(pool.queue) - sum(t.free_slots for t in pool.tasks.values())
         live = pool.live()
         warm = max(0, pool.config.min_containers - len(live))
@@ -334,6 +341,10 @@ class Scheduler:
             if task.stop_deadline is not None and now >= task.stop_deadline:
                 task.container.signal(signal.SIGKILL)
             task.sample_cpu(now)
+            if not task.polled and not task.draining and now - task.started_mono > task.pool.config.startup_timeout_s:
+                limit = task.pool.config.startup_timeout_s
+                task.result = Result(Status.FAILURE, message=f"The container did not start within {limit:g}s")
+                task.container.signal(signal.SIGKILL)
         for pool in list(self.pools.values()):
             self._scale_down(pool, now)
             self._scale(pool)

@@ -402,6 +402,7 @@ class AppService(Service):
                 app_id=r["id"], description=r["description"], state=r["state"],
                 created_at=r["created_at"], stopped_at=r["stopped_at"], name=r["name"],
                 metadata=handle_metadata(self.emu, r),
+                n_running_tasks=len(self.emu.runtime.tasks_of(r["id"])),
             )
             for r in rows
         ])

@@ -89,6 +89,7 @@ def _config(emu: Emulator, pool_key: str, function_id: str, serialized_params: b
         key=pool_key, app_id=str(row["app_id"]), function_id=function_id, name=str(row["name"]),
         version=version, plan=plan,
         timeout_s=float(fn.timeout_secs or DEFAULT_TIMEOUT_S),
+        startup_timeout_s=float(fn.startup_timeout_secs or fn.timeout_secs or DEFAULT_TIMEOUT_S),
         retry=retry_policy(fn.retry_policy) if fn.HasField("retry_policy") else RetryPolicy(),
         min_containers=scaling.min_containers or fn.warm_pool_size,
         max_containers=scaling.max_containers or fn.concurrency_limit or None,

@@ -363,4 +363,10 @@ class FunctionService(Service):
         self, req: api_pb2.FunctionGetCurrentStatsRequest, ctx: Ctx
     ) -> api_pb2.FunctionStats:
         function_handle_metadata(self.emu, req.function_id)  # NOT_FOUND for unknown ids
-        return api_pb2.FunctionStats()
+        pool = self.emu.runtime.pools.get(req.function_id)
+        if pool is None:
+            return api_pb2.FunctionStats()
+        return api_pb2.FunctionStats(
+            backlog=len(pool.queue), num_total_tasks=len(pool.tasks),
+            num_running_inputs=sum(len(t.running) for t in pool.tasks.values()),
+        )
