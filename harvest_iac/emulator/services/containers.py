@@ -27,6 +27,7 @@ from harvest_iac.emulator.services.results import runtime_result
 from harvest_iac.emulator.tokens import verify_jwt
 
 if TYPE_CHECKING:
+    from harvest_iac.emulator.server import Emulator
     from harvest_iac.emulator.services.sandboxes import SandboxService
 
 GET_INPUTS_POLL_S = 50.0
@@ -46,6 +47,15 @@ def task_of(ctx: Ctx) -> str:
 
 class ContainerService(Service):
     """The RPCs of a function container."""
+
+    def __init__(self, emu: Emulator) -> None:
+        super().__init__(emu)
+        # First, while the environment's apps are still there to be found.
+        emu.environment_delete_hooks.insert(0, self._stop_environment)
+
+    def _stop_environment(self, env_id: str) -> None:
+        for row in self.store.all("SELECT id FROM apps WHERE env_id = ?", env_id):
+            self.emu.runtime.stop_app(str(row["id"]))
 
     async def on_start(self) -> None:
         refresh_deployed_apps(self.emu)

@@ -10,6 +10,7 @@ gets plain values and opaque bytes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import shlex
 from collections.abc import Iterable
 from pathlib import Path
@@ -38,6 +39,7 @@ from harvest_iac.emulator.tokens import issue_jwt
 if TYPE_CHECKING:
     from harvest_iac.emulator.server import Emulator
 
+log = logging.getLogger("harvest.emulator")
 TASK_TOKEN_HEADER = "x-harvest-task-token"
 TASK_TOKEN_LIFETIME_S = 7 * 24 * 3600.0
 
@@ -120,7 +122,10 @@ def refresh_deployed_apps(emu: Emulator) -> None:
     """At start: warm the deployed apps' `min_containers`, load their schedules."""
     rows = emu.store.all("SELECT id FROM apps WHERE state = ?", api_pb2.APP_STATE_DEPLOYED)
     for row in rows:
-        refresh_app(emu, str(row["id"]))
+        try:
+            refresh_app(emu, str(row["id"]))
+        except GRPCError as exc:  # one broken app must not keep the local Modal from starting
+            log.warning("app %s not started: %s", row["id"], exc.message)
 
 
 # -- schedules ----------------------------------------------------------------------------
