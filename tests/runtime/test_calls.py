@@ -7,6 +7,7 @@ traceback, timeouts, retries with backoff, warm reuse, scaledown, `max_container
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 import traceback
@@ -179,3 +180,15 @@ def test_large_arguments_and_results_go_through_blobs(fn: Callable[[str], modal.
     assert fn("echo").remote(big) == big
     medium = b"m" * 20_000  # over the 8 KiB limit of spawned calls
     assert fn("echo").spawn(medium).get() == medium
+
+
+def test_volumes_in_containers_reload_and_commit(env: str, fn: Callable[[str], modal.Function]) -> None:
+    volume = modal.Volume.from_name("rt-data", environment_name=env, create_if_missing=True)
+    with volume.batch_upload() as batch:
+        batch.put_file(io.BytesIO(b"first"), "/in-1")
+    assert fn("use_volume").remote("in-1", "one") == "first"
+    assert b"".join(volume.read_file("out-in-1")) == b"one"  # committed by vol.commit()
+    with volume.batch_upload() as batch:  # the container is warm: it must reload to see this
+        batch.put_file(io.BytesIO(b"second"), "/in-2")
+    assert fn("use_volume").remote("in-2", "two") == "second"
+    assert b"".join(volume.read_file("out-in-2")) == b"two"

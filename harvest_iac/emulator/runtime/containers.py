@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -41,6 +41,10 @@ class ContainerPlan:
     layers: Sequence[Path] = ()
     mounts: Sequence[Mount] = ()
     network: bool = True
+    fill: Callable[[], None] | None = None
+    """More of the container's files to write before it starts (in a worker thread)."""
+    finish: Callable[[], Awaitable[None]] | None = None
+    """Called once the container has exited."""
 
 
 def visible_path(launcher: Launcher, root: Path, container_path: str) -> str:
@@ -73,6 +77,7 @@ def container_spec(launcher: Launcher, root: Path, plan: ContainerPlan) -> Conta
     if not launcher.isolated:
         host = os.environ.get("PATH", os.defpath)
         env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), host))
+        env["HARVEST_CONTAINER_ROOT"] = str(root)
     return ContainerSpec(
         root=root, argv=[sys.executable, *ENTRYPOINT], layers=plan.layers, env=env,
         workdir=plan.workdir, mounts=plan.mounts, network=plan.network,
@@ -96,6 +101,8 @@ class Container:
 
     async def start(self, launcher: Launcher, plan: ContainerPlan) -> None:
         await asyncio.to_thread(_fill_root, self.root, plan)
+        if plan.fill is not None:
+            await asyncio.to_thread(plan.fill)
         command = launcher.prepare(container_spec(launcher, self.root, plan))
         self._process = await asyncio.create_subprocess_exec(
             *command.argv, env=command.env, cwd=str(command.cwd),

@@ -81,8 +81,8 @@ class FunctionConfig:
     name: str
     version: str
     """Changes when the code or its settings change: older containers are then drained."""
-    plan: Callable[[str], ContainerPlan]
-    """The container of a task id, as the API layer describes it."""
+    plan: Callable[[str, Path], ContainerPlan]
+    """The container of a task id (and its folder), as the API layer describes it."""
     timeout_s: float = DEFAULT_TIMEOUT_S
     startup_timeout_s: float = DEFAULT_TIMEOUT_S
     """How long a container may take to ask for its first input."""
@@ -273,8 +273,9 @@ class Scheduler:
     async def _run(self, task: Task) -> None:
         container = task.container
         code: int | None = None
+        plan: ContainerPlan | None = None
         try:
-            plan = task.pool.config.plan(task.task_id)
+            plan = task.pool.config.plan(task.task_id, container.root)
             await container.start(self.launcher, plan)
         except Exception as exc:  # the plan or the launch failed: the inputs must hear of it
             log.warning("container %s of %s did not start: %s", task.task_id,
@@ -284,7 +285,17 @@ class Scheduler:
             code = await container.wait()
         finally:
             self._exited(task, code)
+            await self._finish(task, plan)
             await asyncio.to_thread(container.remove)
+
+    @staticmethod
+    async def _finish(task: Task, plan: ContainerPlan | None) -> None:
+        if plan is None or plan.finish is None:
+            return
+        try:
+            await plan.finish()
+        except Exception:  # what the container left must not stop the cleanup
+            log.exception("container %s of %s: finishing failed", task.task_id, task.pool.config.name)
 
     def _exited(self, task: Task, code: int | None) -> None:
         pool = task.pool

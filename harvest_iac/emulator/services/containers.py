@@ -9,7 +9,7 @@ token (`x-harvest-task-token`), never by what it claims in a request.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import empty_pb2
 from grpclib.const import Status
@@ -18,18 +18,21 @@ from modal_proto import api_pb2
 
 from harvest_iac.emulator.base import Ctx, Service
 from harvest_iac.emulator.services.apps import app_row
+from harvest_iac.emulator.services.container_volumes import LIVE, ContainerVolumes
 from harvest_iac.emulator.services.function_runtime import (
     TASK_TOKEN_HEADER,
     refresh_deployed_apps,
     run_scheduled,
 )
 from harvest_iac.emulator.services.results import runtime_result
+from harvest_iac.emulator.services.volumes import VolumeService
 from harvest_iac.emulator.tokens import verify_jwt
 
 if TYPE_CHECKING:
     from harvest_iac.emulator.server import Emulator
     from harvest_iac.emulator.services.sandboxes import SandboxService
 
+S = TypeVar("S", bound=Service)
 GET_INPUTS_POLL_S = 50.0
 HEARTBEAT_HOLD_S = 13.5
 """Under the client's 15 s interval (and 15.1 s attempt timeout): a cancellation waits at
@@ -152,7 +155,33 @@ class ContainerService(Service):
     def _sandboxes(self) -> SandboxService:
         from harvest_iac.emulator.services.sandboxes import SandboxService
 
-        return next(s for s in self.emu.services if isinstance(s, SandboxService))
+        return self._service(SandboxService)
+
+    def _service(self, kind: type[S]) -> S:
+        """The emulator's service of a kind (whose methods of the same name this one wraps)."""
+        return next(s for s in self.emu.services if isinstance(s, kind))
+
+    # -- volumes in containers: `vol.commit()` and `vol.reload()` ------------------------
+    def _container_volumes(self, ctx: Ctx) -> ContainerVolumes | None:
+        return LIVE.get(task_of(ctx)) if TASK_TOKEN_HEADER in ctx.metadata else None
+
+    async def VolumeCommit(
+        self, req: api_pb2.VolumeCommitRequest, ctx: Ctx
+    ) -> api_pb2.VolumeCommitResponse:
+        """From a container: its changes to the volume are written back. Elsewhere, as
+        the volume service answers."""
+        volumes = self._container_volumes(ctx)
+        if volumes is not None:
+            await volumes.commit(req.volume_id)
+        with self.store.tx():
+            return self._service(VolumeService).VolumeCommit(req, ctx)
+
+    async def VolumeReload(self, req: api_pb2.VolumeReloadRequest, ctx: Ctx) -> empty_pb2.Empty:
+        volumes = self._container_volumes(ctx)
+        if volumes is not None:
+            await volumes.reload(req.volume_id)
+        with self.store.tx():
+            return self._service(VolumeService).VolumeReload(req, ctx)
 
     # -- listing (`modal container list`, the `modal app stop` prompt) -------------------
     def TaskList(self, req: api_pb2.TaskListRequest, ctx: Ctx) -> api_pb2.TaskListResponse:

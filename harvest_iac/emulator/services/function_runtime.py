@@ -30,6 +30,7 @@ from harvest_iac.emulator.runtime.scheduler import (
 )
 from harvest_iac.emulator.services.apps import STOPPED, app_functions, app_row
 from harvest_iac.emulator.services.classes import app_classes, binding
+from harvest_iac.emulator.services.container_volumes import ContainerVolumes
 from harvest_iac.emulator.services.functions import function_data, function_handle_metadata
 from harvest_iac.emulator.services.mounts import mount_files
 from harvest_iac.emulator.services.named import environment_name
@@ -84,8 +85,8 @@ def _config(emu: Emulator, pool_key: str, function_id: str, serialized_params: b
     bound = serialized_params + options.SerializeToString(deterministic=True)
     version = definition_id + hashlib.sha256(bound).hexdigest()[:16]
 
-    def plan(task_id: str) -> ContainerPlan:
-        return container_plan(emu, task_id, pool_key, function_id, fn, serialized_params)
+    def plan(task_id: str, root: Path) -> ContainerPlan:
+        return container_plan(emu, task_id, root, pool_key, function_id, fn, serialized_params)
 
     return FunctionConfig(
         key=pool_key, app_id=str(row["app_id"]), function_id=function_id, name=str(row["name"]),
@@ -206,7 +207,7 @@ def _definition(data: api_pb2.FunctionData) -> api_pb2.Function:
 
 
 # -- the container ------------------------------------------------------------------------
-def container_plan(emu: Emulator, task_id: str, pool_key: str, function_id: str,
+def container_plan(emu: Emulator, task_id: str, root: Path, pool_key: str, function_id: str,
                    fn: api_pb2.Function, serialized_params: bytes) -> ContainerPlan:
     row = emu.store.one("SELECT app_id, env_id FROM functions WHERE id = ?", function_id)
     if row is None:
@@ -229,9 +230,11 @@ def container_plan(emu: Emulator, task_id: str, pool_key: str, function_id: str,
     }
     for secret_id in fn.secret_ids:
         env.update(secret_values_or_404(emu.store, secret_id))
+    volumes = ContainerVolumes.open(emu, task_id, root, fn.volume_mounts)
     return ContainerPlan(
         arguments=arguments.SerializeToString(), files=code_files(emu, fn), env=env,
-        workdir=workdir or CODE_DIR, network=not fn.block_network,
+        workdir=workdir or CODE_DIR, network=not fn.block_network, mounts=volumes.mounts(),
+        fill=volumes.fill, finish=volumes.close,
     )
 
 

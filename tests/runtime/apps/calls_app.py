@@ -7,6 +7,7 @@ import modal
 
 app = modal.App("rt-calls")
 notes = modal.Dict.from_name("rt-notes", create_if_missing=True)
+data = modal.Volume.from_name("rt-data", create_if_missing=True)
 
 
 def _task() -> str:
@@ -91,3 +92,16 @@ def always_warm() -> str:
 @app.function()
 def echo(data: bytes) -> bytes:
     return data
+
+
+@app.function(volumes={"/data": data})
+def use_volume(name: str, text: str) -> str:
+    """Read a file someone put in the volume; write one back and commit it."""
+    folder = os.path.join(os.environ.get("HARVEST_CONTAINER_ROOT", "/"), "data")
+    data.reload()
+    with open(os.path.join(folder, name)) as f:
+        seen = f.read()
+    with open(os.path.join(folder, "out-" + name), "w") as f:
+        f.write(text)
+    data.commit()
+    return seen
