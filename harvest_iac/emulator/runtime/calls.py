@@ -96,7 +96,6 @@ class Call:
     function_id: str
     invocation: int
     """Opaque to the runtime: how the caller waits (echoed to the container)."""
-    is_map: bool = False
     created_at: float = field(default_factory=time.time)
     inputs: dict[str, Input] = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)

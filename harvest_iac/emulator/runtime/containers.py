@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from harvest_iac.emulator.runtime.launcher import ContainerSpec, Launcher, Mount, host_path
 
 ARGUMENTS_PATH = "/.modal/container_arguments.bin"
+PID_FILE = "pid"
 CODE_DIR = "/root"
 ENTRYPOINT = ("-m", "modal._container_entrypoint")
 _READ_CHUNK = 64 * 1024
@@ -109,6 +110,7 @@ class Container:
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True,
         )
+        (self.root.parent / PID_FILE).write_text(str(self._process.pid))
 
     async def wait(self) -> int:
         """Reap the process and read its output to the end (briefly: a leftover child may
@@ -149,4 +151,19 @@ class Container:
             os.killpg(proc.pid, sig)
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.root.parent, ignore_errors=True)
+
+
+def remove_leftovers(container_dir: Path) -> None:
+    """Folders of containers an earlier local Modal left behind (it was killed): their
+    processes, if still running Modal's entrypoint, are killed; the folders go."""
+    if not container_dir.is_dir():
+        return
+    for folder in (f for f in container_dir.iterdir() if f.is_dir()):
+        try:
+            pid = int((folder / PID_FILE).read_text())
+            if ENTRYPOINT[1].encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.killpg(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(folder, ignore_errors=True)

@@ -19,19 +19,22 @@ containers and starts new ones.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
+import fcntl
 import logging
 import math
 import os
 import signal
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harvest_iac.emulator.runtime.calls import RETRYABLE, Call, Input, Output, Pulse, Result, Status
-from harvest_iac.emulator.runtime.containers import Container, ContainerPlan
+from harvest_iac.emulator.runtime.containers import Container, ContainerPlan, remove_leftovers
 from harvest_iac.emulator.runtime.launcher import Launcher
 from harvest_iac.emulator.runtime.logs import LogBook
 from harvest_iac.emulator.runtime.schedules import Ticker
@@ -91,7 +94,6 @@ class FunctionConfig:
     max_containers: int | None = None
     scaledown_window_s: float = DEFAULT_SCALEDOWN_S
     concurrency: int = 1
-    batch_max_size: int = 0
     single_use: bool = False
 
 
@@ -101,7 +103,6 @@ class Task:
 
     task_id: str
     pool: Pool
-    version: str
     container: Container
     started_at: float = field(default_factory=time.time)
     started_mono: float = field(default_factory=time.monotonic)
@@ -155,6 +156,13 @@ CANCELLED = Result(Status.TERMINATED, message="The function call was cancelled")
 KILL = None
 
 
+def _kill_containers(ref: weakref.ref[Scheduler]) -> None:
+    """At interpreter exit: no container outlives the local Modal that started it."""
+    scheduler = ref()
+    for task in list(scheduler.tasks.values()) if scheduler is not None else []:
+        task.container.signal(signal.SIGKILL)
+
+
 class Scheduler:
     """Pools, tasks, calls and inputs of one local Modal."""
 
@@ -177,7 +185,21 @@ class Scheduler:
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
+        if self._sole_runner():
+            remove_leftovers(self.container_dir)
+        atexit.register(_kill_containers, weakref.ref(self))
         self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+
+    def _sole_runner(self) -> bool:
+        """Take this data directory's container lock for as long as this process lives;
+        False when another local Modal runs containers here (leave its folders alone)."""
+        self.container_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.container_dir / ".lock", "a+")  # noqa: SIM115 - held open
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
 
     async def shutdown(self) -> None:
         self.closing = True
@@ -263,8 +285,8 @@ class Scheduler:
         def output(fd: int, text: str) -> None:
             self.logs.write(config.app_id, task_id, config.function_id, fd, text)
 
-        container = Container(self.container_dir / task_id, output)
-        task = Task(task_id, pool, config.version, container)
+        container = Container(self.container_dir / task_id / "root", output)
+        task = Task(task_id, pool, container)
         pool.tasks[task_id] = task
         self.tasks[task_id] = task
         self._spawn(self._run(task))
@@ -368,9 +390,8 @@ class Scheduler:
             self._drain(task, grace_s=STOP_GRACE_S)
 
     # -- calls (the caller's side) ----------------------------------------------------
-    def new_call(self, pool_key: str, app_id: str, function_id: str, invocation: int, *,
-                 is_map: bool = False) -> Call:
-        call = Call(self.new_id("fc"), pool_key, app_id, function_id, invocation, is_map=is_map)
+    def new_call(self, pool_key: str, app_id: str, function_id: str, invocation: int) -> Call:
+        call = Call(self.new_id("fc"), pool_key, app_id, function_id, invocation)
         self.calls[call.call_id] = call
         return call
 

@@ -99,7 +99,6 @@ def _config(emu: Emulator, pool_key: str, function_id: str, serialized_params: b
         scaledown_window_s=float(scaling.scaledown_window or fn.task_idle_timeout_secs
                                  or DEFAULT_SCALEDOWN_S),
         concurrency=max(fn.max_concurrent_inputs, fn.target_concurrent_inputs, 1),
-        batch_max_size=fn.batch_max_size,
         single_use=fn.single_use_containers or fn.max_inputs == 1,
     )
 

@@ -78,10 +78,8 @@ class InvocationService(Service):
         runtime = self.emu.runtime
         config = function_config(self.emu, req.function_id)
         runtime.configure(config)
-        call = runtime.new_call(
-            config.key, config.app_id, config.function_id, req.function_call_invocation_type,
-            is_map=req.function_call_type == api_pb2.FUNCTION_CALL_TYPE_MAP,
-        )
+        call = runtime.new_call(config.key, config.app_id, config.function_id,
+                                req.function_call_invocation_type)
         inputs = runtime.add_inputs(
             call, [(item.idx, item.input.SerializeToString()) for item in req.pipelined_inputs]
         )
