@@ -135,6 +135,10 @@ class InvocationService(Service):
             await asyncio.sleep(wait)  # gone (or never known): an answer, but not a busy loop
             return api_pb2.FunctionGetOutputsResponse(last_entry_id=req.last_entry_id or "0-0")
         ranged = req.HasField("start_idx")
+        if req.clear_on_success and not ranged:  # a map's final acknowledgement
+            runtime.clear(call)
+            return api_pb2.FunctionGetOutputsResponse(last_entry_id=req.last_entry_id,
+                                                      num_unfinished_inputs=call.unfinished)
         after = None if ranged else _entry(req.last_entry_id)
         outputs = await runtime.wait_outputs(
             call, after=after, start=req.start_idx, end=req.end_idx if req.HasField("end_idx") else req.start_idx,
