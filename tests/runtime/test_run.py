@@ -16,7 +16,9 @@ from pathlib import Path
 import modal
 import pytest
 
-from tests.conftest import modal_cli
+from modal_proto import api_pb2
+
+from tests.conftest import modal_cli, raw_rpc
 
 APP = Path(__file__).parent / "apps" / "run_app.py"
 NEVER_RETRIEVED = "Task exception was never retrieved"
@@ -30,8 +32,9 @@ def env(local_modal: object) -> str:
 
 
 def containers(env: str) -> list[str]:
-    listed = json.loads(modal_cli("container", "list", "--env", env, "--json").stdout)
-    return [c["container_id"] for c in listed]
+    """Ids of the environment's running containers (what `modal container list` shows)."""
+    listing = raw_rpc("TaskList", api_pb2.TaskListRequest(environment_name=env))
+    return [t.task_id for t in listing.tasks]  # type: ignore[attr-defined]
 
 
 def wait_until(check: Callable[[], bool], seconds: float = 30.0) -> None:
@@ -84,7 +87,8 @@ def test_app_logs_of_a_deployed_app_follow_until_it_stops(env: str) -> None:
 def test_container_stop(env: str) -> None:
     modal_cli("deploy", str(APP), "--env", env, cwd=APP.parent)
     assert modal.Function.from_name("rt-run", "square", environment_name=env).remote(2) == 4
-    (running,) = containers(env)
+    listed = json.loads(modal_cli("container", "list", "--env", env, "--json").stdout)
+    (running,) = [c["container_id"] for c in listed]
     apps = json.loads(modal_cli("app", "list", "--env", env, "--json").stdout)
     assert [a["tasks"] for a in apps if a["state"] == "deployed"] == ["1"]
     modal_cli("container", "stop", running, "--yes")
