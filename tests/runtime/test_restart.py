@@ -23,7 +23,7 @@ import modal
 app = modal.App("rt-restart")
 
 
-@app.function()
+@app.function(timeout=10)
 def pid() -> int:
     return os.getpid()
 
@@ -90,3 +90,20 @@ def test_containers_end_with_the_local_modal_even_when_it_was_killed(tmp_path: P
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     assert not alive(again["pid"])
+
+
+def test_calls_complete_when_rpcs_fail(tmp_path: Path) -> None:
+    """A tenth of all RPCs fail, half of them after their effect landed (a container's input
+    handed out, its answer lost): every call still returns its result (a lost input would
+    time out after 10 s)."""
+    from harvest_iac.emulator.server import LocalModal
+
+    (tmp_path / "restart_app.py").write_text(APP)
+    with LocalModal(tmp_path / "state") as lm:
+        modal_cli("deploy", str(tmp_path / "restart_app.py"), env_extra=lm.client_env(), cwd=tmp_path)
+        lm.faults.error_rate = 0.1
+        out = python(
+            "import modal; f = modal.Function.from_name('rt-restart', 'pid')\n"
+            "print(len({f.remote() for _ in range(20)}))", lm.client_env())
+        injected = lm.stats()["injected_errors"]
+    assert out.strip() == "1" and injected > 5

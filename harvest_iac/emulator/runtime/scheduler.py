@@ -476,15 +476,20 @@ class Scheduler:
         call.changed.fire()
 
     # -- containers (the container's side) --------------------------------------------
-    async def next_inputs(self, task_id: str, max_items: int, timeout: float) -> list[Input] | None:
-        """Inputs for a container asking for work (at most `max_items`), [] when none came
-        within `timeout`, or KILL when it should exit."""
+    async def next_inputs(self, task_id: str, max_items: int, timeout: float, *,
+                          slots: int = 1) -> list[Input] | None:
+        """Inputs for a container asking for work (at most `max_items`; it has `slots` input
+        slots), [] when none came within `timeout`, or KILL when it should exit."""
         task = self.tasks.get(task_id)
         if task is None:
             return KILL
         if not task.polled:
             task.polled = True
             self._scale(task.pool)  # the next container may start now
+        if slots <= 1 and task.running:
+            # It asks with its only slot free: the answer that gave it this input was lost.
+            # The same attempt again (a container skips an input it already runs).
+            return list(task.running.values())[:1]
         deadline = time.monotonic() + timeout
         while True:
             if task.draining:

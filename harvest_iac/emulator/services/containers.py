@@ -83,7 +83,7 @@ class ContainerService(Service):
         self, req: api_pb2.FunctionGetInputsRequest, ctx: Ctx
     ) -> api_pb2.FunctionGetInputsResponse:
         inputs = await self.emu.runtime.next_inputs(
-            task_of(ctx), max(1, req.batch_max_size), GET_INPUTS_POLL_S
+            task_of(ctx), max(1, req.batch_max_size), GET_INPUTS_POLL_S, slots=req.input_concurrency
         )
         if inputs is None:
             return KILL_SWITCH
