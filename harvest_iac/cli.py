@@ -310,6 +310,26 @@ def emulator_serve(
           latency_ms=latency_ms, error_rate=error_rate, verbose=verbose)
 
 
+@emulator.command("trigger")
+@click.argument("app")
+@click.argument("function")
+@click.option("--env", "environment", default="", help="The Modal environment (default: the default one).")
+@click.option(
+    "--data-dir",
+    default=".harvest/local",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The local Modal's state, when no `harvest emulator serve` is running (MODAL_SERVER_URL unset).",
+)
+@handles_errors
+def emulator_trigger(app: str, function: str, environment: str, data_dir: str) -> None:
+    """Run a scheduled FUNCTION of APP now, as its next tick would (the dashboard's "Run now"),
+    and wait for it to finish."""
+    from harvest_iac.emulator.cli import trigger
+
+    trigger(app=app, function=function, environment=environment, data_dir=data_dir)
+
+
 def main() -> None:
     cli(prog_name="harvest")
 

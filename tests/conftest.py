@@ -21,7 +21,9 @@ def local_modal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from harvest_iac.emulator.server import LocalModal
 
     data_dir = tmp_path_factory.mktemp("local-modal")
-    lm = LocalModal(data_dir).start()
+    # Schedules are kept but never fire here: the many test apps' crons must not start
+    # containers mid-test (tests/runtime/test_schedules.py fires them in a local Modal of its own).
+    lm = LocalModal(data_dir, fire_schedules=False).start()
     saved = {k: os.environ.get(k) for k in lm.client_env()}
     os.environ.update(lm.client_env())
     os.environ.pop("MODAL_ENVIRONMENT", None)
