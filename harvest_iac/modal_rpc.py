@@ -9,6 +9,7 @@ apply stays fast. Deploys, sandboxes, dicts and volume uploads still go through 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import platform
 import ssl
@@ -136,7 +137,8 @@ class RpcClient:
     async def call(self, method: str, request: Any, *, missing_ok: bool = True) -> Any:
         """One RPC, retried on transient errors with backoff (same idempotency key).
         NOT_FOUND answers None when `missing_ok`, else raises NotFound."""
-        from grpclib.exceptions import GRPCError, StreamTerminatedError
+        from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+        from h2.exceptions import ProtocolError as H2ProtocolError
 
         key = str(uuid.uuid4())
         delay = 0.1
@@ -161,17 +163,27 @@ class RpcClient:
                 if status == "UNAUTHENTICATED":
                     raise TargetError(f"Modal refused the credentials ({exc.message}); check "
                                       "MODAL_TOKEN_ID / MODAL_TOKEN_SECRET") from exc
-                raise BackendError(f"{method}: {exc.message or status}") from exc
-            except (OSError, StreamTerminatedError, asyncio.TimeoutError) as exc:
+                raise BackendError(f"{method}: {one_line(exc.message or status)}") from exc
+            except (OSError, StreamTerminatedError, ProtocolError, H2ProtocolError,
+                    asyncio.TimeoutError) as exc:
                 if attempt < MAX_RETRIES:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
-                why = str(exc) or "timed out"
-                raise TargetError(f"cannot reach Modal at {self.creds.server_url} ({why}); check "
-                                  "MODAL_SERVER_URL and your network, or use --target local"
-                                  ) from exc
+                raise unreachable(self.creds.server_url, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def one_line(text: str) -> str:
+    """A message from elsewhere (Modal, a socket) as one line: its lines joined."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def unreachable(server_url: str, exc: BaseException) -> TargetError:
+    """The error for a connection to Modal that failed (refused, lost, timed out)."""
+    why = one_line(str(exc)) or type(exc).__name__
+    return TargetError(f"cannot reach Modal at {server_url} ({why}); check MODAL_SERVER_URL and "
+                       "your network, or use --target local")
 
 
 async def http_get(url: str) -> bytes:
@@ -184,5 +196,5 @@ async def http_get(url: str) -> bytes:
 
     try:
         return await asyncio.to_thread(get)
-    except OSError as exc:
-        raise BackendError(f"reading {urllib.parse.urlparse(url).path}: {exc}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise BackendError(f"reading {urllib.parse.urlparse(url).path}: {one_line(str(exc))}") from exc
