@@ -13,6 +13,7 @@ from harvest_iac import apply
 from harvest_iac.apply import Lock
 from harvest_iac.errors import LockError
 from harvest_iac.modal_backend import ModalOps
+from tests.integration.helpers import harvest, write_env
 
 APP = "agents"
 
@@ -137,3 +138,50 @@ def test_released_lock_is_taken_without_a_warning(modal_environment: str, tmp_pa
     second.acquire()
     assert messages == []
     second.release()
+
+
+# -- harvest unlock ----------------------------------------------------------------------------
+def one_error_line(stderr: str) -> str:
+    """The single `Error:` line a failed command prints (and nothing like a traceback)."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and stderr.rstrip().endswith(errors[0]), stderr
+    return errors[0]
+
+
+def test_unlock_without_a_terminal_refuses_a_live_lock(modal_environment: str,
+                                                       tmp_path: Path) -> None:
+    holder = new_lock(modal_environment)
+    holder.acquire()
+    path = write_env(tmp_path, modal_environment)
+    refused = harvest("unlock", str(path), "--target", "modal", cwd=tmp_path)
+    assert refused.returncode == 1
+    line = one_error_line(refused.stderr)
+    owner = holder.value["owner"]
+    assert "the lock is live" in line and owner in line and "deadline" in line
+    assert "pass --yes" in line
+    holder.refresh()  # still held
+    freed = harvest("unlock", str(path), "--target", "modal", "--yes", cwd=tmp_path)
+    assert freed.returncode == 0 and "Lock freed." in freed.stdout
+    assert owner in freed.stdout
+    with pytest.raises(LockError, match="lost the lock"):
+        holder.refresh()
+
+
+def test_unlock_without_a_terminal_refuses_a_stale_lock_too(stale_holder: Lock,
+                                                            modal_environment: str,
+                                                            tmp_path: Path) -> None:
+    path = write_env(tmp_path, modal_environment)
+    refused = harvest("unlock", str(path), "--target", "modal", cwd=tmp_path)
+    assert refused.returncode == 1
+    line = one_error_line(refused.stderr)
+    assert "the lock is stale" in line and "(passed)" in line and "pass --yes" in line
+    stale_holder.refresh()  # nothing was freed
+
+
+def test_unlock_in_a_missing_environment_says_not_locked(local_modal: object,
+                                                         tmp_path: Path) -> None:
+    path = write_env(tmp_path, "never-created-" + tmp_path.name[-8:].replace("_", "-"))
+    proc = harvest("unlock", str(path), "--target", "modal", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith(": not locked") and "Traceback" not in proc.stderr
