@@ -96,9 +96,18 @@ def lease_advance(locks: Any, name: str, generation: int, value: dict[str, Any])
         return False
     generations = lease_generations(locks, name)
     if generations and generations[-1] > generation + 1:
-        locks.pop(key, None)
+        lease_drop(locks, key)
         return False
     for old in generations:
         if old <= generation:
-            locks.pop(lease_key(name, old), None)
+            lease_drop(locks, lease_key(name, old))
     return True
+
+
+def lease_drop(locks: Any, key: str) -> None:
+    """Clean up a generation below the newest, best effort: one left behind is ignored, and
+    the next change of the lock drops it."""
+    try:
+        locks.pop(key, None)
+    except Exception:  # noqa: BLE001 - a failed cleanup must not fail the lock's change
+        pass

@@ -462,20 +462,21 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (me.ServiceError, me.InternalError, *_connection_errors()))
 
 
-def sdk_call(what: str, fn: Callable[[], T], *, recover: Callable[[], T | None] | None = None) -> T:
+def sdk_call(what: str, fn: Callable[[], T], *, recover: Callable[[], T | None] | None = None,
+             attempts: int = SDK_ATTEMPTS) -> T:
     """`fn()` (an idempotent SDK operation), retried on transient failures, its errors mapped
     to harvest's. After a failure, `recover()` may tell the result (did the write land?)."""
     import time
 
-    delay = 0.2
-    for attempt in range(SDK_ATTEMPTS):
+    delay = 0.1
+    for attempt in range(attempts):
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - mapped, or re-raised when not Modal's
             error = sdk_error(exc, what)
             if error is None:
                 raise
-            if not _transient(exc) or attempt == SDK_ATTEMPTS - 1:
+            if not _transient(exc) or attempt == attempts - 1:
                 raise error from exc
         if recover is not None:
             known = recover()
@@ -524,8 +525,10 @@ class LockDict:
         return None if d is None else sdk_call(self.what, lambda: d.get(key))
 
     def pop(self, key: str, default: Any = None) -> Any:
+        """Only the protocol's best-effort cleanup pops: one attempt (the SDK's retries)."""
         d = self._hydrated()
-        return default if d is None else sdk_call(self.what, lambda: d.pop(key, default))
+        return default if d is None else sdk_call(self.what, lambda: d.pop(key, default),
+                                                  attempts=1)
 
     def put(self, key: str, value: Any, *, skip_if_exists: bool = False) -> bool:
         """Put (if absent, with `skip_if_exists`). A put whose answer was lost is read back:
@@ -567,7 +570,8 @@ class ModalOps:
             with vol.batch_upload(force=True) as batch:
                 batch.put_file(io.BytesIO(data), path)
 
-        sdk_call(f"writing {volume}:{path} in environment {self.environment!r}", write)
+        # the SDK retries each of its calls; a retry here would only repeat those
+        sdk_call(f"writing {volume}:{path} in environment {self.environment!r}", write, attempts=1)
 
     # -- snapshots --------------------------------------------------------------------
     def make_snapshot(self, module_path: Path, name: str, timeout: int = 1800) -> tuple[str, float]:

@@ -102,3 +102,11 @@ def assert_no_secret(*texts: Any) -> None:
     for text in texts:
         s = text if isinstance(text, str) else str(text)
         assert SECRET_VALUE not in s and GITHUB_VALUE not in s, "a secret value leaked"
+
+
+def one_error_line(stderr: str) -> str:
+    """The single `Error:` line a failed command ends with (and nothing like a traceback)."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and stderr.rstrip().endswith(errors[0]), stderr
+    return errors[0]

@@ -13,7 +13,7 @@ from harvest_iac import apply
 from harvest_iac.apply import Lock
 from harvest_iac.errors import LockError
 from harvest_iac.modal_backend import ModalOps
-from tests.integration.helpers import harvest, write_env
+from tests.integration.helpers import harvest, one_error_line, write_env
 
 APP = "agents"
 
@@ -141,14 +141,6 @@ def test_released_lock_is_taken_without_a_warning(modal_environment: str, tmp_pa
 
 
 # -- harvest unlock ----------------------------------------------------------------------------
-def one_error_line(stderr: str) -> str:
-    """The single `Error:` line a failed command prints (and nothing like a traceback)."""
-    assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and stderr.rstrip().endswith(errors[0]), stderr
-    return errors[0]
-
-
 def test_unlock_without_a_terminal_refuses_a_live_lock(modal_environment: str,
                                                        tmp_path: Path) -> None:
     holder = new_lock(modal_environment)
