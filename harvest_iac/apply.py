@@ -231,8 +231,16 @@ class Applier:
         whose lock was taken over never overwrites the new holder's record."""
         if self.lock is not None:
             self.lock.refresh()
+        from harvest_iac import modal_backend as mb
+
         self.state = self.state.bumped()
-        self.ops.write_file(STATE_VOLUME, state_path(self.spec.app), self.state.to_json().encode())
+        data = self.state.to_json().encode()
+
+        async def write(conn: mb.Connection) -> None:
+            await mb.write_volume_file(conn, self.spec.environment, STATE_VOLUME,
+                                       state_path(self.spec.app), data)
+
+        self.session.with_connection(write)
 
     def step(self, title: str, fn: Callable[[], None]) -> None:
         """One step: its work, then the state record. A spinner on a terminal; one line per

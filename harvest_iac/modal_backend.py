@@ -21,6 +21,7 @@ from harvest_iac.modal_rpc import (
     RpcClient,
     credentials_from_env,
     http_get,
+    http_put,
     one_line,
     unreachable,
 )
@@ -159,6 +160,53 @@ async def _read_state(conn: Connection, environment: str, app: str) -> StateReco
     if text is None:
         return None
     return StateRecord.from_json(text.decode(), where=f"state record {STATE_VOLUME}:{state_path(app)}")
+
+
+VOLUME_BLOCK_SIZE = 8 * 1024 * 1024
+
+
+async def write_volume_file(conn: Connection, environment: str, volume: str, path: str,
+                            data: bytes) -> None:
+    """Write (or overwrite) one file of a v2 volume, made if missing, as the SDK's
+    `batch_upload(force=True)` does: announce its 8 MiB blocks by sha256, upload the ones
+    Modal lacks, announce again with their upload answers. Through the lean client, so a
+    dead connection fails within its bounded retries."""
+    try:
+        await _put_volume_file(conn, environment, volume, path, data)
+    except TargetError:
+        raise
+    except BackendError as exc:
+        raise BackendError(f"writing {volume}:{path} in environment {environment!r}: {exc}"
+                           ) from exc
+
+
+async def _put_volume_file(conn: Connection, environment: str, volume: str, path: str,
+                           data: bytes) -> None:
+    import hashlib
+
+    from modal_proto import api_pb2
+
+    made = await conn.call("VolumeGetOrCreate", api_pb2.VolumeGetOrCreateRequest(
+        deployment_name=volume, environment_name=environment, version=api_pb2.VOLUME_FS_VERSION_V2,
+        object_creation_type=api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING), missing_ok=False)
+    blocks = [data[i:i + VOLUME_BLOCK_SIZE] for i in range(0, len(data), VOLUME_BLOCK_SIZE)]
+    digests = [hashlib.sha256(block).digest() for block in blocks]
+    answers: dict[bytes, bytes] = {}
+    for _ in range(2):
+        request = api_pb2.VolumePutFiles2Request(volume_id=made.volume_id, files=[
+            api_pb2.VolumePutFiles2Request.File(path=path, mode=0o644, size=len(data), blocks=[
+                api_pb2.VolumePutFiles2Request.Block(contents_sha256=d, put_response=answers[d])
+                if d in answers else api_pb2.VolumePutFiles2Request.Block(contents_sha256=d)
+                for d in digests])])
+        resp = await conn.call("VolumePutFiles2", request, missing_ok=False)
+        if not resp.missing_blocks:
+            return
+        missing = list(resp.missing_blocks)
+        uploaded = await asyncio.gather(*(http_put(m.put_url, blocks[m.block_index])
+                                          for m in missing))
+        answers.update((digests[m.block_index], answer) for m, answer in zip(missing, uploaded,
+                                                                              strict=True))
+    raise BackendError("Modal still lacks blocks after the upload")
 
 
 async def _read_volume_file(conn: Connection, volume_id: str, path: str) -> bytes | None:
@@ -487,6 +535,21 @@ def sdk_call(what: str, fn: Callable[[], T], *, recover: Callable[[], T | None] 
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def ensure_reachable() -> None:
+    """A TargetError, within the lean client's few bounded retries, when Modal does not
+    answer. Called before the SDK (or the `modal` CLI) first connects: its own first
+    connection keeps retrying for about a minute."""
+
+    async def hello() -> None:
+        conn = await open_connection()
+        try:
+            await conn.call("ClientHello", _empty())
+        finally:
+            conn.close()
+
+    asyncio.run(hello())
+
+
 class LockDict:
     """The Dict `harvest-locks` of one environment as the lock protocol (`lease.py`) uses it,
     through the SDK: transient failures retried, errors mapped to harvest's. Without `create`,
@@ -504,6 +567,7 @@ class LockDict:
             import modal
             import modal.exception
 
+            ensure_reachable()
             d = modal.Dict.from_name(LOCK_DICT, environment_name=self.environment,
                                      create_if_missing=self.create)
             try:
@@ -558,21 +622,6 @@ class ModalOps:
         """The Dict holding harvest's locks in this environment."""
         return LockDict(self.environment, create=create)
 
-    # -- the state record -------------------------------------------------------------
-    def write_file(self, volume: str, path: str, data: bytes) -> None:
-        import io
-
-        import modal
-
-        def write() -> None:
-            vol = modal.Volume.from_name(volume, environment_name=self.environment,
-                                         create_if_missing=True, version=2)
-            with vol.batch_upload(force=True) as batch:
-                batch.put_file(io.BytesIO(data), path)
-
-        # the SDK retries each of its calls; a retry here would only repeat those
-        sdk_call(f"writing {volume}:{path} in environment {self.environment!r}", write, attempts=1)
-
     # -- snapshots --------------------------------------------------------------------
     def make_snapshot(self, module_path: Path, name: str, timeout: int = 1800) -> tuple[str, float]:
         """Make snapshot `name` with the rendered module's own helper (the same code the
@@ -595,6 +644,7 @@ class ModalOps:
 
         cmd = [sys.executable, "-m", "modal", "deploy", str(module_path), "--env",
                self.environment, "--name", app_name, "--tag", tag]
+        ensure_reachable()
         log = module_path.with_suffix(".deploy.log")
         # from the project folder: paths in the module (Dockerfiles) are relative to it
         try:

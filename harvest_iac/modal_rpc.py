@@ -186,6 +186,22 @@ def unreachable(server_url: str, exc: BaseException) -> TargetError:
                        "your network, or use --target local")
 
 
+async def http_put(url: str, data: bytes) -> bytes:
+    """Upload to a pre-signed URL (a volume file block); returns the answer's body."""
+    import urllib.request
+
+    def put() -> bytes:
+        request = urllib.request.Request(url, data=data, method="PUT")
+        with urllib.request.urlopen(request, timeout=ATTEMPT_TIMEOUT_S) as resp:  # noqa: S310
+            return bytes(resp.read())
+
+    try:
+        return await asyncio.to_thread(put)
+    except (OSError, http.client.HTTPException) as exc:
+        raise BackendError(f"uploading to {urllib.parse.urlparse(url).path}: "
+                           f"{one_line(str(exc))}") from exc
+
+
 async def http_get(url: str) -> bytes:
     """Fetch a pre-signed URL (volume file blocks) without importing aiohttp."""
     import urllib.request

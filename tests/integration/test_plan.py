@@ -9,8 +9,9 @@ from pathlib import Path
 import modal
 import pytest
 
-from harvest_iac.modal_backend import ModalOps
+from harvest_iac.modal_backend import Connection, Session, write_volume_file
 from harvest_iac.state import STATE_VOLUME, ResourceRecord, StateRecord, state_path
+from harvest_iac.targets import TargetChoice
 from tests.conftest import modal_cli
 from tests.integration.helpers import (
     SECRETS_ENV,
@@ -66,7 +67,10 @@ def test_objects_made_with_the_modal_cli_are_adopted_or_left_alone(
 
 
 def _record(env: str, app: str, state: StateRecord) -> None:
-    ModalOps(env).write_file(STATE_VOLUME, state_path(app), state.to_json().encode())
+    async def write(conn: Connection) -> None:
+        await write_volume_file(conn, env, STATE_VOLUME, state_path(app), state.to_json().encode())
+
+    Session(TargetChoice("modal"), Path.cwd()).with_connection(write)
 
 
 def test_drift_volume_deleted_secret_recreated_and_key_lost(tmp_path: Path,
