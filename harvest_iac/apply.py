@@ -131,8 +131,7 @@ class Lock:
         while True:
             generation, held = lease_read(self.locks, self.key)
             state = lease_state(held, time.time())
-            if state == "live":
-                assert held is not None
+            if held is not None and state == "live":
                 if time.monotonic() - start >= self.timeout:
                     raise LockError(
                         f"the lock for {self._where()} is held by {describe_lock(held)}. Wait "
@@ -143,8 +142,7 @@ class Lock:
                     waited = True
                 time.sleep(min(1.0, max(0.05, self.timeout / 20)))
                 continue
-            if state == "stale":
-                assert held is not None
+            if held is not None and state == "stale":
                 self.echo(f"Warning: taking over a stale lock held by {describe_lock(held)}; "
                           "its deadline passed")
                 self.pause("takeover")

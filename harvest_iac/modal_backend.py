@@ -3,7 +3,8 @@
 Reads are raw RPCs on a client of our own, made concurrently in one asyncio loop, so the
 number of sequential round trips does not grow with the number of resources (apart from
 Modal's list pages of 100). Each read is an RPC plus a pure converter (`*_from_proto`),
-tested on hand-built protos. Modal's SDK moves between releases: keep every use of it here.
+tested on hand-built protos. Modal's SDK moves between releases: keep every use of it here,
+and map its exceptions to harvest's here (`sdk_call`), so none escapes as a traceback.
 """
 
 from __future__ import annotations
@@ -612,7 +613,7 @@ class LockDict:
 
 
 class ModalOps:
-    """Synchronous operations through the public SDK (deploys, dicts, volume files, sandboxes).
+    """Synchronous operations through the public SDK (deploys, the lock Dict, sandboxes).
     The SDK runs them on its own loop; call these from plain (non-async) code."""
 
     def __init__(self, environment: str) -> None:

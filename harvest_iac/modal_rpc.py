@@ -3,7 +3,8 @@
 It speaks the protocol of the installed modal client (`modal_proto`, grpclib), with the same
 credentials, headers and transient-error retries (one idempotency key per call), but without
 importing the `modal` package (about half a second of start-up), so a plan or a no-change
-apply stays fast. Deploys, sandboxes, dicts and volume uploads still go through the SDK.
+apply stays fast. The state record is written through it too (its retries are bounded). Deploys,
+sandboxes and the lock Dict go through the SDK.
 """
 
 from __future__ import annotations
