@@ -13,7 +13,9 @@ by someone who read generation n, so of all who read n exactly one succeeds:
 The winner of `A#m` then lists the keys. A generation above m means it won a generation that
 had already been cleaned up (it read the chain, then paused past its deadline while others
 moved on): it lost, and pops its entry. Otherwise it pops the generations below m, so the
-chain stays one entry long. The highest entry is never popped, so generations only grow.
+chain stays one entry long. The highest entry is never popped, so generations only grow
+(unless Modal drops the chain after 7 idle days: it starts again at 1, and whoever wins `A#1`
+holds a lock nobody else holds).
 
 Works on any object with the `modal.Dict` methods `put(key, value, skip_if_exists=)`, `get`,
 `pop(key, default)` and `keys()`. The generated app embeds the definitions below verbatim (its
