@@ -15,7 +15,6 @@ import os
 import socket
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,14 @@ import click
 from harvest_iac import github
 from harvest_iac.diff import compare
 from harvest_iac.errors import HarvestError, LockError, StalePlanError, printable
+from harvest_iac.lease import (
+    lease_advance,
+    lease_free,
+    lease_held,
+    lease_read,
+    lease_renewed,
+    lease_state,
+)
 from harvest_iac.plan import Action, Change, Plan, plan_differences
 from harvest_iac.planner import Prepared, load_environments
 from harvest_iac.state import (
@@ -70,81 +77,103 @@ def guard_problems(plan: Plan, allow_destroy: frozenset[str]) -> list[str]:
 
 
 # -- the lock ------------------------------------------------------------------------------
-def lock_owner() -> dict[str, Any]:
+def lock_owner() -> tuple[str, str]:
+    """Who takes the lock (user@host and pid) and the CI run URL (on GitHub Actions)."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return {"owner": f"{user}@{socket.gethostname()} (pid {os.getpid()})",
-            "run_url": github.run_url(os.environ),
-            "id": uuid.uuid4().hex}
+    return f"{user}@{socket.gethostname()} (pid {os.getpid()})", github.run_url(os.environ)
+
+
+def _utc(seconds: Any) -> str:
+    try:
+        when = float(seconds)
+    except (TypeError, ValueError):
+        when = 0.0
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
 
 
 def describe_lock(value: Mapping[str, Any]) -> str:
-    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(value.get("acquired_at", 0))))
-    text = f"{value.get('owner', 'someone')} since {since}"
+    text = f"{value.get('owner', 'someone')} since {_utc(value.get('acquired_at', 0))}"
     if value.get("run_url"):
         text += f" (run {value['run_url']})"
     return printable(text)
 
 
 class Lock:
-    """harvest's lock on one (environment, app): a put-if-absent Dict entry with a deadline."""
+    """harvest's lock on one (environment, app), by the protocol of `lease.py`: every
+    acquire, renewal and release is a put-if-absent of the next generation, so of two runs
+    acting on what they read, only one goes ahead. `pause(point)` is called right before
+    each such write ("takeover", "renew", "release"): a seam for tests to force races."""
 
     def __init__(self, ops: Any, app: str, *, timeout: float, echo: Callable[[str], None]) -> None:
         self.ops = ops
+        self.locks = ops.lock_dict()
         self.key = app
         self.timeout = timeout
         self.echo = echo
+        self.generation = 0
         self.value: dict[str, Any] = {}
+        self.pause: Callable[[str], None] = lambda point: None
+
+    def _where(self) -> str:
+        return f"app {self.key!r} in environment {self.ops.environment!r}"
 
     def acquire(self) -> None:
         start = time.monotonic()
         waited = False
         while True:
-            now = time.time()
-            value = {**lock_owner(), "acquired_at": now, "deadline": now + LOCK_TTL_S}
-            if self.ops.lock_put_if_absent(self.key, value):
-                self.value = value
-                return
-            held = self.ops.lock_get(self.key)
-            if held is None:
+            generation, held = lease_read(self.locks, self.key)
+            state = lease_state(held, time.time())
+            if held is not None and state == "live":
+                if time.monotonic() - start >= self.timeout:
+                    raise LockError(
+                        f"the lock for {self._where()} is held by {describe_lock(held)}. Wait "
+                        "for that run (or use --lock-timeout 10m); if it is gone, free the lock "
+                        "with `harvest unlock`")
+                if not waited:
+                    self.echo(f"Waiting for the lock held by {describe_lock(held)}...")
+                    waited = True
+                time.sleep(min(1.0, max(0.05, self.timeout / 20)))
                 continue
-            if float(held.get("deadline", 0)) < now:
+            if held is not None and state == "stale":
                 self.echo(f"Warning: taking over a stale lock held by {describe_lock(held)}; "
                           "its deadline passed")
-                self.ops.lock_pop(self.key)
-                continue
-            if time.monotonic() - start >= self.timeout:
-                raise LockError(
-                    f"the lock for app {self.key!r} in environment {self.ops.environment!r} is held "
-                    f"by {describe_lock(held)}. Wait for that run (or use --lock-timeout 10m); "
-                    "if it is gone, free the lock with `harvest unlock`")
-            if not waited:
-                self.echo(f"Waiting for the lock held by {describe_lock(held)}...")
-                waited = True
-            time.sleep(min(1.0, max(0.05, self.timeout / 20)))
+                self.pause("takeover")
+            owner, run_url = lock_owner()
+            value = lease_held(owner, run_url, LOCK_TTL_S)
+            if lease_advance(self.locks, self.key, generation, value):
+                self.generation, self.value = generation + 1, value
+                return
+            # someone else moved the lock first: read it again
 
     def refresh(self) -> None:
         """Push the deadline out (after each step of a long apply); fail if the lock was
         taken over meanwhile (our deadline passed and another run took it)."""
         if not self.value:
             return
-        current = self.ops.lock_get(self.key)
-        if current is None or current.get("id") != self.value.get("id"):
-            holder = describe_lock(current) if current else "nobody"
-            raise LockError(f"lost the lock for app {self.key!r} (now held by {holder}); stopping "
+        self.pause("renew")
+        renewed = lease_renewed(self.value, LOCK_TTL_S)
+        if not lease_advance(self.locks, self.key, self.generation, renewed):
+            self.value = {}  # not ours any more: nothing to release
+            _, current = lease_read(self.locks, self.key)
+            holder = ("nobody" if current is None or current.get("free") is True
+                      else describe_lock(current))
+            raise LockError(f"lost the lock for {self._where()} (now held by {holder}); stopping "
                             "here. Run apply again: it converges from wherever this one stopped")
-        self.value = {**self.value, "deadline": time.time() + LOCK_TTL_S}
-        self.ops.lock_put(self.key, self.value)
+        self.generation, self.value = self.generation + 1, renewed
 
     def release(self) -> None:
+        """Free the lock if it is still ours (a run that took it over keeps it)."""
         if not self.value:
             return
-        current = self.ops.lock_get(self.key)
-        if current is not None and current.get("id") == self.value.get("id"):
-            self.ops.lock_pop(self.key)
+        self.pause("release")
+        owner = str(self.value.get("owner", ""))
         self.value = {}
+        if not lease_advance(self.locks, self.key, self.generation, lease_free(owner)):
+            self.echo(f"Warning: the lock for {self._where()} had been taken over by another "
+                      "run; left to it")
 
 
 @contextlib.contextmanager
@@ -191,10 +220,20 @@ class Applier:
                 and (actions is None or c.action in actions)]
 
     def save_state(self) -> None:
-        self.state = self.state.bumped()
-        self.ops.write_file(STATE_VOLUME, state_path(self.spec.app), self.state.to_json().encode())
+        """Renew the lock (proving it is still ours), then write the state record: a run
+        whose lock was taken over never overwrites the new holder's record."""
         if self.lock is not None:
             self.lock.refresh()
+        from harvest_iac import modal_backend as mb
+
+        self.state = self.state.bumped()
+        data = self.state.to_json().encode()
+
+        async def write(conn: mb.Connection) -> None:
+            await mb.write_volume_file(conn, self.spec.environment, STATE_VOLUME,
+                                       state_path(self.spec.app), data)
+
+        self.session.with_connection(write)
 
     def step(self, title: str, fn: Callable[[], None]) -> None:
         """One step: its work, then the state record. A spinner on a terminal; one line per
@@ -523,7 +562,7 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
     ops = ModalOps(spec.environment)
     lock = Lock(ops, spec.app, timeout=opts.lock_timeout, echo=echo)
     lock.acquire()
-    try:
+    with _released(lock, echo):
         live = session.read(ReadRequest(environment=spec.environment, app=spec.app,
                                         function_names=prep.inputs.function_tags))
         fresh = compare(diff_input(prep, target=target, environ=environ,
@@ -544,12 +583,25 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
         applier = Applier(session=session, prep=prep, plan=fresh, state=state, ops=ops, echo=echo,
                           allow_destroy=opts.allow_destroy, lock=lock)
         applier.run()
-        s = fresh.summary
-        click.echo(f"Apply complete! Resources: {s.imports} imported, {s.add} added, "
-                   f"{s.change} changed, {s.destroy} destroyed.")
-        return fresh
-    finally:
-        lock.release()
+    s = fresh.summary
+    click.echo(f"Apply complete! Resources: {s.imports} imported, {s.add} added, "
+               f"{s.change} changed, {s.destroy} destroyed.")
+    return fresh
+
+
+@contextlib.contextmanager
+def _released(lock: Lock, echo: Callable[[str], None]) -> Iterator[None]:
+    """Release the lock after the block. When the block failed, its error is the one
+    reported: a failed release is only a warning line then."""
+    try:
+        yield
+    except BaseException:
+        try:
+            lock.release()
+        except HarvestError as exc:
+            echo(f"Warning: could not release the lock ({exc}); free it with `harvest unlock`")
+        raise
+    lock.release()
 
 
 def _change_set(plan: Plan) -> set[tuple[str, str]]:
@@ -557,7 +609,11 @@ def _change_set(plan: Plan) -> set[tuple[str, str]]:
     return {(c.address, c.action.value) for c in plan.actionable if c.kind != "environment"}
 
 
-def run_unlock(paths: tuple[str, ...], target_flag: str | None, yes: bool) -> int:
+def run_unlock(paths: tuple[str, ...], target_flag: str | None, *, yes: bool,
+               interactive: bool) -> int:
+    """Show each environment's lock and free it. Like `terraform force-unlock`, it asks
+    first, live lock or stale; off a terminal it frees only with --yes. The lock is freed
+    only as it was shown (if its holder renewed it meanwhile, nothing is freed)."""
     from harvest_iac.modal_backend import ModalOps, Session
     from harvest_iac.targets import resolve_target
 
@@ -565,15 +621,26 @@ def run_unlock(paths: tuple[str, ...], target_flag: str | None, yes: bool) -> in
     choice = resolve_target(target_flag)
     with Session(choice, Path.cwd()):
         for item in loaded:
-            ops = ModalOps(item.spec.environment)
-            held = ops.lock_get(item.spec.app)
-            if held is None:
-                click.echo(f"{item.spec.environment}/{item.spec.app}: not locked")
+            where = f"{item.spec.environment}/{item.spec.app}"
+            locks = ModalOps(item.spec.environment).lock_dict(create=False)
+            generation, held = lease_read(locks, item.spec.app)
+            state = lease_state(held, time.time())
+            if held is None or state == "free":
+                click.echo(f"{where}: not locked")
                 continue
-            click.echo(f"{item.spec.environment}/{item.spec.app}: locked by {describe_lock(held)}")
+            deadline = _utc(held.get("deadline", 0))
+            shown = (f"{where}: the lock is {state}: held by {describe_lock(held)}, deadline "
+                     f"{deadline}{' (passed)' if state == 'stale' else ''}")
+            if not yes and not interactive:
+                raise LockError(f"{shown}; not freed: pass --yes to free it (only if that run "
+                                "is gone)")
+            click.echo(shown)
             if not yes and not click.confirm("Free this lock? Only do this if that run is gone"):
                 raise HarvestError("unlock cancelled")
-            ops.lock_pop(item.spec.app)
+            owner, _ = lock_owner()
+            if not lease_advance(locks, item.spec.app, generation,
+                                 lease_free(f"harvest unlock by {owner}")):
+                raise LockError(f"{where}: the lock changed while unlocking; nothing was freed. "
+                                "Run `harvest unlock` again to see who holds it now")
             click.echo("Lock freed.")
     return 0
-

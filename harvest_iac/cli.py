@@ -193,14 +193,17 @@ def apply(paths: tuple[str, ...], auto_approve: bool, allow_destroy: tuple[str, 
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help="Free the lock without asking (needed off a terminal).")
 @click.option("--target", type=click.Choice(["modal", "local"]), default=None)
 @handles_errors
 def unlock(paths: tuple[str, ...], yes: bool, target: str | None) -> None:
-    """Free a stale lock left by an apply that died (shows who held it first)."""
+    """Free the lock left by an apply that died (shows who holds it, and asks first).
+
+    Without a terminal (CI, scripts) it frees nothing unless --yes is given.
+    """
     from harvest_iac.apply import run_unlock
 
-    sys.exit(run_unlock(paths, target, yes or not sys.stdin.isatty()))
+    sys.exit(run_unlock(paths, target, yes=yes, interactive=sys.stdin.isatty()))
 
 
 # -- ci ------------------------------------------------------------------------------------

@@ -60,20 +60,28 @@ _SURFACES = (
 
 @dataclass
 class Faults:
-    """Fault injection, off by default: latency per RPC and a transient error rate."""
+    """Fault injection, off by default: latency per RPC and a transient error rate (for
+    every method, or only those in `methods`)."""
 
     latency_ms: float = 0.0
     error_rate: float = 0.0
     error_codes: tuple[Status, ...] = (Status.UNAVAILABLE, Status.INTERNAL)
     seed: int | None = None
+    methods: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Faults:
         env = os.environ if environ is None else environ
+        methods = env.get("HARVEST_EMULATOR_ERROR_METHODS", "")
         return cls(
             latency_ms=float(env.get("HARVEST_EMULATOR_LATENCY_MS", "0") or 0),
             error_rate=float(env.get("HARVEST_EMULATOR_ERROR_RATE", "0") or 0),
+            methods=frozenset(m.strip() for m in methods.split(",") if m.strip()),
         )
+
+    def hits(self, method: str) -> bool:
+        """Whether errors are injected into `method` at all."""
+        return bool(self.error_rate) and (not self.methods or method in self.methods)
 
 
 @dataclass
@@ -287,7 +295,7 @@ class Emulator:
         """Sleep the injected latency; return True when this call should fail."""
         if self.faults.latency_ms:
             await asyncio.sleep(self.faults.latency_ms / 1000.0)
-        return bool(self.faults.error_rate) and self._rng.random() < self.faults.error_rate
+        return self.faults.hits(name) and self._rng.random() < self.faults.error_rate
 
     def _injected_error(self, name: str) -> GRPCError:
         self.stats.injected_errors += 1
