@@ -15,6 +15,7 @@ import modal
 import pytest
 from modal_proto import api_pb2
 
+from harvest_iac.lease import lease_advance, lease_free, lease_held, lease_read, lease_state
 from harvest_iac.state import LOCK_DICT, STATE_VOLUME, state_path
 from tests.conftest import modal_cli, raw_rpc
 from tests.integration.helpers import SECRET_VALUE, assert_no_secret, harvest
@@ -129,15 +130,18 @@ def _age_snapshots(env: str) -> list[str]:
 def test_the_refresh_cron_remakes_stale_snapshots_under_the_lock(env: str) -> None:
     before = _age_snapshots(env)
     locks = modal.Dict.from_name(LOCK_DICT, environment_name=env, create_if_missing=True)
-    locks[APP] = {"owner": "someone else", "id": "x", "deadline": time.time() + 600}
+    generation, _ = lease_read(locks, APP)
+    assert lease_advance(locks, APP, generation, lease_held("someone else", "", 600))
     trigger(env, "refresh-environment")
     assert [s["image_id"] for s in _record(env)["resources"]["snapshot.warm"]["snapshots"]] == before
 
-    locks.pop(APP)
+    generation, _ = lease_read(locks, APP)
+    assert lease_advance(locks, APP, generation, lease_free("the test"))
     trigger(env, "refresh-environment")
     after = [s["image_id"] for s in _record(env)["resources"]["snapshot.warm"]["snapshots"]]
     assert after[:-1] == before and after[-1] not in before  # a new snapshot, recorded
-    assert APP not in locks  # and the lock released
+    generation, value = lease_read(locks, APP)
+    assert generation > 0 and lease_state(value, time.time()) == "free"  # and the lock released
     published = raw_rpc("ImageGetByTag", api_pb2.ImageGetByTagRequest(
         tag="harvest-snapshot-warm", environment_name=env))
     assert published.image_id == after[-1]  # type: ignore[attr-defined]
