@@ -66,6 +66,7 @@ def describe(t: Teardown, state: StateRecord) -> list[str]:
         lines.append(f"  - {a}: {count} image{'s' if count != 1 else ''} will be deleted")
     lines += [f"  - {a} will be deleted" for a in t.secrets]
     lines += [f"  - {a} will be deleted (its files are lost)" for a in t.volumes]
+    lines += [f"  = {a} is kept: it is protected" for a in t.kept]
     lines.append(f"  then harvest's state record of app {state.app} is deleted")
     return [printable(line) for line in lines]
 
