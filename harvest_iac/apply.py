@@ -60,9 +60,11 @@ def guard_problems(plan: Plan, allow_destroy: frozenset[str]) -> list[str]:
         elif c.action in (Action.DELETE, Action.REPLACE) and c.kind in ("volume", "secret", "app"):
             if c.address not in allow_destroy and not c.destroy_reviewed:
                 what = "delete" if c.action is Action.DELETE else "replace (delete, then create)"
+                reviewed = ", or list it under `removed:` with `destroy: true`" \
+                    if c.action is Action.DELETE else ""
                 problems.append(
                     f"{c.address}: apply would {what} it; pass --allow-destroy {c.address} to "
-                    "allow that, or keep it in the YAML")
+                    f"allow that{reviewed}, or keep it in the YAML")
     unknown = sorted(a for a in allow_destroy
                      if a not in {c.address for c in plan.actionable})
     for a in unknown:

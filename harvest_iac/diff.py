@@ -33,6 +33,9 @@ from harvest_iac.secrethash import SecretHasher, ValuesHash, Verdict
 from harvest_iac.state import ResourceRecord, StateRecord
 
 
+#: How a file allows a deletion itself (see `lifecycle`).
+_REMOVED = "a `removed:` entry with `destroy: true`"
+
 #: Snapshot fields whose change means the snapshot must be made again.
 SNAPSHOT_RECIPE = ("image", "image_recipe", "setup", "volumes")
 
@@ -140,7 +143,7 @@ def _compare_volume(d: Desired | None, live: Live, rec: ResourceRecord | None, i
         acc.changes.append(Change(address, kind, name, Action.DELETE,
                                   before={**(rec.spec if rec else {}), **(live_view or {})},
                                   blocked=blocked,
-                                  notes=(f"apply deletes it only with --allow-destroy {address}; "
+                                  notes=(f"apply deletes it only with --allow-destroy {address} or {_REMOVED}; "
                                          "its files are lost",)))
         return
     if lv is None:
@@ -191,7 +194,7 @@ def _compare_secret(d: Desired | None, live: Live, rec: ResourceRecord | None, i
         if ls is not None and rec is not None:
             acc.changes.append(Change(address, kind, name, Action.DELETE,
                                       before={"keys": list(ls.keys), "values": SENSITIVE},
-                                      notes=(f"apply deletes it only with --allow-destroy {address}",)))
+                                      notes=(f"apply deletes it only with --allow-destroy {address} or {_REMOVED}",)))
         return
     keys = list(d.spec.get("keys", []))
     after = {"keys": keys, "values": SENSITIVE}
@@ -437,7 +440,7 @@ def _compare_app(inp: DiffInput, live: Live, state: StateRecord | None, acc: _Ac
             acc.changes.append(Change(address, "app", inp.app, Action.DELETE,
                                       before={"code_hash": rec.code_hash},
                                       reason="no crons or sandbox profiles left to deploy",
-                                      notes=(f"apply stops it only with --allow-destroy {address}",)))
+                                      notes=(f"apply stops it only with --allow-destroy {address} or {_REMOVED}",)))
         return
     if live.app is None:
         if rec is not None:

@@ -203,10 +203,10 @@ class _Rollback:
     def _newest(self) -> LiveDeployment:
         from harvest_iac import modal_backend as mb
 
-        async def go(conn: mb.Connection) -> Any:
+        async def go(conn: mb.Connection) -> tuple[str, list[LiveDeployment]] | None:
             return await mb.app_history(conn, self.state.environment, self.state.app)
 
-        found = self.session.with_connection(go)
+        found: tuple[str, list[LiveDeployment]] | None = self.session.with_connection(go)
         if found is None or not found[1]:
             raise HarvestError(f"app {self.state.app!r} vanished during the rollback; run rollback again")
         return max(found[1], key=lambda d: d.version)
