@@ -231,7 +231,7 @@ class Applier:
             self.step("volumes", lambda: self._volumes(vol_changes))
         if sec_changes:
             self.step("secrets", lambda: self._secrets(sec_changes))
-        app_changes = self.by_kind("app", *APP_KINDS)
+        app_changes = [c for c in self.by_kind("app", *APP_KINDS) if c.action is not Action.FORGET]
         if app_changes and self.prep.app_needed:
             self.step(f"app.{self.spec.app} deploy", self._deploy)
         elif app_changes:

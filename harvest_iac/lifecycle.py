@@ -129,6 +129,10 @@ def mark_moves(changes: list[Change], moves: Moves, live: Live) -> list[Change]:
             out.remove(old)
             out.append(replace(old, destroy_reviewed=True, notes=(),
                                reason=f"moved to {to}: the old name is deleted now that {to} exists"))
+        elif old is None:
+            kind, name = _split(source)
+            out.append(Change(source, kind, name, Action.FORGET,
+                              reason=f"moved to {to}; it no longer exists in Modal, so its record is dropped"))
     return out
 
 

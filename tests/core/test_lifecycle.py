@@ -153,3 +153,23 @@ def test_a_deployed_function_harvest_does_not_manage_is_imported_not_created() -
     plan = compare(inp([cron("tick")], app_needed=True), Live("dev", True, app=app))
     assert {a: c.action.value for a, c in by(plan).items()} == {"cron.tick": "import",  # type: ignore[attr-defined]
                                                                 "app.app": "import"}
+
+
+def test_a_renamed_secret_whose_old_name_is_gone_only_drops_the_record() -> None:
+    live = Live("dev", True, secrets={"new": LiveSecret("new", "st-2", ("K",))},
+                state=state(secret__old=ResourceRecord("st-1", {"keys": ["K"]}),
+                            secret__new=ResourceRecord("st-2", {"keys": ["K"]})))
+    plan = compare(inp([secret("new")], moved={"secret.old": "secret.new"}), live)
+    assert {a: c.action for a, c in by(plan).items()} == {"secret.old": Action.FORGET}  # type: ignore[attr-defined]
+
+
+def test_forgetting_the_app_forgets_its_functions_and_keeps_it_running() -> None:
+    fn = LiveFunction("tick", "fu-1", "Period(seconds=3600)", None, 300, None, None, "im-x")
+    app = LiveApp("app", "ap-1", "deployed", version=2, functions={"tick": fn})
+    live = Live("dev", True, app=app, state=state(
+        cron__tick=ResourceRecord(spec=dict(cron("tick").spec)),
+        app__app=ResourceRecord("ap-1", {"code_hash": "sha256:a"}, version=2, code_hash="sha256:a")))
+    plan = compare(inp([], removed={"app.app": False}), live)
+    assert {a: c.action for a, c in by(plan).items()} == {  # type: ignore[attr-defined]
+        "app.app": Action.FORGET, "cron.tick": Action.FORGET}
+    assert guard_problems(plan, frozenset()) == [] and plan.summary.destroy == 0
