@@ -16,9 +16,8 @@ from typing import Any
 import click
 
 from harvest_iac.errors import HarvestError, printable
+from harvest_iac.lifecycle import APP_PARTS
 from harvest_iac.state import StateRecord
-
-APP_PARTS = ("app", "image", "cron", "sandbox")
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ def teardown(state: StateRecord, protected_in_file: Collection[str]) -> Teardown
         return bool(state.resources[address].spec.get("protect", True)) or address in protected_in_file
 
     volumes = of("volume")
-    return Teardown(app=of(*APP_PARTS), snapshots=of("snapshot"), secrets=of("secret"),
+    return Teardown(app=of("app", *APP_PARTS), snapshots=of("snapshot"), secrets=of("secret"),
                     volumes=tuple(a for a in volumes if not protected(a)),
                     kept=tuple(a for a in volumes if protected(a)))
 

@@ -25,7 +25,7 @@ from harvest_iac.estimate import (
     next_cron_fires,
     sandbox_hour_cost,
 )
-from harvest_iac.lifecycle import as_if_moved, find_moves, mark_moves, mark_removed
+from harvest_iac.lifecycle import APP_PARTS, as_if_moved, find_moves, mark_moves, mark_removed
 from harvest_iac.live import Live, LiveFunction
 from harvest_iac.naming import function_tag
 from harvest_iac.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan, fingerprint, order_changes
@@ -532,8 +532,7 @@ def compare(inp: DiffInput, live: Live) -> Plan:
         rec = state.resources.get(address) if state else None
         comparer(inp.desired.get(address), live, rec, inp, acc, address)
     acc.changes = mark_moves(acc.changes, moves, seen)
-    app_parts = ("image", "cron", "sandbox")
-    functions_changed = any(c.kind in app_parts for c in acc.changes)
+    functions_changed = any(c.kind in APP_PARTS for c in acc.changes)
     _compare_app(inp, live, state, acc, functions_changed)
     acc.changes, removed_warnings = mark_removed(acc.changes, inp.removed, live, inp.app)
     acc.warnings.extend(removed_warnings)

@@ -24,6 +24,7 @@ from harvest_iac.live import Live
 from harvest_iac.naming import FUNCTION_KINDS, function_tag
 from harvest_iac.plan import SENSITIVE, Action, Change, FieldChange
 
+#: What is deployed as part of the app (its records go with it).
 APP_PARTS = ("image", "cron", "sandbox")
 
 
