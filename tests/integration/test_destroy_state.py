@@ -65,8 +65,7 @@ def _destroy(path: Path, *extra: str, **kw: object) -> object:
     return harvest("destroy", str(path), "--target", "modal", *extra, cwd=path.parent, **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("kill_at", [None, "after:app.agents stop", "after:snapshots", "after:secrets",
-                                     "after:volumes", "after:state record"])
+@pytest.mark.parametrize("kill_at", [None, "after:app.agents stop", "after:snapshots", "after:volumes"])
 def test_destroy_deletes_only_what_harvest_manages_and_resumes_after_a_kill(
         tmp_path: Path, modal_environment: str, kill_at: str | None) -> None:
     env = modal_environment

@@ -72,6 +72,8 @@ def test_rollback_serves_the_previous_deployment_and_plan_shows_drift(
     history = _history(env)
     assert len(history) == versions + 1  # one rollback, even after a kill
     assert _schedule(env) == "Cron('0 9 * * *', UTC)"
+    if kill_at is not None:
+        return  # what follows does not depend on how the rollback got done
 
     plan = harvest("plan", str(path), "--target", "modal", "--detailed-exitcode", cwd=tmp_path)
     assert plan.returncode == 2
