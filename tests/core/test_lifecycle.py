@@ -173,3 +173,38 @@ def test_forgetting_the_app_forgets_its_functions_and_keeps_it_running() -> None
     assert {a: c.action for a, c in by(plan).items()} == {  # type: ignore[attr-defined]
         "app.app": Action.FORGET, "cron.tick": Action.FORGET}
     assert guard_problems(plan, frozenset()) == [] and plan.summary.destroy == 0
+
+
+def test_renames_and_forgets_in_text_json_markdown_and_the_plan_file() -> None:
+    import json
+
+    import pytest
+
+    from harvest_iac.errors import HarvestError
+    from harvest_iac.plan import Change, FieldChange, plan_from_dict, plan_to_dict
+    from harvest_iac.planfile import plans_from_json
+    from harvest_iac.present import render_json, render_markdown, render_text
+
+    changes = (
+        Change("volume.new", "volume", "new", Action.UPDATE, fields=(FieldChange("name", "old", "new"),),
+               reason="renamed in place", previous_address="volume.old"),
+        Change("secret.s", "secret", "s", Action.FORGET, before={"keys": ["K"]}, reason="kept"),
+        Change("volume.tmp", "volume", "tmp", Action.DELETE, before={"version": 1}, destroy_reviewed=True),
+    )
+    plan = Plan("dev", "app", "local", "dev.yaml", changes, live_fingerprint="sha256:0", spec_digest="sha256:0")
+    text = render_text([plan])
+    assert "  # volume.new (moved from volume.old) will be updated in place" in text
+    assert '      ~ name = "old" -> "new"' in text
+    assert "  # secret.s will no longer be managed by harvest, but will not be destroyed" in text
+    assert '  . secret "s" {' in text
+    assert "Plan: 0 to add, 1 to change, 1 to destroy, 1 to forget." in text
+    assert "| `~` | `volume.new` | update | moved from `volume.old`; renamed in place |" in render_markdown([plan])
+    data = json.loads(render_json([plan]))
+    rc = {c["address"]: c for c in data["resource_changes"]}
+    assert rc["volume.new"]["previous_address"] == "volume.old" and rc["secret.s"]["actions"] == ["forget"]
+    assert rc["volume.tmp"]["destroy_reviewed"] is True and data["change_summary"]["forget"] == 1
+    assert plan_from_dict(plan_to_dict(plan)).changes == plan.changes
+    assert plans_from_json(json.dumps(data), "plan.json")[0].changes == plan.changes
+    rc["volume.new"]["previous_address"] = "secret.old"
+    with pytest.raises(HarvestError, match="'secret.old' is not a volume address"):
+        plans_from_json(json.dumps(data), "plan.json")
