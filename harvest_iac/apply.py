@@ -171,12 +171,15 @@ def checkpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def save_state(ops: Any, state: StateRecord, lock: Lock | None) -> StateRecord:
-    """Write the state record (serial + 1) and renew the lock; returns what was written."""
-    state = state.bumped()
-    ops.write_file(STATE_VOLUME, state_path(state.app), state.to_json().encode())
+def save_state(session: Any, state: StateRecord, lock: Lock | None) -> StateRecord:
+    """Renew the lock (proving it is still ours), then write the state record (serial + 1);
+    returns what was written. Shared by apply, destroy and rollback."""
+    from harvest_iac.modal_backend import ModalOps
+
     if lock is not None:
         lock.refresh()
+    state = state.bumped()
+    ModalOps(state.environment).write_file(STATE_VOLUME, state_path(state.app), state.to_json().encode())
     return state
 
 
@@ -218,7 +221,7 @@ class Applier:
                 and (actions is None or c.action in actions)]
 
     def save_state(self) -> None:
-        self.state = save_state(self.ops, self.state, self.lock)
+        self.state = save_state(self.session, self.state, self.lock)
 
     def step(self, title: str, fn: Callable[[], None]) -> None:
         run_step(title, fn, self.save_state, self.echo)

@@ -113,7 +113,7 @@ def run_destroy(paths: tuple[str, ...], *, auto_approve: bool, interactive: bool
             state = session.read_state(spec.environment, spec.app)
             if state is not None:
                 plan = teardown(state, protected)
-                _Destroyer(session, ops, lock, state, echo).run(plan)
+                _Destroyer(session, lock, state, echo).run(plan)
         finally:
             lock.release()
     click.echo(f"Destroy complete! {spec.environment}/{spec.app}: harvest manages nothing there now.")
@@ -125,7 +125,6 @@ def run_destroy(paths: tuple[str, ...], *, auto_approve: bool, interactive: bool
 @dataclass
 class _Destroyer:
     session: Any
-    ops: Any
     lock: Any
     state: StateRecord
     echo: Callable[[str], None]
@@ -159,7 +158,7 @@ class _Destroyer:
     def _save(self) -> None:
         from harvest_iac.apply import save_state
 
-        self.state = save_state(self.ops, self.state, self.lock)
+        self.state = save_state(self.session, self.state, self.lock)
 
     async def _stop(self, conn: Any, addresses: tuple[str, ...]) -> None:
         from harvest_iac import modal_backend as mb

@@ -115,7 +115,7 @@ def run_rollback(paths: tuple[str, ...], *, to: int | None, auto_approve: bool, 
             fresh = decide(history, _recorded(state, spec.app), to)
             if (fresh.target, fresh.made) != (decision.target, decision.made):
                 raise StalePlanError("the app's versions changed meanwhile; run rollback again to review")
-            made = _Rollback(session, ops, lock, state, app_id, echo).run(fresh)
+            made = _Rollback(session, lock, state, app_id, echo).run(fresh)
         finally:
             lock.release()
     serves = made.rollback_version or made.version
@@ -158,7 +158,6 @@ class _Reader:
 @dataclass
 class _Rollback:
     session: Any
-    ops: Any
     lock: Any
     state: StateRecord
     app_id: str
@@ -172,7 +171,7 @@ class _Rollback:
         def work() -> None:
             if decision.target is not None:
                 self._record(RollbackRecord(decision.current.version, decision.target.version, at=time.time()))
-                self.state = save_state(self.ops, self.state, self.lock)
+                self.state = save_state(self.session, self.state, self.lock)
                 self.session.with_connection(self._rollback(decision.target))
             newest = self._newest()
             made.append(newest)
@@ -180,7 +179,7 @@ class _Rollback:
                                         time.time()))
 
         run_step(f"app.{self.state.app} rollback", work,
-                 lambda: setattr(self, "state", save_state(self.ops, self.state, self.lock)), self.echo)
+                 lambda: setattr(self, "state", save_state(self.session, self.state, self.lock)), self.echo)
         return made[0]
 
     def _record(self, rollback: RollbackRecord) -> None:
