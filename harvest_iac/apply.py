@@ -1,8 +1,10 @@
 """`harvest apply`: walk the plan's changes in dependency order through the backend, with
 the environment's lock held, writing the state record after every step.
 
-Order: environment, volumes, secrets, images + app deploy (crons, sandbox profiles),
-snapshots, then the deletions the flags allow. A no-change apply makes no mutating call (it
+Order: environment, volumes (renames too), secrets (a renamed one is made under its new name),
+images + app deploy (crons, sandbox profiles), snapshots, then the deletions the file
+(`removed:`, a renamed secret's old name) or the flags allow, then the records of what harvest
+stops managing (`removed:` with `destroy: false`). A no-change apply makes no mutating call (it
 does not even take the lock). Every step is idempotent, so an apply killed at any point and
 run again converges.
 """
@@ -33,7 +35,7 @@ from harvest_iac.lease import (
     lease_renewed,
     lease_state,
 )
-from harvest_iac.plan import Action, Change, Plan, plan_differences
+from harvest_iac.plan import KIND_ORDER, Action, Change, Plan, plan_differences
 from harvest_iac.planner import Prepared, load_environments
 from harvest_iac.state import (
     STATE_VOLUME,
@@ -63,11 +65,13 @@ def guard_problems(plan: Plan, allow_destroy: frozenset[str]) -> list[str]:
         if c.blocked:
             problems.append(c.blocked)
         elif c.action in (Action.DELETE, Action.REPLACE) and c.kind in ("volume", "secret", "app"):
-            if c.address not in allow_destroy:
+            if c.address not in allow_destroy and not c.destroy_reviewed:
                 what = "delete" if c.action is Action.DELETE else "replace (delete, then create)"
+                reviewed = ", or list it under `removed:` with `destroy: true`" \
+                    if c.action is Action.DELETE else ""
                 problems.append(
                     f"{c.address}: apply would {what} it; pass --allow-destroy {c.address} to "
-                    "allow that, or keep it in the YAML")
+                    f"allow that{reviewed}, or keep it in the YAML")
     unknown = sorted(a for a in allow_destroy
                      if a not in {c.address for c in plan.actionable})
     for a in unknown:
@@ -187,13 +191,45 @@ def _progress(title: str) -> Iterator[None]:
         yield
 
 
-def _checkpoint(name: str) -> None:
+def checkpoint(name: str) -> None:
     """Crash-test hook: `HARVEST_KILL_AT=after:volumes` SIGKILLs this process right there, so
     tests can prove that an apply killed at any point converges when run again."""
     if os.environ.get("HARVEST_KILL_AT") == name:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def save_state(session: Any, state: StateRecord, lock: Lock | None) -> StateRecord:
+    """Renew the lock (proving it is still ours), then write the state record (serial + 1);
+    returns what was written. Shared by apply, destroy and rollback."""
+    from harvest_iac import modal_backend as mb
+
+    if lock is not None:
+        lock.refresh()
+    state = state.bumped()
+    data = state.to_json().encode()
+
+    async def write(conn: mb.Connection) -> None:
+        await mb.write_volume_file(conn, state.environment, STATE_VOLUME, state_path(state.app),
+                                   data)
+
+    session.with_connection(write)
+    return state
+
+
+def run_step(title: str, work: Callable[[], None], save: Callable[[], None],
+             echo: Callable[[str], None]) -> None:
+    """One step of apply (or destroy): its work, then the state record. A spinner on a terminal;
+    one line per step otherwise (CI logs). `HARVEST_KILL_AT` points: before:, after:, saved:TITLE."""
+    start = time.perf_counter()
+    with _progress(title):
+        checkpoint(f"before:{title}")
+        work()
+        checkpoint(f"after:{title}")
+        save()
+        checkpoint(f"saved:{title}")
+    echo(f"{title}: done ({time.perf_counter() - start:.1f}s)")
 
 
 # -- the walker ------------------------------------------------------------------------------
@@ -220,32 +256,10 @@ class Applier:
                 and (actions is None or c.action in actions)]
 
     def save_state(self) -> None:
-        """Renew the lock (proving it is still ours), then write the state record: a run
-        whose lock was taken over never overwrites the new holder's record."""
-        if self.lock is not None:
-            self.lock.refresh()
-        from harvest_iac import modal_backend as mb
-
-        self.state = self.state.bumped()
-        data = self.state.to_json().encode()
-
-        async def write(conn: mb.Connection) -> None:
-            await mb.write_volume_file(conn, self.spec.environment, STATE_VOLUME,
-                                       state_path(self.spec.app), data)
-
-        self.session.with_connection(write)
+        self.state = save_state(self.session, self.state, self.lock)
 
     def step(self, title: str, fn: Callable[[], None]) -> None:
-        """One step: its work, then the state record. A spinner on a terminal; one line per
-        step otherwise (CI logs)."""
-        start = time.perf_counter()
-        with _progress(title):
-            _checkpoint(f"before:{title}")
-            fn()
-            _checkpoint(f"after:{title}")
-            self.save_state()
-            _checkpoint(f"saved:{title}")
-        self.echo(f"{title}: done ({time.perf_counter() - start:.1f}s)")
+        run_step(title, fn, self.save_state, self.echo)
 
     def run(self) -> None:
         vol_changes = self.by_kind("volume", actions=(Action.CREATE, Action.IMPORT, Action.UPDATE,
@@ -255,7 +269,7 @@ class Applier:
             self.step("volumes", lambda: self._volumes(vol_changes))
         if sec_changes:
             self.step("secrets", lambda: self._secrets(sec_changes))
-        app_changes = self.by_kind("app", *APP_KINDS)
+        app_changes = [c for c in self.by_kind("app", *APP_KINDS) if c.action is not Action.FORGET]
         if app_changes and self.prep.app_needed:
             self.step(f"app.{self.spec.app} deploy", self._deploy)
         elif app_changes:
@@ -264,8 +278,12 @@ class Applier:
         if snaps:
             self.step("snapshots", lambda: self._snapshots(snaps))
         deletes = self.by_kind("volume", "secret", "snapshot", "app", actions=(Action.DELETE,))
-        if deletes:
-            self.step("deletions", lambda: self._deletes(deletes))
+        renamed = [c.previous_address for c in sec_changes if c.previous_address]
+        if deletes or renamed:
+            self.step("deletions", lambda: self._deletes(deletes, renamed))
+        forgotten = self.by_kind(*KIND_ORDER, actions=(Action.FORGET,))
+        if forgotten:
+            self.step("forget", lambda: self._forget(forgotten))
 
     # -- steps ---------------------------------------------------------------------------
     def _volumes(self, changes: list[Change]) -> None:
@@ -277,6 +295,8 @@ class Applier:
             import asyncio
 
             async def one(c: Change) -> None:
+                if c.previous_address:
+                    await mb.rename_volume(conn, env, c.previous_address.split(".", 1)[1], c.name)
                 if c.action is Action.REPLACE:
                     await mb.delete_volume(conn, env, c.name)
                 if c.action in (Action.CREATE, Action.REPLACE, Action.IMPORT):
@@ -289,6 +309,8 @@ class Applier:
                 self.state = self.state.with_resource(c.address, ResourceRecord(
                     object_id=lv.object_id if lv else "", spec=dict(self.prep.desired[c.address].spec),
                     created_at=lv.created_at if lv else 0.0))
+                if c.previous_address:
+                    self.state = self.state.with_resource(c.previous_address, None)
 
         self.session.with_connection(go)
 
@@ -380,14 +402,17 @@ class Applier:
             self.state = self.state.with_resource(c.address, ResourceRecord(
                 spec=spec, snapshots=history[-keep:]))
 
-    def _deletes(self, changes: list[Change]) -> None:
+    def _deletes(self, changes: list[Change], renamed_secrets: list[str]) -> None:
+        """The deletions allowed, and the old names of renamed secrets (made under their new
+        names in the secrets step, so only now, and only the old name, is deleted)."""
         from harvest_iac import modal_backend as mb
 
         env = self.spec.environment
         modal_deletes = [c for c in changes if c.kind in ("volume", "secret", "app")]
         for c in modal_deletes:
-            if c.address not in self.allow_destroy or c.blocked:
+            if (c.address not in self.allow_destroy and not c.destroy_reviewed) or c.blocked:
                 raise HarvestError(f"internal: {c.address} reached deletion without permission")
+        old_secrets = [a.split(".", 1)[1] for a in renamed_secrets if a in self.state.resources]
 
         async def go(conn: mb.Connection) -> None:
             import asyncio
@@ -400,10 +425,16 @@ class Applier:
                 else:
                     await mb.delete_secret(conn, env, c.name)
 
-            await asyncio.gather(*(one(c) for c in modal_deletes))
+            await asyncio.gather(*(one(c) for c in modal_deletes),
+                                 *(mb.delete_secret(conn, env, name) for name in old_secrets))
 
-        if modal_deletes:
+        if modal_deletes or old_secrets:
             self.session.with_connection(go)
+        for address in [*(c.address for c in changes), *renamed_secrets]:
+            self.state = self.state.with_resource(address, None)
+
+    def _forget(self, changes: list[Change]) -> None:
+        """What harvest stops managing (`removed:` with `destroy: false`): only the record."""
         for c in changes:
             self.state = self.state.with_resource(c.address, None)
 

@@ -27,7 +27,15 @@ from harvest_iac.modal_rpc import (
     unreachable,
 )
 from harvest_iac.naming import FUNCTION_KINDS, function_tag
-from harvest_iac.live import Live, LiveApp, LiveFunction, LiveImage, LiveSecret, LiveVolume
+from harvest_iac.live import (
+    Live,
+    LiveApp,
+    LiveDeployment,
+    LiveFunction,
+    LiveImage,
+    LiveSecret,
+    LiveVolume,
+)
 from harvest_iac.state import LOCK_DICT, STATE_VOLUME, StateRecord, state_path
 from harvest_iac.targets import LOCAL_DATA_DIR, TargetChoice
 
@@ -66,6 +74,9 @@ def schedule_string(schedule: Any) -> str | None:
     if which == "cron":
         return f"Cron({schedule.cron.cron_string!r}, {schedule.cron.timezone or 'UTC'})"
     p = schedule.period
+    if not (p.years or p.months):  # a fixed length: in seconds, however it was written
+        seconds = (((p.weeks * 7 + p.days) * 24 + p.hours) * 60 + p.minutes) * 60 + p.seconds
+        return f"Period(seconds={_whole(seconds)})"
     parts = [f"{unit}={_whole(getattr(p, unit))}" for unit in
              ("years", "months", "weeks", "days", "hours", "minutes", "seconds")
              if getattr(p, unit)]
@@ -149,7 +160,8 @@ async def _paged(conn: Connection, method: str, request_cls: Any, environment: s
         created_before = float(last.metadata.creation_info.created_at or last.created_at)
 
 
-async def _read_state(conn: Connection, environment: str, app: str) -> StateRecord | None:
+async def read_state(conn: Connection, environment: str, app: str) -> StateRecord | None:
+    """harvest's state record of `app` in `environment`, or None when there is none."""
     from modal_proto import api_pb2
 
     vol = await conn.call("VolumeGetOrCreate", api_pb2.VolumeGetOrCreateRequest(
@@ -239,13 +251,14 @@ async def _read_app(conn: Connection, req: ReadRequest, state: Awaitable[StateRe
         tags_t = conn.call("AppGetTags", api_pb2.AppGetTagsRequest(app_id=app_id))
         hist_t = conn.call("AppDeploymentHistory",
                            api_pb2.AppDeploymentHistoryRequest(app_id=app_id))
+        layout_t = conn.call("AppGetLayout", api_pb2.AppGetLayoutRequest(app_id=app_id))
         st = await state  # functions harvest deployed before but the spec no longer has
         if st is not None:
             for addr in st.resources:
                 kind, name = addr.split(".", 1)
                 if kind in FUNCTION_KINDS and function_tag(kind, name) not in fn_calls:
                     fn_calls[function_tag(kind, name)] = function_get(function_tag(kind, name))
-        tags, hist, *fn_resps = await asyncio.gather(tags_t, hist_t, *fn_calls.values())
+        tags, hist, layout, *fn_resps = await asyncio.gather(tags_t, hist_t, layout_t, *fn_calls.values())
     finally:
         for call in fn_calls.values():
             call.cancel()
@@ -271,6 +284,7 @@ async def _read_app(conn: Connection, req: ReadRequest, state: Awaitable[StateRe
         deployed_by=latest.deployed_by if latest else "",
         deployment_tag=latest.tag if latest else "",
         functions=functions,
+        function_names=tuple(sorted(layout.app_layout.function_ids)) if layout is not None else (),
     )
 
 
@@ -290,7 +304,7 @@ async def read_live(req: ReadRequest) -> Live:
         envs_t = start(conn.call("EnvironmentList", _empty()))
         vols_t = start(_paged(conn, "VolumeList", api_pb2.VolumeListRequest, req.environment))
         secs_t = start(_paged(conn, "SecretList", api_pb2.SecretListRequest, req.environment))
-        state_t = start(_read_state(conn, req.environment, req.app))
+        state_t = start(read_state(conn, req.environment, req.app))
 
         async def names() -> tuple[dict[str, str], dict[str, str]]:
             vols, secs = await asyncio.gather(vols_t, secs_t)
@@ -365,6 +379,14 @@ class Session:
     def read(self, req: ReadRequest) -> Live:
         return asyncio.run(read_live(req))
 
+    def read_state(self, environment: str, app: str) -> StateRecord | None:
+        """Only harvest's state record of `app` (None when there is none)."""
+
+        async def go(conn: Connection) -> StateRecord | None:
+            return await read_state(conn, environment, app)
+
+        return self.with_connection(go)
+
     def with_connection(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         """Run `fn(conn)` with a fresh connection in a fresh event loop."""
 
@@ -419,6 +441,19 @@ async def delete_volume(conn: Connection, environment: str, name: str) -> None:
         return
     await conn.call("VolumeDelete", api_pb2.VolumeDeleteRequest(
         volume_id=found.volume_id, environment_name=environment))
+
+
+async def rename_volume(conn: Connection, environment: str, old: str, new: str) -> None:
+    """Rename volume `old` to `new` in place (its files stay); nothing when `old` is gone (a
+    rename done already)."""
+    from modal_proto import api_pb2
+
+    found = await conn.call("VolumeGetOrCreate", api_pb2.VolumeGetOrCreateRequest(
+        deployment_name=old, environment_name=environment,
+        object_creation_type=api_pb2.OBJECT_CREATION_TYPE_UNSPECIFIED))
+    if found is None:
+        return
+    await conn.call("VolumeRename", api_pb2.VolumeRenameRequest(volume_id=found.volume_id, name=new))
 
 
 async def put_secret(conn: Connection, environment: str, name: str, values: dict[str, str]
@@ -710,3 +745,78 @@ async def stop_app(conn: Connection, environment: str, app: str) -> None:
     if got is None or not got.app_id:
         return
     await conn.call("AppStop", api_pb2.AppStopRequest(app_id=got.app_id))
+
+
+# -- lifecycle: history, rollback, images, import ----------------------------------------------
+def deployment_from_proto(item: Any) -> LiveDeployment:
+    return LiveDeployment(version=int(item.version), tag=item.tag, deployed_at=float(item.deployed_at),
+                          deployed_by=item.deployed_by, rollback_version=int(item.rollback_version))
+
+
+async def app_history(conn: Connection, environment: str, app: str
+                      ) -> tuple[str, list[LiveDeployment]] | None:
+    """The deployed app's id and its versions, newest first; None when it is not deployed."""
+    from modal_proto import api_pb2
+
+    got = await conn.call("AppGetByDeploymentName", api_pb2.AppGetByDeploymentNameRequest(
+        name=app, environment_name=environment))
+    if got is None or not got.app_id:
+        return None
+    hist = await conn.call("AppDeploymentHistory", api_pb2.AppDeploymentHistoryRequest(app_id=got.app_id))
+    items = [deployment_from_proto(h) for h in (hist.app_deployment_histories if hist is not None else [])]
+    return got.app_id, sorted(items, key=lambda d: -d.version)
+
+
+async def rollback_app(conn: Connection, app_id: str, version: int) -> None:
+    """Serve `version`'s functions again, as a new version (AppRollback)."""
+    from modal_proto import api_pb2
+
+    await conn.call("AppRollback", api_pb2.AppRollbackRequest(app_id=app_id, version=version),
+                    missing_ok=False)
+
+
+async def delete_image(conn: Connection, image_id: str) -> None:
+    """Delete one image (a snapshot); nothing when it is gone already."""
+    from modal_proto import api_pb2
+
+    await conn.call("ImageDelete", api_pb2.ImageDeleteRequest(image_id=image_id))
+
+
+async def delete_image_name(conn: Connection, environment: str, name: str) -> None:
+    """Delete a published image name (`name:latest`); nothing when there is none."""
+    from modal_proto import api_pb2
+
+    await conn.call("ImageNameDelete", api_pb2.ImageNameDeleteRequest(tag=f"{environment}/{name}:latest"))
+
+
+async def deployed_apps(conn: Connection, environment: str) -> list[str]:
+    """The names of the apps deployed in `environment`."""
+    from modal_proto import api_pb2
+
+    resp = await conn.call("AppList", api_pb2.AppListRequest(environment_name=environment))
+    return sorted({a.name for a in (resp.apps if resp is not None else [])
+                   if a.name and a.state == api_pb2.APP_STATE_DEPLOYED})
+
+
+async def app_function_names(conn: Connection, environment: str, app: str) -> list[str]:
+    """The names of the deployed app's functions."""
+    from modal_proto import api_pb2
+
+    got = await conn.call("AppGetByDeploymentName", api_pb2.AppGetByDeploymentNameRequest(
+        name=app, environment_name=environment))
+    if got is None or not got.app_id:
+        return []
+    layout = await conn.call("AppGetLayout", api_pb2.AppGetLayoutRequest(app_id=got.app_id))
+    return sorted(layout.app_layout.function_ids) if layout is not None else []
+
+
+async def delete_state_record(conn: Connection, environment: str, app: str) -> None:
+    """Delete harvest's state record of `app` (the file only: the volume may hold others)."""
+    from modal_proto import api_pb2
+
+    vol = await conn.call("VolumeGetOrCreate", api_pb2.VolumeGetOrCreateRequest(
+        deployment_name=STATE_VOLUME, environment_name=environment,
+        object_creation_type=api_pb2.OBJECT_CREATION_TYPE_UNSPECIFIED))
+    if vol is not None:
+        await conn.call("VolumeRemoveFile2", api_pb2.VolumeRemoveFile2Request(
+            volume_id=vol.volume_id, path=state_path(app)))

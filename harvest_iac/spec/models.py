@@ -33,10 +33,12 @@ from harvest_iac.spec.fields import (
     MaxRetries,
     Memory,
     MountPath,
+    MovedAddress,
     NonEmptyStr,
     Period,
     PythonVersion,
     RefName,
+    RemovedAddress,
     SandboxName,
     SandboxTimeout,
     SecretName,
@@ -272,6 +274,30 @@ class Cron(_Model):
         return None if self.every is None else parse_duration(self.every)
 
 
+class Moved(_Model):
+    """A rename: the object harvest manages as `from` is declared as `to` now. Apply renames it
+    in place where Modal can (a volume keeps its files), else makes it again without loss."""
+
+    source: MovedAddress = Field(alias="from", description="the old address, e.g. volume.old-name")
+    to: MovedAddress = Field(description="the new address, declared in this file, e.g. volume.new-name")
+
+    @model_validator(mode="after")
+    def _same_kind(self) -> Moved:
+        if self.source.split(".", 1)[0] != self.to.split(".", 1)[0]:
+            raise fail("`from` and `to` name the same kind of object (volume.a -> volume.b)", field="to")
+        if self.source == self.to:
+            raise fail("`from` and `to` are the same address; nothing moves", field="to")
+        return self
+
+
+class Removed(_Model):
+    """An object harvest stops managing: deleted (`destroy: true`) or kept as it is (`false`)."""
+
+    address: RemovedAddress = Field(description="volume.NAME, secret.NAME or app.NAME, no longer in this file")
+    destroy: bool = Field(description="true: apply deletes it (never a protected volume); "
+                                      "false: harvest forgets it and leaves it in Modal")
+
+
 class EnvironmentSpec(_Model):
     """One Modal environment's desired state: the merge of a file and the files it extends."""
 
@@ -284,6 +310,9 @@ class EnvironmentSpec(_Model):
     snapshots: dict[SnapshotName, Snapshot] = Field(default_factory=dict)
     sandboxes: dict[SandboxName, Sandbox] = Field(default_factory=dict)
     crons: dict[CronName, Cron] = Field(default_factory=dict)
+    moved: list[Moved] = Field(default_factory=list, description="renames: [{from: volume.old, to: volume.new}]")
+    removed: list[Removed] = Field(default_factory=list,
+                                   description="no longer managed: [{address: volume.old, destroy: false}]")
 
     def image_order(self) -> list[str]:
         """Image names with every image after the image it is layered on (declared order otherwise)."""
@@ -311,6 +340,9 @@ SECTIONS: dict[str, type[_Model]] = {
     "crons": Cron,
 }
 """Each resource section of a file and the model of one entry."""
+
+LIFECYCLE: dict[str, type[_Model]] = {"moved": Moved, "removed": Removed}
+"""The lists of lifecycle entries and the model of one entry."""
 
 KINDS: dict[str, str] = {
     "image": "images",

@@ -151,3 +151,29 @@ def _on_loop(lm: object, fn: object) -> object:
 
     loop = lm._loop  # type: ignore[attr-defined]
     return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=10)
+
+
+def test_image_delete_forgets_a_snapshot_and_its_files(local_modal: object, app: modal.App,
+                                                      modal_environment: str) -> None:
+    """`modal.experimental.image_delete`: the image is gone (from_id, its published name) and so
+    is its snapshot folder; a second delete is NOT_FOUND, as in Modal."""
+    import modal.experimental
+    from harvest_iac.emulator.services.images import image_fs_dir
+
+    emu = local_modal.emulator  # type: ignore[attr-defined]
+    sb = modal.Sandbox.create("sleep", "30", app=app, timeout=60)
+    try:
+        image = sb.snapshot_filesystem()
+    finally:
+        sb.terminate()
+    folder = _on_loop(local_modal, lambda: image_fs_dir(emu, image.object_id))
+    assert isinstance(folder, Path) and folder.is_dir()
+    image.publish("warm", environment_name=modal_environment)
+    modal.experimental.image_delete(image.object_id)
+    with pytest.raises(modal.exception.NotFoundError):
+        modal.Image.from_id(image.object_id).build(app)
+    with pytest.raises(modal.exception.NotFoundError):
+        modal.Image.from_name("warm", environment_name=modal_environment).build(app)
+    assert not folder.exists()
+    with pytest.raises(modal.exception.NotFoundError):
+        modal.experimental.image_delete(image.object_id)

@@ -121,3 +121,34 @@ def write_state_file(env: str, app: str, data: bytes) -> None:
         await write_volume_file(conn, env, STATE_VOLUME, state_path(app), data)
 
     Session(TargetChoice("modal"), Path.cwd()).with_connection(write)
+def in_terminal(*args: str, answer: str, when: bytes, cwd: Path, env: dict[str, str] | None = None
+                ) -> tuple[int, str]:
+    """The harvest CLI in a pseudo-terminal: `answer` is typed once the output shows `when`.
+    Returns the exit code and the output, colours stripped."""
+    import os
+    import pty
+    import re
+    import select
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "harvest_iac", *args], cwd=cwd, stdin=follower,
+                            stdout=follower, stderr=follower, env={**os.environ, **SECRETS_ENV, **(env or {})})
+    os.close(follower)
+    out = b""
+    answered = False
+    while True:
+        ready, _, _ = select.select([leader], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+        if not answered and when in out:
+            os.write(leader, answer.encode() + b"\n")
+            answered = True
+    os.close(leader)
+    return proc.wait(timeout=60), re.sub(r"\x1b\[[0-9;]*m", "", out.decode(errors="replace"))

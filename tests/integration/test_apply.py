@@ -122,7 +122,7 @@ def test_no_change_apply_makes_no_mutating_call(tmp_path: Path, modal_environmen
     assert "No changes." in out
     called = {m for m in after if after[m] != before.get(m, 0)}
     reads = {"EnvironmentList", "VolumeList", "SecretList", "VolumeGetOrCreate", "VolumeGetFile2",
-             "AppGetByDeploymentName", "AppGetTags", "AppDeploymentHistory", "FunctionGet",
+             "AppGetByDeploymentName", "AppGetTags", "AppDeploymentHistory", "AppGetLayout", "FunctionGet",
              "ImageFromId"}
     assert called and called <= reads, called - reads
     # VolumeGetOrCreate was a lookup (of the state volume): nothing was created

@@ -138,7 +138,7 @@ def test_cli_outputs_and_exit_codes_never_show_secret_values(tmp_path: Path,
     assert "Plan: 9 to add, 0 to change, 0 to destroy." in text.stdout
     js = harvest("plan", str(path), "--target", "modal", "--json")
     data = json.loads(js.stdout)
-    assert data["change_summary"] == {"add": 9, "change": 0, "remove": 0, "import": 0}
+    assert data["change_summary"] == {"add": 9, "change": 0, "remove": 0, "import": 0, "forget": 0}
     assert {rc["address"] for rc in data["resource_changes"]} >= {"volume.agent-state",
                                                                    "secret.openai"}
     md = harvest("plan", str(path), "--target", "modal", "--format", "markdown")

@@ -73,11 +73,14 @@ def test_schema_is_json_schema_that_describes_the_format(tmp_path: Path) -> None
     schema = json.loads(result.output)
     assert schema["required"] == ["harvest"]
     assert set(schema["properties"]) == {"harvest", "environment", "app", "extends", "images", "volumes",
-                                         "secrets", "snapshots", "sandboxes", "crons"}
+                                         "secrets", "snapshots", "sandboxes", "crons", "moved", "removed"}
     assert schema["$defs"]["Volume"]["additionalProperties"] is False
     assert set(schema["$defs"]["Image"]["properties"]) >= {"from", "python", "apt", "pip", "run", "env",
                                                           "workdir", "force_build", "ref", "registry_secret"}
     assert "anyOf" in json.dumps(schema["$defs"]["Cron"]["properties"]["retries"])
+    assert schema["$defs"]["Moved"]["required"] == ["from", "to"]
+    assert schema["$defs"]["Removed"]["required"] == ["address", "destroy"]
+    assert schema["$defs"]["Removed"]["properties"]["destroy"]["type"] == "boolean"
     out = tmp_path / "schema" / "harvest.json"
     result = runner.invoke(cli, ["schema", "-o", str(out)])
     assert result.exit_code == 0 and json.loads(out.read_text()) == schema

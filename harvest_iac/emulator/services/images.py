@@ -1,4 +1,4 @@
-"""Images: get-or-create by recipe, build streaming, from_id, and named (published) images.
+"""Images: get-or-create by recipe, build streaming, from_id, delete, and named (published) images.
 
 Nothing is really built. An image's identity is its recipe: the `Image` proto the client
 sends (Dockerfile commands, context files, base image ids, secrets, ...) plus the image
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -249,6 +250,17 @@ class ImageService(Service):
     def ImageFromId(self, req: api_pb2.ImageFromIdRequest, ctx: Ctx) -> api_pb2.ImageFromIdResponse:
         row = self._row(req.image_id)
         return api_pb2.ImageFromIdResponse(image_id=row["id"], metadata=_metadata(row))
+
+    def ImageDelete(self, req: api_pb2.ImageDeleteRequest, ctx: Ctx) -> empty_pb2.Empty:
+        """Delete one image (not the layers it is built on); a snapshot's files go with it.
+        Names published for it stop resolving; images built on it keep their own ids."""
+        row = self._row(req.image_id)
+        self.store.run("DELETE FROM images WHERE id = ?", req.image_id)
+        self.store.run("DELETE FROM image_tags WHERE image_id = ?", req.image_id)
+        snapshots = (self.emu.data_dir / "snapshots").resolve()
+        if row["fs_dir"] and Path(row["fs_dir"]).resolve().parent == snapshots:
+            shutil.rmtree(row["fs_dir"], ignore_errors=True)
+        return empty_pb2.Empty()
 
     # -- named images ------------------------------------------------------------------
     def _tag_target(self, tag: str, environment_name: str) -> tuple[str, str]:
