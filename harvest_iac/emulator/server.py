@@ -38,6 +38,7 @@ from grpclib.exceptions import GRPCError
 from modal_proto import api_grpc, task_command_router_grpc
 
 from harvest_iac.emulator.base import DEFAULT_ENVIRONMENT, Ctx, Service
+from harvest_iac.emulator.runtime.launcher import choose_launcher
 from harvest_iac.emulator.store import Store
 
 log = logging.getLogger("harvest.emulator")
@@ -121,6 +122,7 @@ class Emulator:
         self.store = Store(self.data_dir)
         self.token_id, self.token_secret = self._credentials(token_id, token_secret)
         self.stats = Stats()
+        self.launcher = choose_launcher()
         self.services: list[Service] = []
         self._server: grpclib.server.Server | None = None
         self._http: Any = None

@@ -75,7 +75,7 @@ _IMAGE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 # -- the interface other services use ---------------------------------------------------
-def register_snapshot_image(emu: Emulator, env_id: str, fs_dir: Path) -> str:
+def register_snapshot_image(emu: Emulator, env_id: str, fs_dir: Path, *, parent_id: str = "") -> str:
     """Register an image whose filesystem is the directory `fs_dir` (a sandbox snapshot).
 
     Returns the new image id; the image is built (ready) at once. Joins the caller's
@@ -84,8 +84,8 @@ def register_snapshot_image(emu: Emulator, env_id: str, fs_dir: Path) -> str:
     with emu.store.tx():
         emu.store.run(
             "INSERT INTO images (id, env_id, recipe_key, definition, builder_version, fs_dir,"
-            " status, build_log, created_at) VALUES (?, ?, NULL, NULL, ?, ?, ?, ?, ?)",
-            image_id, env_id, IMAGE_BUILDER_VERSION, str(Path(fs_dir).resolve()), SUCCESS,
+            " parent_ids, status, build_log, created_at) VALUES (?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?)",
+            image_id, env_id, IMAGE_BUILDER_VERSION, str(Path(fs_dir).resolve()), parent_id, SUCCESS,
             "Snapshot of a sandbox filesystem\n", time.time(),
         )
     return image_id
@@ -108,6 +108,17 @@ def image_fs_dir(emu: Emulator, image_id: str) -> Path | None:
             return Path(row["fs_dir"])
         todo.extend(p for p in str(row["parent_ids"]).split(",") if p)
     return None
+
+
+def layers_for(emu: Emulator, image_id: str) -> tuple[list[Path], dict[str, str], str]:
+    """What a container of this image is made of: its layer folders (bottom first), env
+    and workdir."""
+    if not image_id:
+        return [], {}, "/"
+    base = image_fs_dir(emu, image_id)
+    row = emu.store.one("SELECT workdir FROM images WHERE id = ?", image_id)
+    workdir = str(row["workdir"]) if row is not None and row["workdir"] else "/"
+    return ([base] if base is not None and base.is_dir() else []), {}, workdir
 
 
 def image_exists(emu: Emulator, image_id: str) -> bool:
