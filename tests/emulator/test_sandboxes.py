@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from modal.exception import NotFoundError, SandboxTerminatedError, SandboxTimeoutError
 
 from tests.conftest import modal_cli, raw_rpc
+from tests.emulator.isolation import BWRAP, _gone, sleeper, started
 
 
 @pytest.fixture
@@ -27,63 +27,6 @@ def app(modal_environment: str) -> modal.App:
     return modal.App.lookup("sandboxes", create_if_missing=True, environment_name=modal_environment)
 
 
-def sleeper() -> str:
-    """A `sleep` argument no other process has, to find that process on the host (process
-    ids inside an isolated sandbox are its own)."""
-    return f"{300 + uuid.uuid4().int % 10**6 / 10**6:.6f}"
-
-
-def running(tag: str) -> bool:
-    """Whether a live `sleep <tag>` process exists anywhere on the host."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state = stat.read_text().rsplit(")", 1)[1].split()[0]
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            continue
-        if cmdline == f"sleep\0{tag}\0".encode() and state not in ("Z", "X"):
-            return True
-    return False
-
-
-def _gone(tag: str, *, gone: bool = True) -> bool:
-    """Whether `sleep <tag>` has ended (a zombie counts as ended), allowing it a moment."""
-    for _ in range(100):
-        if running(tag) != gone:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def started(tag: str) -> bool:
-    """Whether `sleep <tag>` runs, allowing it a moment to start."""
-    return _gone(tag, gone=False)
-
-
-@pytest.fixture(params=["bubblewrap", "host"])
-def isolation(request: pytest.FixtureRequest, local_modal: object) -> object:
-    """Run the test with sandboxes isolated by bubblewrap, then as host processes."""
-    from harvest_iac.emulator.runtime.launcher import choose_launcher
-
-    if request.param == "bubblewrap" and not BWRAP:
-        pytest.skip("bubblewrap does not work here")
-    emu = local_modal.emulator  # type: ignore[attr-defined]
-    saved = emu.launcher
-    emu.launcher = choose_launcher({"HARVEST_ISOLATION": request.param})
-    yield request.param
-    emu.launcher = saved
-
-
-def _bwrap_works() -> bool:
-    from harvest_iac.emulator.runtime.launcher import choose_launcher
-
-    try:
-        return choose_launcher({"HARVEST_ISOLATION": "bubblewrap"}).isolated
-    except Exception:
-        return False
-
-
-BWRAP = _bwrap_works()
 
 
 def _data_files(local_modal: object) -> list[Path]:

@@ -1,12 +1,14 @@
 """Images: get-or-create by recipe, build streaming, from_id, and named (published) images.
 
-Nothing is really built. An image's identity is its recipe: the `Image` proto the client
-sends (Dockerfile commands, context files, base image ids, secrets, ...) plus the image
-builder version, within one environment. The same recipe gives the same image id; a build
-"succeeds" at once and the answer says so, so the client skips streaming. `force_build`
-makes a fresh image (new id) whose build is streamed through ImageJoinStreaming (a short
-log made from the recipe's commands, then the result); later lookups of the recipe get the
-newest image.
+An image's identity is its recipe: the `Image` proto the client sends (Dockerfile commands,
+context files, base image ids, secrets, ...) plus the image builder version, within one
+environment; its parent's id is part of it, so the cache key covers the recipe chain. The
+same recipe gives the same (built) image at once. A new recipe on a parent image is built by
+the runtime's builder (`runtime.images`) into a layer folder, `<data dir>/layers/<image id>`,
+while ImageJoinStreaming streams the build log; a failed step fails the build (and the next
+lookup of the recipe builds again). `force_build` makes a fresh image (new id), built again;
+later lookups of the recipe get the newest image. Base images (`debian_slim`, registry, ...)
+are the host's userland and are "built" at once.
 
 Snapshot images (a sandbox's filesystem captured into a directory) are registered by the
 sandbox service with `register_snapshot_image`; `image_fs_dir` finds the directory an
@@ -15,9 +17,11 @@ image (or its nearest snapshot ancestor) starts from.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +31,7 @@ from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
 from harvest_iac.emulator.base import IMAGE_BUILDER_VERSION, Ctx, Service, streaming
+from harvest_iac.emulator.runtime import images as builder
 from harvest_iac.emulator.store import new_id
 
 if TYPE_CHECKING:
@@ -68,6 +73,7 @@ CREATE TABLE IF NOT EXISTS image_tag_revisions (
 """
 
 SUCCESS = api_pb2.GenericResult.GENERIC_STATUS_SUCCESS
+FAILURE = api_pb2.GenericResult.GENERIC_STATUS_FAILURE
 PENDING = api_pb2.GenericResult.GENERIC_STATUS_UNSPECIFIED
 _PYTHON_FROM = re.compile(r"^\s*FROM\s+\S*python:(\d+\.\d+(?:\.\d+)?)", re.IGNORECASE)
 _WORKDIR = re.compile(r"^\s*WORKDIR\s+(\S+)", re.IGNORECASE)
@@ -110,15 +116,33 @@ def image_fs_dir(emu: Emulator, image_id: str) -> Path | None:
     return None
 
 
+def layer_dir(emu: Emulator, image_id: str) -> Path:
+    return emu.data_dir / "layers" / image_id
+
+
 def layers_for(emu: Emulator, image_id: str) -> tuple[list[Path], dict[str, str], str]:
     """What a container of this image is made of: its layer folders (bottom first), env
-    and workdir."""
-    if not image_id:
-        return [], {}, "/"
-    base = image_fs_dir(emu, image_id)
-    row = emu.store.one("SELECT workdir FROM images WHERE id = ?", image_id)
-    workdir = str(row["workdir"]) if row is not None and row["workdir"] else "/"
-    return ([base] if base is not None and base.is_dir() else []), {}, workdir
+    and workdir, from the image and its parents."""
+    chain = []
+    current = image_id
+    while current:
+        row = emu.store.one("SELECT id, definition, parent_ids, fs_dir FROM images WHERE id = ?", current)
+        if row is None:
+            break
+        chain.append(row)
+        current = str(row["parent_ids"]).split(",")[0]
+    layers: list[Path] = []
+    env: dict[str, str] = {}
+    workdir = "/"
+    for row in reversed(chain):
+        if row["fs_dir"]:
+            layers.append(Path(row["fs_dir"]))
+            continue
+        commands = list(api_pb2.Image.FromString(row["definition"]).dockerfile_commands)
+        env, workdir = builder.config(commands, env, workdir)
+        if layer_dir(emu, row["id"]).is_dir():
+            layers.append(layer_dir(emu, row["id"]))
+    return layers, env, workdir
 
 
 def image_exists(emu: Emulator, image_id: str) -> bool:
@@ -174,6 +198,46 @@ def split_image_tag(tag: str, fallback_env: str) -> tuple[str, str]:
     return env or fallback_env, f"{name}:{version}"
 
 
+@dataclass
+class Progress:
+    """A build's log lines so far, and its result once it has one."""
+
+    lines: list[str] = field(default_factory=list)
+    result: api_pb2.GenericResult | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def log(self, text: str) -> None:
+        self.lines.extend(text.splitlines(keepends=True))
+        self._pulse()
+
+    def finish(self, result: api_pb2.GenericResult) -> None:
+        self.result = result
+        self._pulse()
+
+    def _pulse(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def follow(self, start: int) -> Any:
+        """Yield (entry number, line) from line `start` on, until the build has a result."""
+        i = start
+        while True:
+            waiter = self.changed
+            while i < len(self.lines):
+                i += 1
+                yield i, self.lines[i - 1]
+            if self.result is not None:
+                return
+            await waiter.wait()
+
+
+def _failure(row: Any) -> str:
+    if row["status"] != FAILURE:
+        return ""
+    lines = str(row["build_log"]).strip().splitlines()
+    return lines[-1] if lines else "The image build failed"
+
+
 class ImageService(Service):
     """ImageGetOrCreate, ImageJoinStreaming, ImageFromId and named images."""
 
@@ -181,6 +245,7 @@ class ImageService(Service):
 
     def __init__(self, emu: Emulator) -> None:
         super().__init__(emu)
+        self.builds: dict[str, Progress] = {}
         emu.environment_delete_hooks.append(self._drop_environment)
 
     def _drop_environment(self, env_id: str) -> None:
@@ -218,7 +283,8 @@ class ImageService(Service):
         parents = [self._row(pid) for pid in parent_ids]
         python_version, workdir = _derive(req.image, parents)
         image_id = new_id("im")
-        status = PENDING if req.force_build else SUCCESS
+        needs_build = bool(parents) and not builder.is_base(req.image.dockerfile_commands)
+        status = PENDING if needs_build or req.force_build else SUCCESS
         self.store.run(
             "INSERT INTO images (id, env_id, recipe_key, definition, builder_version,"
             " python_version, workdir, parent_ids, status, build_log, created_at)"
@@ -228,33 +294,89 @@ class ImageService(Service):
         )
         row = self._row(image_id)
         if status == PENDING:
+            if needs_build:
+                self._start_build(image_id, req.image)
             return api_pb2.ImageGetOrCreateResponse(image_id=image_id)
         return api_pb2.ImageGetOrCreateResponse(
             image_id=image_id, result=api_pb2.GenericResult(status=SUCCESS), metadata=_metadata(row)
         )
 
+    def _start_build(self, image_id: str, image: api_pb2.Image) -> Progress:
+        progress = self.builds[image_id] = Progress()
+        self.emu.spawn(self._build(image_id, image, progress))
+        return progress
+
+    async def _build(self, image_id: str, image: api_pb2.Image, progress: Progress) -> None:
+        row = self._row(image_id)
+        parent = str(row["parent_ids"]).split(",")[0]
+        layers, env, workdir = layers_for(self.emu, parent)
+        progress.log(f"Building image {image_id}\n\n")
+        status, exception = SUCCESS, ""
+        try:
+            context = await asyncio.to_thread(self._context, image_id, image)
+            await builder.Build(
+                self.emu.launcher, layer_dir(self.emu, image_id), self.emu.data_dir / "builds" / image_id,
+                layers, env, workdir, builder.parse(image.dockerfile_commands), context, progress.log,
+            ).run()
+            progress.log("Built.\n")
+        except builder.BuildError as exc:
+            status, exception = FAILURE, str(exc)
+            progress.log(f"{exc}\n")
+        except Exception as exc:  # noqa: BLE001 - any failure fails the build, with its reason
+            status, exception = FAILURE, f"{type(exc).__name__}: {exc}"
+            progress.log(f"{exception}\n")
+        with self.store.tx():
+            self.store.run("UPDATE images SET status = ?, build_log = ? WHERE id = ?",
+                           status, "".join(progress.lines), image_id)
+        progress.finish(api_pb2.GenericResult(status=status, exception=exception))  # type: ignore[arg-type]
+
+    def _context(self, image_id: str, image: api_pb2.Image) -> Path | None:
+        """The build context: the files of the image's context mount and context files."""
+        from harvest_iac.emulator.services.mounts import mount_files
+
+        if not image.context_mount_id and not image.context_files:
+            return None
+        context = self.emu.data_dir / "builds" / f"{image_id}.context"
+        context.mkdir(parents=True, exist_ok=True)
+        if image.context_mount_id:
+            for entry in mount_files(self.emu, image.context_mount_id):
+                dest = builder.resolve_in_root(context, str(entry["filename"]))
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(self.store.get_bytes(str(entry["sha256_hex"])))
+                dest.chmod(int(entry["mode"]) & 0o777 or 0o644)
+        for item in image.context_files:
+            dest = builder.resolve_in_root(context, item.filename)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(item.data)
+        return context
+
     @streaming
     async def ImageJoinStreaming(self, stream: Any, ctx: Ctx) -> None:
         req: api_pb2.ImageJoinStreamingRequest = await stream.recv_message()
-        with self.store.tx():
-            row = self._row(req.image_id)
-            was_pending = row["status"] == PENDING
-            if was_pending:
+        row = self._row(req.image_id)
+        progress = self.builds.get(req.image_id)
+        if progress is None and row["status"] == PENDING:
+            if row["definition"] is None or not row["parent_ids"]:  # a forced base image
                 self.store.run("UPDATE images SET status = ? WHERE id = ?", SUCCESS, req.image_id)
-                row = self._row(req.image_id)
-        if was_pending or req.include_logs_for_finished:
-            start = int(req.last_entry_id or 0)
-            lines = str(row["build_log"]).splitlines(keepends=True)
-            for i, line in enumerate(lines[start:], start=start + 1):
-                await stream.send_message(api_pb2.ImageJoinStreamingResponse(
-                    task_logs=[api_pb2.TaskLogs(
-                        data=line, file_descriptor=api_pb2.FILE_DESCRIPTOR_STDOUT,
-                        timestamp=time.time(),
-                    )],
-                    entry_id=str(i),
-                ))
+                progress = Progress(lines=str(row["build_log"]).splitlines(keepends=True))
+                progress.finish(api_pb2.GenericResult(status=SUCCESS))
+            else:
+                progress = self._start_build(req.image_id, api_pb2.Image.FromString(row["definition"]))
+        if progress is None:
+            progress = Progress(lines=str(row["build_log"]).splitlines(keepends=True))
+            progress.finish(api_pb2.GenericResult(status=row["status"], exception=_failure(row)))
+            if not req.include_logs_for_finished:
+                progress.lines = []
+        start = int(req.last_entry_id or 0)
+        async for i, line in progress.follow(start):
+            await stream.send_message(api_pb2.ImageJoinStreamingResponse(
+                task_logs=[api_pb2.TaskLogs(data=line, file_descriptor=api_pb2.FILE_DESCRIPTOR_STDOUT,
+                                            timestamp=time.time())],
+                entry_id=str(i),
+            ))
+        assert progress.result is not None
         await stream.send_message(api_pb2.ImageJoinStreamingResponse(
-            result=api_pb2.GenericResult(status=SUCCESS), metadata=_metadata(row), eof=True,
+            result=progress.result, metadata=_metadata(self._row(req.image_id)), eof=True,
         ))
 
     def ImageFromId(self, req: api_pb2.ImageFromIdRequest, ctx: Ctx) -> api_pb2.ImageFromIdResponse:

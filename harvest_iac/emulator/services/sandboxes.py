@@ -121,6 +121,14 @@ def _inside(root: Path, path: str) -> Path:
     return resolve_in_root(root, path)
 
 
+def _network(d: api_pb2.Sandbox) -> bool:
+    """Whether the sandbox has a network: not with `block_network=True`, nor with an
+    allowlist (which the local Modal cannot enforce, so it blocks everything)."""
+    kind = d.network_access.network_access_type if d.HasField("network_access") else 0
+    blocked = (api_pb2.NetworkAccess.BLOCKED, api_pb2.NetworkAccess.ALLOWLIST)
+    return not d.block_network and kind not in blocked
+
+
 async def _settle(procs: list[Proc], seconds: float = 5.0) -> None:
     """Wait (briefly) for killed processes to be gone, so their last writes are on disk."""
     waits = [asyncio.ensure_future(p.exited.wait()) for p in procs if p.running]
@@ -356,7 +364,7 @@ class SandboxService(SandboxRouter, Service):
             copy_in(self.store, link, local)
             live.volume_dirs[link.mount_path] = local
         return ContainerSpec(root=live.root, argv=(), layers=layers, env=image_env,
-                             workdir=live.workdir, mounts=mounts, network=not d.block_network)
+                             workdir=live.workdir, mounts=mounts, network=_network(d))
 
     def process_env(self, live: LiveSandbox, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The environment of a command in this sandbox (secret values included), over the

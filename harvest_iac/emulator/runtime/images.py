@@ -1,0 +1,195 @@
+"""The local Modal's image builder: one layer folder per image, made by running the image's
+Dockerfile steps (as the modal client writes them) on its parent's layers.
+
+- A base image (`debian_slim`, `micromamba`, `from_registry`, a Dockerfile's `FROM`) is the
+  host's userland: its own steps are not run, and it has no layer.
+- `RUN` runs in a build container of the parent's layers (under bubblewrap when it works
+  here, with the network), as `sh -c`; what the commands leave in the container's root is the
+  layer (a whole root: see `rootfs`). `pip_install` is such a command: the packages land in
+  the container Python's site-packages, so they are importable in the image's containers and
+  not on the host. `apt-get update` is skipped and `apt-get install` succeeds only for
+  packages the host already has; any other is a build error naming them.
+- `ENV` and `WORKDIR` set the image's env and workdir; `COPY src dest` copies from the
+  build context (the files of `add_local_*(copy=True)`).
+- Without bubblewrap, `RUN` steps are refused: they would run on the host and change it.
+- A step that fails ends the build with `BuildError` naming the step and its exit code.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harvest_iac.emulator.runtime.containers import Container
+from harvest_iac.emulator.runtime.fs_tools import resolve_in_root
+from harvest_iac.emulator.runtime.launcher import ContainerSpec, Launcher
+from harvest_iac.emulator.runtime.processes import STDOUT, Proc
+from harvest_iac.emulator.runtime.rootfs import LAYER_SNAPSHOT, copy_layer
+
+_IGNORED = ("FROM", "CMD", "ENTRYPOINT", "LABEL", "EXPOSE", "SHELL", "USER", "ARG", "STOPSIGNAL")
+
+
+class BuildError(Exception):
+    """A build step failed; the message names the step and why."""
+
+
+@dataclass(frozen=True)
+class Step:
+    number: int
+    instruction: str  # RUN, ENV, WORKDIR, COPY
+    argument: str
+
+    def __str__(self) -> str:
+        return f"{self.instruction} {self.argument}"
+
+
+def parse(commands: Sequence[str]) -> list[Step]:
+    """The steps of an image's Dockerfile commands (FROM, CMD and the like dropped)."""
+    steps = []
+    for number, line in enumerate(commands):
+        instruction, _, argument = line.strip().partition(" ")
+        instruction = instruction.upper()
+        if not instruction or instruction.startswith("#") or instruction in _IGNORED:
+            continue
+        if instruction not in ("RUN", "ENV", "WORKDIR", "COPY", "ADD"):
+            raise BuildError(f"Step {number}: {line}: {instruction} is not supported by the local Modal")
+        steps.append(Step(number, "COPY" if instruction == "ADD" else instruction, argument.strip()))
+    return steps
+
+
+def is_base(commands: Sequence[str]) -> bool:
+    """A base image: its FROM names no parent image (`FROM base`)."""
+    first = next((c.split() for c in commands if c.strip()), [])
+    return not (len(first) >= 2 and first[0].upper() == "FROM" and first[1] == "base")
+
+
+def config(commands: Sequence[str], env: dict[str, str], workdir: str) -> tuple[dict[str, str], str]:
+    """The env and workdir after an image's ENV and WORKDIR steps."""
+    env = dict(env)
+    for step in parse(commands):
+        if step.instruction == "ENV":
+            env.update(_env_pairs(step.argument))
+        elif step.instruction == "WORKDIR":
+            workdir = str(Path(workdir, step.argument))
+    return env, workdir
+
+
+def _env_pairs(argument: str) -> dict[str, str]:
+    words = shlex.split(argument)
+    if len(words) >= 2 and "=" not in words[0]:  # the legacy `ENV KEY value` form
+        return {words[0]: " ".join(words[1:])}
+    return dict(w.split("=", 1) for w in words if "=" in w)
+
+
+@dataclass
+class Build:
+    """One image's build: its parent's layers, env and workdir, its steps and context."""
+
+    launcher: Launcher
+    layer: Path
+    work: Path
+    parent_layers: list[Path]
+    env: dict[str, str]
+    workdir: str
+    steps: list[Step]
+    context: Path | None
+    log: Callable[[str], None]
+
+    async def run(self) -> None:
+        """Make the layer (or none, when the steps leave no files); raises BuildError."""
+        root = self.work / "root"
+        container: Container | None = None
+        try:
+            for step in self.steps:
+                self.log(f"=> Step {step.number}: {step}\n")
+                if step.instruction == "ENV":
+                    self.env.update(_env_pairs(step.argument))
+                elif step.instruction == "WORKDIR":
+                    self.workdir = str(Path(self.workdir, step.argument))
+                elif step.instruction == "COPY":
+                    self._copy(step, root)
+                elif not self._host_package_step(step):
+                    container = container or await self._container(root)
+                    await self._run(container, step)
+        finally:
+            if container is not None:
+                await container.stop()
+        if root.exists():
+            shutil.rmtree(root / "__modal", ignore_errors=True)
+            if container is not None:
+                (root / LAYER_SNAPSHOT).touch()
+            self.layer.parent.mkdir(parents=True, exist_ok=True)
+            root.rename(self.layer)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    async def _container(self, root: Path) -> Container:
+        if not self.launcher.isolated:
+            raise BuildError("run_commands and pip_install need bubblewrap: without it the local Modal "
+                             "does not run build steps, which would change the host (apt-get install "
+                             "bubblewrap)")
+        spec = ContainerSpec(root=root, argv=(), layers=self.parent_layers, env=self.env,
+                             workdir="/", network=True, hostname="modal-builder")
+        container = Container(self.launcher, spec)
+        await container.start()
+        return container
+
+    async def _run(self, container: Container, step: Step) -> None:
+        proc = Proc(container, ["sh", "-c", step.argument], cwd=self.workdir, env=self.env,
+                    merge_stderr=True)
+        await proc.start()
+        async for _, data in proc.read(STDOUT, 0):
+            self.log(data.decode("utf-8", "replace"))
+        await proc.exited.wait()
+        if proc.returncode != 0:
+            raise BuildError(f"Step {step.number}: {step}\nexited with code {proc.returncode}")
+
+    def _copy(self, step: Step, root: Path) -> None:
+        words = [w for w in shlex.split(step.argument) if not w.startswith("--")]
+        if len(words) < 2 or self.context is None:
+            raise BuildError(f"Step {step.number}: {step}: nothing to copy from")
+        *sources, dest = words
+        root.mkdir(parents=True, exist_ok=True)
+        target = resolve_in_root(root, str(Path(self.workdir, dest)))
+        for source in sources:
+            src = resolve_in_root(self.context, source)
+            if src.is_dir():
+                copy_layer(src, target)
+            elif src.exists():
+                final = target / src.name if dest.endswith("/") or target.is_dir() else target
+                final.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, final)
+            else:
+                raise BuildError(f"Step {step.number}: {step}: {source} is not in the build context")
+
+    def _host_package_step(self, step: Step) -> bool:
+        """`apt-get update` / `apt-get install`: the host's userland stands in for Debian's."""
+        words = step.argument.split()
+        if words[:2] in (["apt-get", "update"], ["apt", "update"]):
+            self.log("(local Modal: the image uses the host's Debian packages)\n")
+            return True
+        if words[:2] not in (["apt-get", "install"], ["apt", "install"]):
+            return False
+        packages = [w for w in words[2:] if not w.startswith("-")]
+        missing = [p for p in packages if not _installed_on_host(p)]
+        if missing:
+            raise BuildError(
+                f"Step {step.number}: {step}\napt_install: the local Modal cannot install Debian "
+                f"packages into an image; not on this machine: {', '.join(missing)} "
+                f"(install them on the host: apt-get install {' '.join(missing)})"
+            )
+        self.log(f"(local Modal: {', '.join(packages)} already installed on the host)\n")
+        return True
+
+
+def _installed_on_host(package: str) -> bool:
+    name = package.split("=", 1)[0]
+    try:
+        done = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and done.stdout.endswith("installed")

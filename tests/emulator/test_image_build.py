@@ -1,0 +1,100 @@
+"""Images built layer by layer on the local Modal, driven by the real modal SDK and CLI:
+pip packages (from wheels the test builds) importable in the image's containers and not on
+the host, env, workdir, commands, local files, cached layers, forced rebuilds, failed steps
+reported as Modal reports them, and the build log in `modal deploy`'s output."""
+
+from __future__ import annotations
+
+import importlib.util
+import textwrap
+import uuid
+from pathlib import Path
+
+import modal
+import pytest
+from modal.exception import ImageBuildError
+
+from tests.conftest import modal_cli
+from tests.emulator.wheels import build_wheel
+
+
+@pytest.fixture
+def app(modal_environment: str) -> modal.App:
+    return modal.App.lookup("images", create_if_missing=True, environment_name=modal_environment)
+
+
+def _output(app: modal.App, image: modal.Image, script: str) -> str:
+    sb = modal.Sandbox.create("sh", "-c", script, app=app, image=image, timeout=60)
+    sb.wait()
+    return sb.stdout.read() + sb.stderr.read()
+
+
+def test_pip_env_workdir_commands_and_files_take_effect(
+    app: modal.App, tmp_path: Path, isolation: str
+) -> None:
+    name = "tiny_" + uuid.uuid4().hex[:8]
+    build_wheel(tmp_path / "wheels", name, value="7")
+    (tmp_path / "config.txt").write_text("configured\n")
+    image = (
+        modal.Image.debian_slim()
+        .add_local_dir(tmp_path / "wheels", "/wheels", copy=True)
+        .pip_install(name, extra_options="--no-index --find-links /wheels")
+        .env({"GREETING": "hello"})
+        .workdir("/srv")
+        .run_commands("echo made-by-run > made.txt")
+        .add_local_file(tmp_path / "config.txt", "/etc-app/config.txt", copy=True)
+    )
+    if isolation == "host":  # build steps would change the host: refused
+        with pytest.raises(ImageBuildError, match="need bubblewrap"):
+            image.build(app)
+        return
+    out = _output(app, image, f"python -c 'import {name}; print({name}.VALUE)'; echo $GREETING; pwd;"
+                               " cat made.txt /etc-app/config.txt")
+    assert out == "7\nhello\n/srv\nmade-by-run\nconfigured\n"
+    assert importlib.util.find_spec(name) is None  # installed in the image, not on the host
+
+
+def test_layers_are_cached_and_force_build_rebuilds(app: modal.App, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = uuid.uuid4().hex
+    image = modal.Image.debian_slim().run_commands(f"echo {marker} >> /built.txt")
+    image.build(app)
+    again = modal.Image.debian_slim().run_commands(f"echo {marker} >> /built.txt")
+    again.build(app)
+    assert again.object_id == image.object_id
+    forced = modal.Image.debian_slim().run_commands(f"echo {marker} >> /built.txt", force_build=True)
+    forced.build(app)
+    assert forced.object_id != image.object_id
+    assert _output(app, forced, "cat /built.txt") == f"{marker}\n"
+    monkeypatch.setenv("MODAL_FORCE_BUILD", "1")
+    env_forced = modal.Image.debian_slim().run_commands(f"echo {marker} >> /built.txt")
+    env_forced.build(app)
+    assert env_forced.object_id not in (image.object_id, forced.object_id)
+
+
+def test_a_failed_step_fails_the_build_naming_the_step_and_exit_code(app: modal.App) -> None:
+    with pytest.raises(ImageBuildError) as err:
+        modal.Image.debian_slim().run_commands("echo ok", "exit 3").build(app)
+    assert "failed" in str(err.value) and "RUN exit 3" in str(err.value) and "code 3" in str(err.value)
+
+
+def test_apt_install_needs_the_package_on_the_host(app: modal.App) -> None:
+    assert _output(app, modal.Image.debian_slim().apt_install("bash"), "echo ok") == "ok\n"
+    missing = "no-such-package-" + uuid.uuid4().hex[:6]
+    with pytest.raises(ImageBuildError, match=missing):
+        modal.Image.debian_slim().apt_install(missing).build(app)
+
+
+def test_modal_deploy_streams_the_build_log(tmp_path: Path, modal_environment: str) -> None:
+    marker = "log-" + uuid.uuid4().hex
+    source = tmp_path / "built_app.py"
+    source.write_text(textwrap.dedent(f"""
+        import modal
+        image = modal.Image.debian_slim().run_commands("echo {marker}")
+        app = modal.App("built-app", image=image)
+
+        @app.function()
+        def f() -> None:
+            pass
+    """))
+    first = modal_cli("deploy", str(source), "--env", modal_environment)
+    assert marker in first.stdout + first.stderr
