@@ -17,19 +17,39 @@ Dockerfile steps (as the modal client writes them) on its parent's layers.
 
 from __future__ import annotations
 
+import functools
+import os
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from harvest_iac.emulator.runtime.containers import Container
 from harvest_iac.emulator.runtime.fs_tools import resolve_in_root
-from harvest_iac.emulator.runtime.launcher import ContainerSpec, Launcher
+from harvest_iac.emulator.runtime.launcher import ContainerSpec, Launcher, Mount
 from harvest_iac.emulator.runtime.processes import STDOUT, Proc
 from harvest_iac.emulator.runtime.rootfs import LAYER_SNAPSHOT, copy_layer
 
+_UV_IMAGE = "--from=ghcr.io/astral-sh/uv"
+# `uv pip install` as the client writes it for uv_pip_install, done by pip (uv is not pulled).
+_UV_SHIM = """#!/bin/sh
+[ "$1" = pip ] && shift
+args=""
+skip=""
+for a in "$@"; do
+  if [ -n "$skip" ]; then skip=""; continue; fi
+  case "$a" in
+    --python) skip=1 ;;
+    --compile-bytecode) ;;
+    --prerelease) skip=1 ;;
+    *) args="$args $(printf '%s' "$a" | sed "s/'/'\\\\''/g; s/^/'/; s/$/'/")" ;;
+  esac
+done
+eval exec python -m pip $args
+"""
 _IGNORED = ("FROM", "CMD", "ENTRYPOINT", "LABEL", "EXPOSE", "SHELL", "USER", "ARG", "STOPSIGNAL")
 
 
@@ -110,6 +130,8 @@ class Build:
                     self.env.update(_env_pairs(step.argument))
                 elif step.instruction == "WORKDIR":
                     self.workdir = str(Path(self.workdir, step.argument))
+                elif step.instruction == "COPY" and _UV_IMAGE in step.argument:
+                    self._uv_shim(step, root)
                 elif step.instruction == "COPY":
                     self._copy(step, root)
                 elif not self._host_package_step(step):
@@ -131,8 +153,10 @@ class Build:
             raise BuildError("run_commands and pip_install need bubblewrap: without it the local Modal "
                              "does not run build steps, which would change the host (apt-get install "
                              "bubblewrap)")
-        spec = ContainerSpec(root=root, argv=(), layers=self.parent_layers, env=self.env,
-                             workdir="/", network=True, hostname="modal-builder")
+        sources, pip_env = host_pip_sources()
+        spec = ContainerSpec(root=root, argv=(), layers=self.parent_layers, env={**pip_env, **self.env},
+                             workdir="/", network=True, hostname="modal-builder",
+                             mounts=[Mount(p, str(p), read_only=True) for p in sources])
         container = Container(self.launcher, spec)
         await container.start()
         return container
@@ -165,6 +189,13 @@ class Build:
             else:
                 raise BuildError(f"Step {step.number}: {step}: {source} is not in the build context")
 
+    def _uv_shim(self, step: Step, root: Path) -> None:
+        dest = resolve_in_root(root, shlex.split(step.argument)[-1])
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(_UV_SHIM)
+        dest.chmod(0o755)
+        self.log("(local Modal: uv pip install is done by pip)\n")
+
     def _host_package_step(self, step: Step) -> bool:
         """`apt-get update` / `apt-get install`: the host's userland stands in for Debian's."""
         words = step.argument.split()
@@ -193,3 +224,32 @@ def _installed_on_host(package: str) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0 and done.stdout.endswith("installed")
+
+
+@functools.cache
+def host_pip_sources() -> tuple[list[Path], dict[str, str]]:
+    """The host's pip configuration, for build steps: its settings as PIP_* variables and the
+    local folders its indexes and find-links name (mounted read-only), so `pip install` in an
+    image finds what the host's pip finds (offline mirrors included)."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    except (OSError, subprocess.TimeoutExpired):
+        return [], {}
+    env: dict[str, str] = {}
+    sources: list[Path] = []
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition("=")
+        section, _, name = key.rpartition(".")
+        if section.startswith(":env:") or not name:
+            continue
+        value = value.strip().strip("'\"")
+        env["PIP_" + name.upper().replace("-", "_")] = value
+        for token in value.split():
+            path = Path(token.removeprefix("file://"))
+            if token.startswith("file://") and path.name == "simple":
+                path = path.parent  # a local index's pages link to files beside it
+            seen = any(path.is_relative_to(d) for d in ("/etc", "/usr"))
+            if path.is_absolute() and path.exists() and not seen and path not in sources:
+                sources.append(path)
+    return sources, env
