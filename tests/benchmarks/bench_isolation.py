@@ -46,7 +46,7 @@ def main() -> None:
     os.environ.setdefault("HARVEST_ISOLATION", "bubblewrap")
 
     from harvest_iac.emulator.server import LocalModal
-    from tests.emulator.wheels import build_wheel
+    from tests.wheels import build_wheel
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-iso-"))
     lm = LocalModal(tmp / "data").start()

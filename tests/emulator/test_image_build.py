@@ -15,7 +15,10 @@ import pytest
 from modal.exception import ImageBuildError
 
 from tests.conftest import modal_cli
-from tests.emulator.wheels import build_wheel
+from tests.emulator.isolation import BWRAP
+from tests.wheels import build_wheel
+
+needs_bwrap = pytest.mark.skipif(not BWRAP, reason="bubblewrap does not work here: build steps are refused")
 
 
 @pytest.fixture
@@ -75,6 +78,27 @@ def test_a_failed_step_fails_the_build_naming_the_step_and_exit_code(app: modal.
     with pytest.raises(ImageBuildError) as err:
         modal.Image.debian_slim().run_commands("echo ok", "exit 3").build(app)
     assert "failed" in str(err.value) and "RUN exit 3" in str(err.value) and "code 3" in str(err.value)
+
+
+@needs_bwrap
+def test_pip_install_finds_packages_where_the_hosts_pip_does(
+    app: modal.App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "mirrored_" + uuid.uuid4().hex[:8]
+    build_wheel(tmp_path / "mirror", name, value="11")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "mirror"))  # with PIP_NO_INDEX=1 (conftest)
+    image = modal.Image.debian_slim().pip_install(name)
+    assert _output(app, image, f"python -c 'import {name}; print({name}.VALUE)'") == "11\n"
+
+
+@needs_bwrap
+def test_a_failing_pip_install_fails_the_build_with_pips_reason(app: modal.App) -> None:
+    missing = "not_in_any_index_" + uuid.uuid4().hex[:8]
+    with pytest.raises(ImageBuildError) as err:
+        modal.Image.debian_slim().pip_install(missing).build(app)
+    message = str(err.value)
+    assert f"Step 1: RUN python -m pip install {missing}" in message
+    assert f"exited with code 1: ERROR: No matching distribution found for {missing}" in message
 
 
 def test_apt_install_needs_the_package_on_the_host(app: modal.App) -> None:

@@ -7,8 +7,10 @@ Dockerfile steps (as the modal client writes them) on its parent's layers.
   here, with the network), as `sh -c`; what the commands leave in the container's root is the
   layer (a whole root: see `rootfs`). `pip_install` is such a command: the packages land in
   the container Python's site-packages, so they are importable in the image's containers and
-  not on the host. `apt-get update` is skipped and `apt-get install` succeeds only for
-  packages the host already has; any other is a build error naming them.
+  not on the host; pip uses the host's pip configuration (`host_pip_sources`), so it finds
+  packages where the host's pip does (`PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR` builds offline).
+  `apt-get update` is skipped and `apt-get install` succeeds only for packages the host
+  already has; any other is a build error naming them.
 - `ENV` and `WORKDIR` set the image's env and workdir; `COPY src dest` copies from the
   build context (the files of `add_local_*(copy=True)`).
 - Without bubblewrap, `RUN` steps are refused: they would run on the host and change it.
@@ -165,11 +167,15 @@ class Build:
         proc = Proc(container, ["sh", "-c", step.argument], cwd=self.workdir, env=self.env,
                     merge_stderr=True)
         await proc.start()
+        last_line = ""
         async for _, data in proc.read(STDOUT, 0):
-            self.log(data.decode("utf-8", "replace"))
+            text = data.decode("utf-8", "replace")
+            self.log(text)
+            last_line = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), last_line)
         await proc.exited.wait()
         if proc.returncode != 0:
-            raise BuildError(f"Step {step.number}: {step}\nexited with code {proc.returncode}")
+            why = f": {last_line}" if last_line else ""
+            raise BuildError(f"Step {step.number}: {step}\nexited with code {proc.returncode}{why}")
 
     def _copy(self, step: Step, root: Path) -> None:
         words = [w for w in shlex.split(step.argument) if not w.startswith("--")]
@@ -226,24 +232,26 @@ def _installed_on_host(package: str) -> bool:
     return done.returncode == 0 and done.stdout.endswith("installed")
 
 
-@functools.cache
 def host_pip_sources() -> tuple[list[Path], dict[str, str]]:
-    """The host's pip configuration, for build steps: its settings as PIP_* variables and the
-    local folders its indexes and find-links name (mounted read-only), so `pip install` in an
-    image finds what the host's pip finds (offline mirrors included)."""
+    """The host's pip configuration, for build steps: its settings (config files, then the
+    `PIP_*` variables of this process, which win as they do for pip) as PIP_* variables, and
+    the local folders its indexes and find-links name (mounted read-only), so `pip install`
+    in an image finds what the host's pip finds (offline mirrors and wheelhouses included)."""
+    return _pip_sources(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("PIP_"))))
+
+
+@functools.cache
+def _pip_sources(pip_environ: tuple[tuple[str, str], ...]) -> tuple[list[Path], dict[str, str]]:
     try:
-        done = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
-                              text=True, timeout=60, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+        done = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, **dict(pip_environ),
+                                               "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     except (OSError, subprocess.TimeoutExpired):
         return [], {}
     env: dict[str, str] = {}
     sources: list[Path] = []
-    for line in done.stdout.splitlines():
-        key, _, value = line.partition("=")
-        section, _, name = key.rpartition(".")
-        if section.startswith(":env:") or not name:
-            continue
-        value = value.strip().strip("'\"")
+    settings = sorted(_settings(done.stdout), key=lambda item: item[0] == ":env:")  # files first
+    for _, name, value in settings:
         env["PIP_" + name.upper().replace("-", "_")] = value
         for token in value.split():
             path = Path(token.removeprefix("file://"))
@@ -253,3 +261,14 @@ def host_pip_sources() -> tuple[list[Path], dict[str, str]]:
             if path.is_absolute() and path.exists() and not seen and path not in sources:
                 sources.append(path)
     return sources, env
+
+
+def _settings(config_list: str) -> list[tuple[str, str, str]]:
+    """(section, name, value) of each line of `pip config list`."""
+    settings = []
+    for line in config_list.splitlines():
+        key, _, value = line.partition("=")
+        section, _, name = key.rpartition(".")
+        if name:
+            settings.append((section, name, value.strip().strip("'\"")))
+    return settings
