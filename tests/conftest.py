@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -57,8 +58,18 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def layer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One layer cache (HARVEST_LAYER_CACHE) for every local Modal of the session: a recipe
+    chain is built once, whichever test, environment or data folder asks for it."""
+    folder = tmp_path_factory.mktemp("layer-cache")
+    with environ({"HARVEST_LAYER_CACHE": str(folder)}):
+        yield folder
+
+
 @pytest.fixture(scope="session")
-def local_modal(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterator[object]:
+def local_modal(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path,
+                layer_cache: Path) -> Iterator[object]:
     """One local Modal for the whole session; os.environ points the SDK at it."""
     from harvest_iac.emulator.server import LocalModal
 
@@ -94,6 +105,19 @@ def modal_cli(*args: str, env_extra: dict[str, str] | None = None, check: bool =
             f"modal {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+def run_client(lm: object, code: str) -> str:
+    """Run Python that uses the real modal SDK against the local Modal `lm` (not the session's:
+    the in-process SDK is bound to that one); returns its stdout."""
+    env = {**os.environ, **lm.client_env()}  # type: ignore[attr-defined]
+    env.pop("MODAL_ENVIRONMENT", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
 
 
 def raw_rpc(method: str, request: object, *, metadata: dict[str, str] | None = None) -> object:

@@ -1,7 +1,8 @@
 """Images built layer by layer on the local Modal, driven by the real modal SDK and CLI:
 pip packages (from wheels the test builds) importable in the image's containers and not on
-the host, env, workdir, commands, local files, cached layers, forced rebuilds, failed steps
-reported as Modal reports them, and the build log in `modal deploy`'s output."""
+the host, env, workdir, commands, local files, a Dockerfile's steps, cached layers (shared
+by environments and local Modals), forced rebuilds, failed steps reported as Modal reports
+them, and the build log in `modal deploy`'s output."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import modal
 import pytest
 from modal.exception import ImageBuildError
 
-from tests.conftest import modal_cli
+from harvest_iac.emulator.runtime.images import LAYER_CACHE_ENV, LayerCache
+from harvest_iac.emulator.server import LocalModal
+from tests.conftest import modal_cli, run_client
 from tests.emulator.isolation import BWRAP
 from tests.wheels import build_wheel
 
@@ -122,3 +125,85 @@ def test_modal_deploy_streams_the_build_log(tmp_path: Path, modal_environment: s
     """))
     first = modal_cli("deploy", str(source), "--env", modal_environment)
     assert marker in first.stdout + first.stderr
+
+
+_CHAIN = """
+import modal
+first = modal.Image.debian_slim().run_commands("cat /proc/sys/kernel/random/uuid > /a.txt # {marker}")
+second = first.env({{"STAGE": "two"}}).run_commands("cat /proc/sys/kernel/random/uuid > /b.txt")
+"""
+_SHOW_CHAIN = """
+app = modal.App.lookup("images", create_if_missing=True)
+sb = modal.Sandbox.create("sh", "-c", "cat /a.txt /b.txt; echo $STAGE", app=app, image=second, timeout=60)
+sb.wait()
+print(sb.stdout.read(), end="")
+"""
+
+
+@needs_bwrap
+def test_a_recipe_chain_is_built_once_for_every_environment_and_local_modal_sharing_the_cache(
+    app: modal.App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = _CHAIN.format(marker=uuid.uuid4().hex)
+    chain: dict[str, modal.Image] = {}
+    exec(code, chain)
+    built = _output(app, chain["second"], "cat /a.txt /b.txt; echo $STAGE")
+    assert len(set(built.split())) == 3 and built.endswith("\ntwo\n")  # two random ids, then the env
+
+    other_env = "t-" + uuid.uuid4().hex[:10]
+    modal.Environment.objects.create(other_env)
+    again: dict[str, modal.Image] = {}
+    exec(code, again)
+    other_app = modal.App.lookup("images", create_if_missing=True, environment_name=other_env)
+    assert _output(other_app, again["second"], "cat /a.txt /b.txt; echo $STAGE") == built
+    assert again["second"].object_id != chain["second"].object_id  # an image of each environment
+
+    with LocalModal(tmp_path / "sharing") as sharing:  # the session's HARVEST_LAYER_CACHE
+        assert run_client(sharing, code + _SHOW_CHAIN) == built
+    monkeypatch.delenv(LAYER_CACHE_ENV)
+    with LocalModal(tmp_path / "own") as own:  # its own cache, in its data folder: built again
+        rebuilt = run_client(own, code + _SHOW_CHAIN)
+    assert rebuilt != built and rebuilt.endswith("\ntwo\n")
+    assert LayerCache.of(tmp_path / "own").root == (tmp_path / "own" / "layer-cache").resolve()
+    assert any((tmp_path / "own" / "layer-cache").iterdir())
+
+
+@needs_bwrap
+def test_a_dockerfiles_steps_run_on_the_host_userland(tmp_path: Path, modal_environment: str) -> None:
+    name = "dockerpkg_" + uuid.uuid4().hex[:8]
+    build_wheel(tmp_path / "wheels", name, value="5")
+    (tmp_path / "hello.txt").write_text("from the context\n")
+    (tmp_path / "Dockerfile").write_text(textwrap.dedent(f"""\
+        # a comment
+        FROM python:3.11-slim
+        ENV GREETING=hi
+        WORKDIR /srv
+        COPY hello.txt ./hello.txt
+        COPY wheels /wheels
+        RUN pip install --no-index --find-links /wheels {name} && echo ran > ran.txt
+        CMD ["python"]
+    """))
+    (tmp_path / "docker_app.py").write_text(textwrap.dedent("""
+        import modal
+        image = modal.Image.from_dockerfile("Dockerfile")
+        app = modal.App("docker-app", image=image)
+
+        @app.function()
+        def f() -> None:
+            pass
+    """))
+    deployed = modal_cli("deploy", "docker_app.py", "--env", modal_environment, cwd=tmp_path)
+    log = deployed.stdout + deployed.stderr
+    assert "local Modal: the host's userland stands in for python:3.11-slim" in log
+    assert f"Step 6: RUN pip install --no-index --find-links /wheels {name}" in log
+
+    image = modal.Image.from_dockerfile(tmp_path / "Dockerfile", context_dir=tmp_path)
+    app = modal.App.lookup("images", create_if_missing=True, environment_name=modal_environment)
+    out = _output(app, image, f"echo $GREETING; pwd; cat hello.txt ran.txt; python -c 'import {name}; print({name}.VALUE)'")
+    assert out == "hi\n/srv\nfrom the context\nran\n5\n"
+
+
+def test_a_multi_stage_dockerfile_fails_the_build_saying_so(app: modal.App, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim AS build\nRUN true\nFROM python:3.11-slim\n")
+    with pytest.raises(ImageBuildError, match="Step 2: FROM python:3.11-slim: multi-stage Dockerfiles"):
+        modal.Image.from_dockerfile(tmp_path / "Dockerfile").build(app)

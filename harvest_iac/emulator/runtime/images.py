@@ -1,8 +1,10 @@
 """The local Modal's image builder: one layer folder per image, made by running the image's
 Dockerfile steps (as the modal client writes them) on its parent's layers.
 
-- A base image (`debian_slim`, `micromamba`, `from_registry`, a Dockerfile's `FROM`) is the
-  host's userland: its own steps are not run, and it has no layer.
+- A base image's `FROM` (a Dockerfile's, `from_registry`'s) picks the host's userland, and
+  the build log says so; its other steps run on it. Modal's own bases (`debian_slim`,
+  `micromamba`) are the host's userland as they are: their steps are not run (the caller
+  decides, see `services.images`).
 - `RUN` runs in a build container of the parent's layers (under bubblewrap when it works
   here, with the network), as `sh -c`; what the commands leave in the container's root is the
   layer (a whole root: see `rootfs`). `pip_install` is such a command: the packages land in
@@ -15,6 +17,8 @@ Dockerfile steps (as the modal client writes them) on its parent's layers.
   build context (the files of `add_local_*(copy=True)`).
 - Without bubblewrap, `RUN` steps are refused: they would run on the host and change it.
 - A step that fails ends the build with `BuildError` naming the step and its exit code.
+- Layers are kept in a `LayerCache` by the key of their recipe chain: a build whose key is
+  there already takes that layer at once, whatever image, environment or local Modal made it.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ for a in "$@"; do
 done
 eval exec python -m pip $args
 """
-_IGNORED = ("FROM", "CMD", "ENTRYPOINT", "LABEL", "EXPOSE", "SHELL", "USER", "ARG", "STOPSIGNAL")
+LAYER_CACHE_ENV = "HARVEST_LAYER_CACHE"
+_IGNORED = ("CMD", "ENTRYPOINT", "LABEL", "EXPOSE", "SHELL", "USER", "ARG", "STOPSIGNAL")
 
 
 class BuildError(Exception):
@@ -62,7 +67,7 @@ class BuildError(Exception):
 @dataclass(frozen=True)
 class Step:
     number: int
-    instruction: str  # RUN, ENV, WORKDIR, COPY
+    instruction: str  # FROM, RUN, ENV, WORKDIR, COPY
     argument: str
 
     def __str__(self) -> str:
@@ -70,17 +75,25 @@ class Step:
 
 
 def parse(commands: Sequence[str]) -> list[Step]:
-    """The steps of an image's Dockerfile commands (FROM, CMD and the like dropped)."""
+    """The steps of an image's Dockerfile commands (CMD and the like dropped)."""
     steps = []
     for number, line in enumerate(commands):
         instruction, _, argument = line.strip().partition(" ")
         instruction = instruction.upper()
         if not instruction or instruction.startswith("#") or instruction in _IGNORED:
             continue
-        if instruction not in ("RUN", "ENV", "WORKDIR", "COPY", "ADD"):
+        if instruction not in ("FROM", "RUN", "ENV", "WORKDIR", "COPY", "ADD"):
             raise BuildError(f"Step {number}: {line}: {instruction} is not supported by the local Modal")
         steps.append(Step(number, "COPY" if instruction == "ADD" else instruction, argument.strip()))
     return steps
+
+
+def has_steps(commands: Sequence[str]) -> bool:
+    """Whether the commands do anything after their FROM (or fail to: the build says why)."""
+    try:
+        return any(step.instruction != "FROM" for step in parse(commands))
+    except BuildError:
+        return True
 
 
 def is_base(commands: Sequence[str]) -> bool:
@@ -107,12 +120,46 @@ def _env_pairs(argument: str) -> dict[str, str]:
     return dict(w.split("=", 1) for w in words if "=" in w)
 
 
+class LayerCache:
+    """Built layers, each a folder named by the key of its recipe chain: the local Modal's
+    `<data dir>/layer-cache`, or the folder `HARVEST_LAYER_CACHE` names, which several local
+    Modals (data folders) can share."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    @classmethod
+    def of(cls, data_dir: Path) -> LayerCache:
+        return cls(Path(os.environ.get(LAYER_CACHE_ENV) or data_dir / "layer-cache"))
+
+    def get(self, key: str) -> Path | None:
+        layer = self.root / key
+        return layer if layer.is_dir() else None
+
+    def put(self, built: Path, key: str) -> Path:
+        """Move a built layer in (a layer of the same key put meanwhile wins)."""
+        layer = self.root / key
+        try:
+            built.rename(layer)
+        except OSError:
+            if not layer.is_dir():
+                raise
+            shutil.rmtree(built, ignore_errors=True)
+        return layer
+
+    def work_dir(self, name: str) -> Path:
+        """A folder to build in, beside the layers (so that `put` is a rename)."""
+        return self.root / ".building" / name
+
+
 @dataclass
 class Build:
-    """One image's build: its parent's layers, env and workdir, its steps and context."""
+    """One image's build: its parent's layers, env and workdir, its steps and context, and
+    where its layer goes: `cache` under `key`."""
 
     launcher: Launcher
-    layer: Path
+    cache: LayerCache
+    key: str
     work: Path
     parent_layers: list[Path]
     env: dict[str, str]
@@ -121,14 +168,23 @@ class Build:
     context: Path | None
     log: Callable[[str], None]
 
-    async def run(self) -> None:
-        """Make the layer (or none, when the steps leave no files); raises BuildError."""
+    async def run(self) -> Path | None:
+        """The layer (None when the steps leave no files), built or found in the cache;
+        raises BuildError."""
+        cached = self.cache.get(self.key)
+        if cached is not None:
+            for step in self.steps:
+                self.log(f"=> Step {step.number}: {step}\n")
+            self.log("(local Modal: the layer of this recipe was built before: using it)\n")
+            return cached
         root = self.work / "root"
         container: Container | None = None
         try:
             for step in self.steps:
                 self.log(f"=> Step {step.number}: {step}\n")
-                if step.instruction == "ENV":
+                if step.instruction == "FROM":
+                    self._host_base(step)
+                elif step.instruction == "ENV":
                     self.env.update(_env_pairs(step.argument))
                 elif step.instruction == "WORKDIR":
                     self.workdir = str(Path(self.workdir, step.argument))
@@ -142,13 +198,22 @@ class Build:
         finally:
             if container is not None:
                 await container.stop()
+                _remove_mount_points(root, container.spec.mounts)
+        layer = None
         if root.exists():
             shutil.rmtree(root / "__modal", ignore_errors=True)
             if container is not None:
                 (root / LAYER_SNAPSHOT).touch()
-            self.layer.parent.mkdir(parents=True, exist_ok=True)
-            root.rename(self.layer)
+            layer = self.cache.put(root, self.key)
         shutil.rmtree(self.work, ignore_errors=True)
+        return layer
+
+    def _host_base(self, step: Step) -> None:
+        if step is not self.steps[0]:
+            raise BuildError(f"Step {step.number}: {step}: multi-stage Dockerfiles are not supported "
+                             "by the local Modal (use one FROM)")
+        if step.argument.split()[0] != "base":
+            self.log(f"(local Modal: the host's userland stands in for {step.argument})\n")
 
     async def _container(self, root: Path) -> Container:
         if not self.launcher.isolated:
@@ -220,6 +285,15 @@ class Build:
             )
         self.log(f"(local Modal: {', '.join(packages)} already installed on the host)\n")
         return True
+
+
+def _remove_mount_points(root: Path, mounts: Sequence[Mount]) -> None:
+    """The empty folders that a container's mounts left in its root (not part of the layer)."""
+    for mount in mounts:
+        folder = resolve_in_root(root, mount.target)
+        while folder != root and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
 
 
 def _installed_on_host(package: str) -> bool:

@@ -3,12 +3,18 @@
 An image's identity is its recipe: the `Image` proto the client sends (Dockerfile commands,
 context files, base image ids, secrets, ...) plus the image builder version, within one
 environment; its parent's id is part of it, so the cache key covers the recipe chain. The
-same recipe gives the same (built) image at once. A new recipe on a parent image is built by
-the runtime's builder (`runtime.images`) into a layer folder, `<data dir>/layers/<image id>`,
-while ImageJoinStreaming streams the build log; a failed step fails the build (and the next
-lookup of the recipe builds again). `force_build` makes a fresh image (new id), built again;
-later lookups of the recipe get the newest image. Base images (`debian_slim`, registry, ...)
-are the host's userland and are "built" at once.
+same recipe gives the same (built) image at once. A new recipe on a parent image, or a
+Dockerfile's (or registry image's) steps after its FROM, is built by the runtime's builder
+(`runtime.images`) while ImageJoinStreaming streams the build log; a failed step fails the
+build (and the next lookup of the recipe builds again). Modal's own bases (`debian_slim`,
+`micromamba`: the global namespace) are the host's userland and are "built" at once.
+
+Layers live in the layer cache (`runtime.images.LayerCache`) under their chain key: the
+recipe with its bases' chain keys for their ids and the digest of its context files for the
+context mount's id, so the same chain built in another environment, or by another local Modal
+sharing `HARVEST_LAYER_CACHE`, is not built again; `<data dir>/layers/<image id>` links an
+image to its layer. `force_build` makes a fresh image (new id) whose layer is built again
+(its key is salted with the id); later lookups of the recipe get the newest image.
 
 Snapshot images (a sandbox's filesystem captured into a directory) are registered by the
 sandbox service with `register_snapshot_image`; `image_fs_dir` finds the directory an
@@ -19,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +40,7 @@ from modal_proto import api_pb2
 
 from harvest_iac.emulator.base import IMAGE_BUILDER_VERSION, Ctx, Service, streaming
 from harvest_iac.emulator.runtime import images as builder
+from harvest_iac.emulator.services.mounts import mount_files
 from harvest_iac.emulator.store import new_id
 
 if TYPE_CHECKING:
@@ -117,6 +126,7 @@ def image_fs_dir(emu: Emulator, image_id: str) -> Path | None:
 
 
 def layer_dir(emu: Emulator, image_id: str) -> Path:
+    """The image's layer: a link to it in the layer cache (none when the image has no files)."""
     return emu.data_dir / "layers" / image_id
 
 
@@ -168,6 +178,46 @@ def _derive(image: api_pb2.Image, parents: list[Any]) -> tuple[str, str]:
         if w:
             workdir = w.group(1)
     return python_version, workdir
+
+
+def chain_key(emu: Emulator, image: api_pb2.Image, builder_version: str, salt: str = "") -> str:
+    """What an image's layer is made of, whatever its id and environment: its recipe, with its
+    bases' chain keys for their ids and its context files' digest for its context mount id."""
+    recipe = api_pb2.Image()
+    recipe.CopyFrom(image)
+    for base in recipe.base_images:
+        base.image_id = _image_chain_key(emu, base.image_id)
+    if recipe.context_mount_id:
+        files = sorted((str(f["filename"]), str(f["sha256_hex"]), int(f["mode"]))
+                       for f in mount_files(emu, recipe.context_mount_id))
+        recipe.context_mount_id = hashlib.sha256(json.dumps(files).encode()).hexdigest()
+    head = f"{builder_version}\0{salt}\0".encode()
+    return hashlib.sha256(head + recipe.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _image_chain_key(emu: Emulator, image_id: str) -> str:
+    link = layer_dir(emu, image_id)
+    if link.is_symlink():
+        return link.readlink().name  # the key its layer was built under (salted when forced)
+    row = emu.store.one("SELECT definition, builder_version FROM images WHERE id = ?", image_id)
+    if row is None or row["definition"] is None:
+        return image_id  # a snapshot: its own
+    return chain_key(emu, api_pb2.Image.FromString(row["definition"]), str(row["builder_version"]))
+
+
+def _link_layer(link: Path, layer: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)
+    link.symlink_to(layer, target_is_directory=True)
+
+
+def _needs_build(image: api_pb2.Image, namespace: int) -> bool:
+    """An image on a parent (`FROM base`), or a workspace image (a Dockerfile's, a registry
+    image's) with steps after its FROM; not Modal's own bases, whose steps the host's
+    userland stands in for."""
+    if image.base_images:
+        return not builder.is_base(image.dockerfile_commands)
+    return namespace != api_pb2.DEPLOYMENT_NAMESPACE_GLOBAL and builder.has_steps(image.dockerfile_commands)
 
 
 def _metadata(row: Any) -> api_pb2.ImageMetadata:
@@ -246,6 +296,7 @@ class ImageService(Service):
     def __init__(self, emu: Emulator) -> None:
         super().__init__(emu)
         self.builds: dict[str, Progress] = {}
+        self.layer_cache = builder.LayerCache.of(emu.data_dir)
         emu.environment_delete_hooks.append(self._drop_environment)
 
     def _drop_environment(self, env_id: str) -> None:
@@ -283,8 +334,7 @@ class ImageService(Service):
         parents = [self._row(pid) for pid in parent_ids]
         python_version, workdir = _derive(req.image, parents)
         image_id = new_id("im")
-        needs_build = bool(parents) and not builder.is_base(req.image.dockerfile_commands)
-        status = PENDING if needs_build or req.force_build else SUCCESS
+        status = PENDING if _needs_build(req.image, req.namespace) else SUCCESS
         self.store.run(
             "INSERT INTO images (id, env_id, recipe_key, definition, builder_version,"
             " python_version, workdir, parent_ids, status, build_log, created_at)"
@@ -294,30 +344,33 @@ class ImageService(Service):
         )
         row = self._row(image_id)
         if status == PENDING:
-            if needs_build:
-                self._start_build(image_id, req.image)
+            self._start_build(image_id, req.image, forced=req.force_build)
             return api_pb2.ImageGetOrCreateResponse(image_id=image_id)
         return api_pb2.ImageGetOrCreateResponse(
             image_id=image_id, result=api_pb2.GenericResult(status=SUCCESS), metadata=_metadata(row)
         )
 
-    def _start_build(self, image_id: str, image: api_pb2.Image) -> Progress:
+    def _start_build(self, image_id: str, image: api_pb2.Image, *, forced: bool = False) -> Progress:
         progress = self.builds[image_id] = Progress()
-        self.emu.spawn(self._build(image_id, image, progress))
+        self.emu.spawn(self._build(image_id, image, progress, forced))
         return progress
 
-    async def _build(self, image_id: str, image: api_pb2.Image, progress: Progress) -> None:
+    async def _build(self, image_id: str, image: api_pb2.Image, progress: Progress, forced: bool) -> None:
         row = self._row(image_id)
         parent = str(row["parent_ids"]).split(",")[0]
-        layers, env, workdir = layers_for(self.emu, parent)
+        layers, env, workdir = layers_for(self.emu, parent) if parent else ([], {}, "/")
         progress.log(f"Building image {image_id}\n\n")
         status, exception = SUCCESS, ""
+        context = None
         try:
+            key = chain_key(self.emu, image, str(row["builder_version"]), image_id if forced else "")
             context = await asyncio.to_thread(self._context, image_id, image)
-            await builder.Build(
-                self.emu.launcher, layer_dir(self.emu, image_id), self.emu.data_dir / "builds" / image_id,
+            layer = await builder.Build(
+                self.emu.launcher, self.layer_cache, key, self.layer_cache.work_dir(image_id),
                 layers, env, workdir, builder.parse(image.dockerfile_commands), context, progress.log,
             ).run()
+            if layer is not None:
+                _link_layer(layer_dir(self.emu, image_id), layer)
             progress.log("Built.\n")
         except builder.BuildError as exc:
             status, exception = FAILURE, str(exc)
@@ -325,6 +378,9 @@ class ImageService(Service):
         except Exception as exc:  # noqa: BLE001 - any failure fails the build, with its reason
             status, exception = FAILURE, f"{type(exc).__name__}: {exc}"
             progress.log(f"{exception}\n")
+        finally:
+            if context is not None:
+                shutil.rmtree(context, ignore_errors=True)
         with self.store.tx():
             self.store.run("UPDATE images SET status = ?, build_log = ? WHERE id = ?",
                            status, "".join(progress.lines), image_id)
@@ -332,8 +388,6 @@ class ImageService(Service):
 
     def _context(self, image_id: str, image: api_pb2.Image) -> Path | None:
         """The build context: the files of the image's context mount and context files."""
-        from harvest_iac.emulator.services.mounts import mount_files
-
         if not image.context_mount_id and not image.context_files:
             return None
         context = self.emu.data_dir / "builds" / f"{image_id}.context"
@@ -355,13 +409,8 @@ class ImageService(Service):
         req: api_pb2.ImageJoinStreamingRequest = await stream.recv_message()
         row = self._row(req.image_id)
         progress = self.builds.get(req.image_id)
-        if progress is None and row["status"] == PENDING:
-            if row["definition"] is None or not row["parent_ids"]:  # a forced base image
-                self.store.run("UPDATE images SET status = ? WHERE id = ?", SUCCESS, req.image_id)
-                progress = Progress(lines=str(row["build_log"]).splitlines(keepends=True))
-                progress.finish(api_pb2.GenericResult(status=SUCCESS))
-            else:
-                progress = self._start_build(req.image_id, api_pb2.Image.FromString(row["definition"]))
+        if progress is None and row["status"] == PENDING:  # its build was cut off (a restart)
+            progress = self._start_build(req.image_id, api_pb2.Image.FromString(row["definition"]))
         if progress is None:
             progress = Progress(lines=str(row["build_log"]).splitlines(keepends=True))
             progress.finish(api_pb2.GenericResult(status=row["status"], exception=_failure(row)))
