@@ -158,8 +158,10 @@ class Container:
                 proc = self._procs.pop(ident, None)
                 if proc is not None and not proc.exit_code.done():
                     proc.exit_code.set_result(int(event["exit"]))
-            elif ident in self._starting:
-                self._starting.pop(ident).set_result(event)
+            else:
+                started = self._starting.pop(ident, None)
+                if started is not None and not started.done():  # not abandoned, nor ended
+                    started.set_result(event)
 
     @property
     def running(self) -> bool:
