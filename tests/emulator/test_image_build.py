@@ -207,3 +207,8 @@ def test_a_multi_stage_dockerfile_fails_the_build_saying_so(app: modal.App, tmp_
     (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim AS build\nRUN true\nFROM python:3.11-slim\n")
     with pytest.raises(ImageBuildError, match="Step 2: FROM python:3.11-slim: multi-stage Dockerfiles"):
         modal.Image.from_dockerfile(tmp_path / "Dockerfile").build(app)
+
+
+def test_add_python_is_the_hosts_python(app: modal.App) -> None:
+    image = modal.Image.from_registry("ubuntu:22.04", add_python="3.11")
+    assert _output(app, image, "python -c 'print(40 + 2)'; echo $TERMINFO_DIRS | cut -d: -f1") == "42\n/etc/terminfo\n"

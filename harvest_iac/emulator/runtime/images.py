@@ -14,7 +14,8 @@ Dockerfile steps (as the modal client writes them) on its parent's layers.
   `apt-get update` is skipped and `apt-get install` succeeds only for packages the host
   already has; any other is a build error naming them.
 - `ENV` and `WORKDIR` set the image's env and workdir; `COPY src dest` copies from the
-  build context (the files of `add_local_*(copy=True)`).
+  build context (the files of `add_local_*(copy=True)`). `add_python`'s steps (copy a
+  standalone Python in) are not run: the host's Python stands in.
 - Without bubblewrap, `RUN` steps are refused: they would run on the host and change it.
 - A step that fails ends the build with `BuildError` naming the step and its exit code.
 - Layers are kept in a `LayerCache` by the key of their recipe chain: a build whose key is
@@ -40,6 +41,8 @@ from harvest_iac.emulator.runtime.processes import STDOUT, Proc
 from harvest_iac.emulator.runtime.rootfs import LAYER_SNAPSHOT, copy_layer
 
 _UV_IMAGE = "--from=ghcr.io/astral-sh/uv"
+# add_python's steps: a standalone Python copied in (and linked as `python`)
+_ADD_PYTHON = ("COPY /python/. /usr/local", "RUN ln -s /usr/local/bin/python3 /usr/local/bin/python")
 # `uv pip install` as the client writes it for uv_pip_install, done by pip (uv is not pulled).
 _UV_SHIM = """#!/bin/sh
 [ "$1" = pip ] && shift
@@ -184,6 +187,8 @@ class Build:
                 self.log(f"=> Step {step.number}: {step}\n")
                 if step.instruction == "FROM":
                     self._host_base(step)
+                elif str(step) in _ADD_PYTHON:
+                    self.log("(local Modal: the host's Python stands in for add_python's)\n")
                 elif step.instruction == "ENV":
                     self.env.update(_env_pairs(step.argument))
                 elif step.instruction == "WORKDIR":
