@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     os.environ.setdefault("HARVEST_ISOLATION", "bubblewrap")
+    os.environ.pop("HARVEST_LAYER_CACHE", None)  # the first build is a real one
 
     from harvest_iac.emulator.server import LocalModal
     from tests.wheels import build_wheel
