@@ -43,7 +43,7 @@ from modal_proto import api_grpc, task_command_router_grpc
 
 from harvest_iac.emulator.auth import CLIENT_API, TASK_ROUTER, Authority, Caller, Unauthenticated
 from harvest_iac.emulator.base import DEFAULT_ENVIRONMENT, Ctx, Service
-from harvest_iac.emulator.runtime.launcher import HostLauncher
+from harvest_iac.emulator.runtime.launcher import HostLauncher, choose_launcher
 from harvest_iac.emulator.runtime.scheduler import Scheduler
 from harvest_iac.emulator.store import Store, new_id, write_private
 
@@ -150,6 +150,9 @@ class Emulator:
         self.authority = Authority(self.token_id, self.token_secret)
         self.gc_interval_s = gc_interval_s
         self.stats = Stats()
+        self.launcher = choose_launcher()
+        # Function containers still run on the host: the sandboxes' launcher does not yet
+        # give them the venv that holds `modal` (the README's fidelity table says so).
         self.runtime = Scheduler(self.data_dir, HostLauncher(), new_id=new_id,
                                  max_containers=int(os.environ.get("HARVEST_MAX_CONTAINERS", "8")))
         self.services: list[Service] = []

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harvest_iac.emulator.runtime.calls import RETRYABLE, Call, Input, Output, Pulse, Result, Status
-from harvest_iac.emulator.runtime.containers import Container, ContainerPlan, remove_leftovers
+from harvest_iac.emulator.runtime.function_containers import Container, ContainerPlan, remove_leftovers
 from harvest_iac.emulator.runtime.launcher import Launcher
 from harvest_iac.emulator.runtime.logs import LogBook
 from harvest_iac.emulator.runtime.schedules import Ticker

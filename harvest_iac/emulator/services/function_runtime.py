@@ -21,7 +21,7 @@ from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
 from harvest_iac.emulator.auth import TASK_TOKEN_HEADER, issue_container_token
-from harvest_iac.emulator.runtime.containers import CODE_DIR, ContainerPlan
+from harvest_iac.emulator.runtime.function_containers import CODE_DIR, ContainerPlan
 from harvest_iac.emulator.runtime.scheduler import (
     DEFAULT_SCALEDOWN_S,
     DEFAULT_TIMEOUT_S,
