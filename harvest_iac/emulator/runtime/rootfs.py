@@ -14,6 +14,7 @@ there) and the image's package layers after it on `sys.path`.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
 import sys
@@ -102,11 +103,21 @@ def python_environment(root: Path | None, site_targets: Sequence[str]) -> Python
         # The host's Python lives in /usr/local itself: use it as it is, packages by PYTHONPATH.
         env = {"PYTHONPATH": os.pathsep.join(site_targets)} if site_targets else {}
         return PythonEnvironment(str(base.binary), base.prefix, False, [], env)
-    pip = base.site_packages / "pip"
-    binds = [(pip, f"{PIP_TARGET}/pip")] if pip.is_dir() else []
+    pip = _pip_package()
+    binds = [(pip, f"{PIP_TARGET}/pip")] if pip is not None else []
     if root is not None:
         _write_venv(root, base, [*site_targets, *([PIP_TARGET] if binds else [])])
     return PythonEnvironment(str(VENV / "bin" / "python"), base.prefix, True, binds)
+
+
+@functools.cache
+def _pip_package() -> Path | None:
+    """The pip package of the Python the local Modal runs in (its virtual environment's, when
+    the base interpreter has none: Debian's python3 keeps pip out of the base)."""
+    spec = importlib.util.find_spec("pip")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).resolve().parent
 
 
 def _write_venv(root: Path, base: BasePython, path_entries: Sequence[str]) -> None:
