@@ -146,5 +146,5 @@ def test_deleting_an_environment_stops_its_apps(local_modal: object, tmp_path: P
     wait_until(lambda: len(running()) == 1)
     assert "hourly" in _fires(local_modal)
     modal_cli("environment", "delete", env, "--yes")
-    assert "hourly" not in _fires(local_modal)
+    wait_until(lambda: "hourly" not in _fires(local_modal))
     wait_until(lambda: running() == [])
