@@ -1,7 +1,7 @@
 """`harvest apply`: walk the plan's changes in dependency order through the backend, with
 the environment's lock held, writing the state record after every step.
 
-Order: environment, volumes, secrets, images + app deploy (crons, sandbox profiles),
+Order: environment, settings, volumes, secrets, images + app deploy (crons, sandbox profiles),
 snapshots, then the deletions the flags allow. A no-change apply makes no mutating call (it
 does not even take the lock). Every step is idempotent, so an apply killed at any point and
 run again converges.
@@ -209,6 +209,9 @@ class Applier:
         self.echo(f"{title}: done ({time.perf_counter() - start:.1f}s)")
 
     def run(self) -> None:
+        settings = self.by_kind("settings")
+        if settings:
+            self.step("settings", lambda: self._settings(settings[0]))
         vol_changes = self.by_kind("volume", actions=(Action.CREATE, Action.IMPORT, Action.UPDATE,
                                                       Action.REPLACE))
         sec_changes = self.by_kind("secret", actions=(Action.CREATE, Action.IMPORT, Action.UPDATE))
@@ -229,6 +232,18 @@ class Applier:
             self.step("deletions", lambda: self._deletes(deletes))
 
     # -- steps ---------------------------------------------------------------------------
+    def _settings(self, change: Change) -> None:
+        from harvest_iac import modal_backend as mb
+
+        wanted = {f.path: f.after for f in change.fields}
+
+        async def go(conn: mb.Connection) -> None:
+            await mb.update_environment(conn, self.spec.environment, wanted)
+
+        self.session.with_connection(go)
+        self.state = self.state.with_resource(change.address, ResourceRecord(
+            spec=dict(self.prep.desired[change.address].spec)))
+
     def _volumes(self, changes: list[Change]) -> None:
         from harvest_iac import modal_backend as mb
 

@@ -106,6 +106,9 @@ def desired_resources(spec: EnvironmentSpec) -> dict[str, Desired]:
         address = f"{kind}.{name}"
         out[address] = Desired(address, kind, name, data, live_view or {})
 
+    settings = spec.settings.declared()
+    if settings:
+        add("settings", spec.environment, settings, settings)
     for name, vol in spec.volumes.items():
         add("volume", name, {"version": vol.version, "protect": vol.protect})
     for name, sec in spec.secrets.items():

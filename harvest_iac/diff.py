@@ -255,6 +255,26 @@ def _values_reason(address: str, hasher: SecretHasher, values: dict[str, str],
     return None
 
 
+def _compare_settings(d: Desired | None, live: Live, rec: ResourceRecord | None, inp: DiffInput,
+                      acc: _Acc, address: str) -> None:
+    """The environment's settings, key by key: only the keys the file writes are managed. Each
+    is compared with what Modal shows; one that differs from what harvest last set is drift."""
+    kind, name = _split(address)
+    if d is None:
+        return  # no longer written: no longer managed, left as it is
+    shown = live.details.settings if live.details is not None else {}
+    now = {key: shown.get(key) for key in d.spec}
+    recorded = rec.spec if rec is not None else {}
+    drifted = sorted(k for k in d.spec if k in recorded and recorded[k] != now[k])
+    if drifted and live.details is not None:
+        acc.drift.append(Drift(address, kind, name, "was changed outside of harvest",
+                               fields=tuple(FieldChange(k, recorded[k], now[k]) for k in drifted)))
+    fields = _fields(now, d.spec)
+    if fields:
+        acc.changes.append(Change(address, kind, name, Action.UPDATE, before=now, after=d.spec,
+                                  fields=fields))
+
+
 def _function_view(fn: LiveFunction) -> dict[str, Any]:
     return {
         "schedule": fn.schedule,
@@ -407,6 +427,7 @@ def _age(seconds: float) -> str:
 Comparer = Callable[[Desired | None, Live, ResourceRecord | None, DiffInput, _Acc, str], None]
 
 COMPARERS: dict[str, Comparer] = {
+    "settings": _compare_settings,
     "volume": _compare_volume,
     "secret": _compare_secret,
     "image": _compare_recorded,

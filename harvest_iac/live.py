@@ -69,6 +69,16 @@ class LiveImage:
 
 
 @dataclass(frozen=True)
+class LiveEnvironment:
+    """The environment as EnvironmentList shows it: its settings (the keys of
+    `spec.Settings`; None when Modal reports the setting unset) and this cycle's spend."""
+
+    environment_id: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    current_cycle_usage: float = 0.0
+
+
+@dataclass(frozen=True)
 class Live:
     """Everything harvest read from one Modal environment for one plan."""
 
@@ -79,6 +89,7 @@ class Live:
     app: LiveApp | None = None
     images: dict[str, LiveImage] = field(default_factory=dict)  # by image id
     state: StateRecord | None = None
+    details: LiveEnvironment | None = None  # None when the environment does not exist
 
     def fingerprint_data(self) -> dict[str, Any]:
         """What a saved plan pins: the live facts the plan's decisions rest on (not timings
@@ -99,4 +110,5 @@ class Live:
             },
             "images": {i: img.exists for i, img in sorted(self.images.items())},
             "state_serial": None if self.state is None else self.state.serial,
+            **({"settings": dict(sorted(self.details.settings.items()))} if self.details else {}),
         }

@@ -263,7 +263,10 @@ def _merge_into(target: dict[str, Any], positions: dict[KeyPath, Where], child: 
 
 
 def _sections_null_to_empty(merged: _Merged) -> None:
-    """`volumes:` with nothing under it is no volumes; `agent-state:` with nothing is all defaults."""
+    """`volumes:` (or `settings:`) with nothing under it is empty; `agent-state:` with nothing is all
+    defaults."""
+    if "settings" in merged.data and merged.data["settings"] is None:
+        merged.data["settings"] = {}
     for section in SECTIONS:
         if section in merged.data and merged.data[section] is None:
             merged.data[section] = {}

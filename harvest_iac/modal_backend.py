@@ -18,7 +18,15 @@ from typing import Any, TypeVar
 from harvest_iac.errors import BackendError, TargetError
 from harvest_iac.modal_rpc import AlreadyExists, RpcClient, credentials_from_env, http_get
 from harvest_iac.naming import FUNCTION_KINDS, function_tag
-from harvest_iac.live import Live, LiveApp, LiveFunction, LiveImage, LiveSecret, LiveVolume
+from harvest_iac.live import (
+    Live,
+    LiveApp,
+    LiveEnvironment,
+    LiveFunction,
+    LiveImage,
+    LiveSecret,
+    LiveVolume,
+)
 from harvest_iac.state import STATE_VOLUME, StateRecord, state_path
 from harvest_iac.targets import LOCAL_DATA_DIR, TargetChoice
 
@@ -46,6 +54,30 @@ def secret_from_proto(item: Any) -> LiveSecret:
         keys = tuple(sorted(item.metadata.keys))
     return LiveSecret(name=item.label, object_id=item.secret_id, keys=keys,
                       created_at=float(item.created_at))
+
+
+#: How EnvironmentUpdate spells `block_unauthenticated_resources` (an enum, not a bool).
+_BLOCK_UNAUTHENTICATED = {True: 2, False: 3}  # ..._BLOCK, ..._ALLOW
+
+
+def environment_from_proto(item: Any) -> LiveEnvironment:
+    """An EnvironmentListItem to the environment's settings (the keys of `spec.Settings`)."""
+
+    def optional(name: str) -> Any:
+        return getattr(item, name) if item.HasField(name) else None
+
+    return LiveEnvironment(
+        environment_id=item.environment_id,
+        settings={
+            "web_suffix": item.webhook_suffix,
+            "max_concurrent_tasks": optional("max_concurrent_tasks"),
+            "max_concurrent_gpus": optional("max_concurrent_gpus"),
+            "budget": optional("cycle_budget_dollars"),
+            "image_builder_version": optional("image_builder_version"),
+            "block_unauthenticated_resources": optional("block_unauthenticated_resources"),
+        },
+        current_cycle_usage=float(item.current_cycle_usage),
+    )
 
 
 def schedule_string(schedule: Any) -> str | None:
@@ -247,10 +279,11 @@ async def read_live(req: ReadRequest) -> Live:
             for rec in state.resources.values():
                 image_ids |= {s.image_id for s in rec.snapshots}
         images = await _check_images(conn, sorted(image_ids))
-        env_names = {e.name for e in envs.items} if envs is not None else set()
+        found = [e for e in (envs.items if envs is not None else []) if e.name == req.environment]
         return Live(
             environment=req.environment,
-            environment_exists=req.environment in env_names,
+            environment_exists=bool(found),
+            details=environment_from_proto(found[0]) if found else None,
             volumes={v.label: volume_from_proto(v) for v in vols if v.label not in INTERNAL_VOLUMES},
             secrets={s.label: secret_from_proto(s) for s in secs},
             app=app,
@@ -338,6 +371,31 @@ async def create_environment(conn: Connection, name: str) -> None:
         await conn.call("EnvironmentCreate", api_pb2.EnvironmentCreateRequest(name=name))
     except AlreadyExists:
         pass
+
+
+async def update_environment(conn: Connection, environment: str, settings: dict[str, Any]) -> None:
+    """Set the given settings (keys of `spec.Settings`) of an environment; others are left as
+    they are. The budget has its own RPC, which names the environment by id."""
+    from google.protobuf.wrappers_pb2 import StringValue
+    from modal_proto import api_pb2
+
+    update = api_pb2.EnvironmentUpdateRequest(current_name=environment)
+    if "web_suffix" in settings:
+        update.web_suffix.CopyFrom(StringValue(value=settings["web_suffix"]))
+    for key in ("max_concurrent_tasks", "max_concurrent_gpus", "image_builder_version"):
+        if key in settings:
+            setattr(update, key, settings[key])
+    if "block_unauthenticated_resources" in settings:
+        update.block_unauthenticated_resources = _BLOCK_UNAUTHENTICATED[  # type: ignore[assignment]
+            bool(settings["block_unauthenticated_resources"])]
+    if len(update.ListFields()) > 1:
+        await conn.call("EnvironmentUpdate", update, missing_ok=False)
+    if "budget" in settings:
+        found = await conn.call("EnvironmentGetOrCreate", api_pb2.EnvironmentGetOrCreateRequest(
+            deployment_name=environment), missing_ok=False)
+        await conn.call("EnvironmentSetBudget", api_pb2.EnvironmentSetBudgetRequest(
+            environment_id=found.environment_id, cycle_budget_dollars=float(settings["budget"])),
+            missing_ok=False)
 
 
 async def create_volume(conn: Connection, environment: str, name: str, version: int) -> LiveVolume:

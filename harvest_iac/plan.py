@@ -19,7 +19,7 @@ from harvest_iac.secrethash import ValuesHash
 PLAN_FORMAT_VERSION = "1.0"
 
 #: The order resources are created / changed in (deletions run in reverse, last).
-KIND_ORDER = ("environment", "volume", "secret", "image", "app", "cron", "sandbox", "snapshot")
+KIND_ORDER = ("environment", "settings", "volume", "secret", "image", "app", "cron", "sandbox", "snapshot")
 
 
 class Action(str, Enum):

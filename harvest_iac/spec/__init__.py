@@ -17,6 +17,7 @@ __all__ = [
     "RetryPolicy",
     "Sandbox",
     "Secret",
+    "Settings",
     "Snapshot",
     "Volume",
 ]

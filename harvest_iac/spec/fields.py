@@ -309,6 +309,53 @@ def _backoff(value: object) -> float:
 Backoff = Annotated[float, PlainValidator(_backoff), WithJsonSchema({"type": "number", "minimum": 1, "maximum": 10})]
 
 
+# -- environment settings -----------------------------------------------------------------
+INT32_MAX = 2**31 - 1
+_WEB_SUFFIX = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)?$")
+_BUILDER_VERSION = re.compile(r"^([0-9]{4}\.[0-9]{2}|PREVIEW)$")
+KNOWN_BUILDER_VERSIONS = ("2023.12", "2024.04", "2024.10", "2025.06", "PREVIEW")
+
+
+def _web_suffix(value: object) -> str:
+    suffix = _str(value, "web_suffix")
+    if not _WEB_SUFFIX.match(suffix):
+        raise fail(f"web_suffix {suffix!r} is not valid in a URL: use up to 63 lowercase letters, digits "
+                   "and '-', not starting or ending with '-' (or \"\" for none)")
+    return suffix
+
+
+WebSuffix = Annotated[str, PlainValidator(_web_suffix),
+                      WithJsonSchema({"type": "string", "pattern": _WEB_SUFFIX.pattern})]
+_CAP_SCHEMA = WithJsonSchema({"type": "integer", "minimum": 0, "maximum": INT32_MAX})
+TaskCap = Annotated[int, PlainValidator(_bounded_int("max_concurrent_tasks", 0, INT32_MAX)), _CAP_SCHEMA]
+GpuCap = Annotated[int, PlainValidator(_bounded_int("max_concurrent_gpus", 0, INT32_MAX)), _CAP_SCHEMA]
+
+
+def _budget(value: object) -> float:
+    dollars = _number(value, "budget")
+    if dollars <= 0:
+        raise fail(f"budget {dollars:g} must be a positive number of US dollars per billing cycle, e.g. 500")
+    return float(dollars)
+
+
+Budget = Annotated[float, PlainValidator(_budget), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
+
+
+def _builder_version(value: object) -> str:
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        raise fail(f"write the image builder version as a quoted string, like \"2025.06\" (unquoted, YAML "
+                   f"reads it as the number {value!r})")
+    version = _str(value, "image_builder_version")
+    if not _BUILDER_VERSION.match(version):
+        raise fail(f"image_builder_version {version!r} is not a Modal image builder version: use YYYY.MM "
+                   f"(known: {', '.join(KNOWN_BUILDER_VERSIONS)})")
+    return version
+
+
+BuilderVersion = Annotated[str, PlainValidator(_builder_version),
+                           WithJsonSchema({"type": "string", "pattern": _BUILDER_VERSION.pattern})]
+
+
 # -- crons ------------------------------------------------------------------------------
 def _cron_string(value: object) -> str:
     expression = _str(value, "schedule")

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from harvest_iac.spec.models import SECTIONS, EnvironmentSpec, RetryPolicy
+from harvest_iac.spec.models import SECTIONS, EnvironmentSpec, RetryPolicy, Settings
 from harvest_iac.spec.units import describe
 
 Path = tuple[str | int, ...]
@@ -90,6 +90,8 @@ def model_at(path: Path) -> type[BaseModel] | None:
         return EnvironmentSpec
     if len(path) == 2 and path[0] in SECTIONS:
         return SECTIONS[str(path[0])]
+    if path == ("settings",):
+        return Settings
     if len(path) == 3 and path[0] == "crons" and path[2] == "retries":
         return RetryPolicy
     return None

@@ -16,6 +16,8 @@ from harvest_iac.spec.fields import (
     AbsPath,
     AppName,
     Backoff,
+    Budget,
+    BuilderVersion,
     CommandCheck,
     Cpu,
     CronName,
@@ -25,6 +27,7 @@ from harvest_iac.spec.fields import (
     EnvVarReference,
     FormatVersion,
     FunctionTimeout,
+    GpuCap,
     IdleTimeout,
     ImageName,
     InitialDelay,
@@ -42,9 +45,11 @@ from harvest_iac.spec.fields import (
     SecretName,
     SnapshotAge,
     SnapshotName,
+    TaskCap,
     TimeZone,
     VolumeName,
     VolumeVersion,
+    WebSuffix,
     fail,
 )
 from harvest_iac.spec.names import is_env_var_name
@@ -272,12 +277,30 @@ class Cron(_Model):
         return None if self.every is None else parse_duration(self.every)
 
 
+class Settings(_Model):
+    """The Modal environment's own settings. A key that is not written is not managed: harvest
+    neither reads it into the plan nor changes it."""
+
+    web_suffix: WebSuffix | None = Field(None, description="the suffix of the environment's web URLs")
+    max_concurrent_tasks: TaskCap | None = Field(None, description="containers and sandboxes at once")
+    max_concurrent_gpus: GpuCap | None = Field(None, description="GPUs in use at once")
+    budget: Budget | None = Field(None, description="US dollars per billing cycle")
+    image_builder_version: BuilderVersion | None = Field(None, description="e.g. \"2025.06\"")
+    block_unauthenticated_resources: bool | None = Field(
+        None, description="web endpoints and tunnels need authentication")
+
+    def declared(self) -> dict[str, Any]:
+        """The keys the file writes, with their values."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if v is not None}
+
+
 class EnvironmentSpec(_Model):
     """One Modal environment's desired state: the merge of a file and the files it extends."""
 
     harvest: FormatVersion = Field(description="format version; must be 1")
     environment: EnvironmentName = Field(description="the Modal environment everything lives in")
     app: AppName = Field(description="the Modal app the generated code is deployed as")
+    settings: Settings = Field(default_factory=Settings, description="the Modal environment's settings")
     images: dict[ImageName, Image] = Field(default_factory=dict)
     volumes: dict[VolumeName, Volume] = Field(default_factory=dict)
     secrets: dict[SecretName, Secret] = Field(default_factory=dict)

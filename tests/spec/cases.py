@@ -56,7 +56,7 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
       "env.yaml:8:15: crons.c.retries: unknown key `max_retries`; did you mean `max`?"]),
     ("unknown key that looks like pydantic's key marker",
      {"env.yaml": HEADER + "\"[key]\": 1\n"},
-     ["env.yaml:4:1: unknown key `[key]`; expected one of: harvest, environment, app, images, volumes, secrets, "
+     ["env.yaml:4:1: unknown key `[key]`; expected one of: harvest, environment, app, settings, images, volumes, secrets, "
       "snapshots, sandboxes, crons, extends (or an `x-` key, which is ignored)"]),
     ("unknown key without a close match",
      {"env.yaml": HEADER + "volumes:\n  data:\n    size: 10GiB\n"},
@@ -213,6 +213,36 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
     ("from_env variable listed twice",
      {"env.yaml": HEADER + "secrets:\n  s:\n    from_env: [A, B, A]\n"},
      ["env.yaml:6:22: secrets.s.from_env[2]: variable 'A' is listed twice"]),
+    # -- environment settings ------------------------------------------------------------
+    ("settings: unknown key",
+     {"env.yaml": HEADER + "settings:\n  budjet: 500\n"},
+     ["env.yaml:5:3: settings: unknown key `budjet`; did you mean `budget`?"]),
+    ("settings: budget of zero",
+     {"env.yaml": HEADER + "settings:\n  budget: 0\n"},
+     ["env.yaml:5:11: settings.budget: budget 0 must be a positive number of US dollars per billing "
+      "cycle, e.g. 500"]),
+    ("settings: negative task cap",
+     {"env.yaml": HEADER + "settings:\n  max_concurrent_tasks: -1\n"},
+     ["env.yaml:5:25: settings.max_concurrent_tasks: max_concurrent_tasks -1 is outside 0 to 2147483647"]),
+    ("settings: fractional GPU cap",
+     {"env.yaml": HEADER + "settings:\n  max_concurrent_gpus: 1.5\n"},
+     ["env.yaml:5:24: settings.max_concurrent_gpus: max_concurrent_gpus must be a whole number, got a "
+      "number"]),
+    ("settings: unquoted builder version",
+     {"env.yaml": HEADER + "settings:\n  image_builder_version: 2024.10\n"},
+     ["env.yaml:5:26: settings.image_builder_version: write the image builder version as a quoted string, "
+      "like \"2025.06\" (unquoted, YAML reads it as the number 2024.1)"]),
+    ("settings: unknown builder version",
+     {"env.yaml": HEADER + "settings:\n  image_builder_version: latest\n"},
+     ["env.yaml:5:26: settings.image_builder_version: image_builder_version 'latest' is not a Modal image "
+      "builder version: use YYYY.MM (known: 2023.12, 2024.04, 2024.10, 2025.06, PREVIEW)"]),
+    ("settings: web suffix with capitals",
+     {"env.yaml": HEADER + "settings:\n  web_suffix: Prod_EU\n"},
+     ["env.yaml:5:15: settings.web_suffix: web_suffix 'Prod_EU' is not valid in a URL: use up to 63 "
+      "lowercase letters, digits and '-', not starting or ending with '-' (or \"\" for none)"]),
+    ("settings: yes is not a boolean",
+     {"env.yaml": HEADER + "settings:\n  block_unauthenticated_resources: yes\n"},
+     ["env.yaml:5:36: settings.block_unauthenticated_resources: expected true or false, got a string"]),
     # -- the file as a whole -------------------------------------------------------------
     ("unknown format version",
      {"env.yaml": "harvest: 2\nenvironment: dev\napp: agents\n"},

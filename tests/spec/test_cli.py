@@ -72,8 +72,11 @@ def test_schema_is_json_schema_that_describes_the_format(tmp_path: Path) -> None
     assert result.exit_code == 0
     schema = json.loads(result.output)
     assert schema["required"] == ["harvest"]
-    assert set(schema["properties"]) == {"harvest", "environment", "app", "extends", "images", "volumes",
-                                         "secrets", "snapshots", "sandboxes", "crons"}
+    assert set(schema["properties"]) == {"harvest", "environment", "app", "extends", "settings", "images",
+                                         "volumes", "secrets", "snapshots", "sandboxes", "crons"}
+    assert set(schema["$defs"]["Settings"]["properties"]) == {
+        "web_suffix", "max_concurrent_tasks", "max_concurrent_gpus", "budget", "image_builder_version",
+        "block_unauthenticated_resources"}
     assert schema["$defs"]["Volume"]["additionalProperties"] is False
     assert set(schema["$defs"]["Image"]["properties"]) >= {"from", "python", "apt", "pip", "run", "env",
                                                           "workdir", "force_build", "ref", "registry_secret"}

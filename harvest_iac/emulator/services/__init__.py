@@ -4,6 +4,7 @@ services define the same method name (the first wins)."""
 from __future__ import annotations
 
 from harvest_iac.emulator.services.apps import AppService
+from harvest_iac.emulator.services.billing import BillingService
 from harvest_iac.emulator.services.dicts import DictService
 from harvest_iac.emulator.services.environments import EnvironmentService
 from harvest_iac.emulator.services.functions import FunctionService
@@ -25,4 +26,5 @@ SERVICE_CLASSES: list[type] = [
     VolumeService,
     DictService,
     QueueService,
+    BillingService,
 ]
