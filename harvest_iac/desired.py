@@ -89,13 +89,18 @@ def cron_live_view(cron: Cron) -> dict[str, Any]:
     }
 
 
+#: Sandbox keys recorded only when set, so a profile that does not use them keeps its record.
+_SANDBOX_KEYS_WHEN_SET = ("encrypted_ports", "env", "include_oidc_identity_token", "tags")
+
+
 def sandbox_spec(spec: EnvironmentSpec, sb: Sandbox) -> dict[str, Any]:
     data = sb.model_dump(mode="json")
     data["memory_mib"] = data.pop("memory")
     data["volumes"] = dict(sorted(sb.volumes.items()))
     data["secrets"] = sorted(sb.secrets)
     data["image_recipe"] = image_recipe_digest(spec, sb.image)
-    return {k: v for k, v in data.items() if v is not None}
+    return {k: v for k, v in data.items()
+            if v is not None and not (k in _SANDBOX_KEYS_WHEN_SET and not v)}
 
 
 def desired_resources(spec: EnvironmentSpec) -> dict[str, Desired]:

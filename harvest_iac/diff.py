@@ -19,6 +19,7 @@ from harvest_iac.estimate import (
     HOURS_PER_MONTH,
     Prices,
     cron_runs_per_month,
+    describe_resources,
     format_fire_times,
     function_run_cost,
     money,
@@ -334,6 +335,7 @@ def _shown_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
 def _function_notes(d: Desired, inp: DiffInput) -> tuple[str, ...]:
     notes: list[str] = []
     spec = d.spec
+    resources = describe_resources(spec.get("cpu"), spec.get("memory_mib"), spec.get("gpu"))
     if d.kind == "cron":
         sched = spec.get("schedule")
         tz = spec.get("timezone") or "UTC"
@@ -346,15 +348,14 @@ def _function_notes(d: Desired, inp: DiffInput) -> tuple[str, ...]:
                          "(a Period restarts when the app is redeployed)")
             runs = HOURS_PER_MONTH * 3600 / every if every else 0.0
         per_run = function_run_cost(float(spec.get("timeout") or 300), spec.get("cpu"),
-                                    spec.get("memory_mib"), inp.prices)
+                                    spec.get("memory_mib"), inp.prices, spec.get("gpu"))
         notes.append(f"cost: at most {money(runs * per_run)}/month ({runs:,.0f} runs, each "
                      f"assumed to use its full {spec.get('timeout') or 300}s timeout at "
-                     f"{spec.get('cpu') or 0.125} CPU and {spec.get('memory_mib') or 128} MiB)")
+                     f"{resources})")
     elif d.kind == "sandbox":
-        hour = sandbox_hour_cost(spec.get("cpu"), spec.get("memory_mib"), inp.prices)
+        hour = sandbox_hour_cost(spec.get("cpu"), spec.get("memory_mib"), inp.prices, spec.get("gpu"))
         notes.append(f"cost: {money(hour)} per sandbox-hour ({money(hour * HOURS_PER_MONTH)}/month "
-                     f"for one sandbox running all month) at {spec.get('cpu') or 0.125} CPU and "
-                     f"{spec.get('memory_mib') or 128} MiB")
+                     f"for one sandbox running all month) at {resources}")
     return tuple(notes)
 
 

@@ -93,6 +93,14 @@ def usage_parts(seconds: float, cpu: float | None, memory_mib: int | None, gpu: 
     return parts
 
 
+def describe_resources(cpu: float | None, memory_mib: int | None, gpu: str | None) -> str:
+    """`0.5 CPU and 1024 MiB`, `... and 2 x A100-80GB`, for the assumptions printed with a cost."""
+    text = f"{cpu if cpu is not None else DEFAULT_CPU} CPU and " \
+           f"{memory_mib if memory_mib is not None else DEFAULT_MEMORY_MIB} MiB"
+    kind, count = gpu_kind(gpu)
+    return f"{text} and {count} x {kind}" if count else text
+
+
 def usage_cost(seconds: float, cpu: float | None, memory_mib: int | None, gpu: str | None,
                prices: Prices = PRICES, *, sandbox: bool) -> float:
     """The total of `usage_parts`."""

@@ -183,6 +183,21 @@ def _cron_view(name: str, cron: Cron, names: Names) -> dict[str, Any]:
     }
 
 
+#: `Sandbox.create` options a profile passes when it sets them (beside the ones always passed).
+SANDBOX_OPTIONS = ("gpu", "region", "cloud", "outbound_domain_allowlist", "outbound_cidr_allowlist",
+                   "inbound_cidr_allowlist", "encrypted_ports", "workdir", "env",
+                   "include_oidc_identity_token", "tags")
+
+
+def _sandbox_options(sb: Sandbox) -> list[tuple[Code, Any]]:
+    """(keyword, value) of each `Sandbox.create` option: the keywords are harvest's own names,
+    the values reach the code through `| py`."""
+    options: list[tuple[str, Any]] = [("idle_timeout", sb.idle_timeout), ("cpu", sb.cpu),
+                                      ("memory", sb.memory), ("block_network", sb.block_network)]
+    options += [(key, getattr(sb, key)) for key in SANDBOX_OPTIONS if getattr(sb, key) not in (None, [], {}, False)]
+    return [(Code(key), value) for key, value in options]
+
+
 def _sandbox_view(name: str, sb: Sandbox, spec: EnvironmentSpec, names: Names) -> dict[str, Any]:
     return {
         "name": name,
@@ -193,6 +208,7 @@ def _sandbox_view(name: str, sb: Sandbox, spec: EnvironmentSpec, names: Names) -
         "image": names.image.get(sb.image),
         "volumes": _mounts(sb.volumes, names.volume),
         "secrets": _objects(sb.secrets, names.secret),
+        "options": _sandbox_options(sb),
         "function_timeout": min(int(math.ceil(sb.timeout)) + SANDBOX_FUNCTION_MARGIN_S, MAX_FUNCTION_TIMEOUT_S),
     }
 

@@ -309,6 +309,94 @@ def _backoff(value: object) -> float:
 Backoff = Annotated[float, PlainValidator(_backoff), WithJsonSchema({"type": "number", "minimum": 1, "maximum": 10})]
 
 
+# -- hardware, placement and network ---------------------------------------------------------
+#: Modal's GPU types (`gpu="T4"`, `"H100:8"`); `!` and `+` pin an exact H100 / B200 variant.
+GPU_TYPES = ("T4", "L4", "A10", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB", "H100", "H100!",
+             "H200", "B200", "B200+")
+MAX_GPU_COUNT = 8
+CLOUDS = ("aws", "gcp", "oci", "auto")
+_REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_DOMAIN = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$")
+_TAG = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
+
+
+def _gpu(value: object) -> str:
+    text = _str(value, "gpu")
+    name, colon, count = text.partition(":")
+    if name.upper() not in GPU_TYPES:
+        import difflib
+
+        close = difflib.get_close_matches(name.upper(), GPU_TYPES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise fail(f"unknown GPU {name!r}{hint} (Modal's GPUs: {', '.join(GPU_TYPES)}, with an optional "
+                   f":count such as \"A100:2\")")
+    if colon and not (count.isdigit() and 1 <= int(count) <= MAX_GPU_COUNT):
+        raise fail(f"GPU count {count!r} must be a whole number from 1 to {MAX_GPU_COUNT} (e.g. \"{name}:2\")")
+    return f"{name.upper()}{colon}{count}"
+
+
+Gpu = Annotated[str, PlainValidator(_gpu), WithJsonSchema({"type": "string", "pattern": "^[A-Za-z0-9-]+[!+]?(:[1-8])?$"})]
+
+
+def _regions(value: object) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise fail("region is a region name (\"us-east\") or a non-empty list of them")
+    for index, item in enumerate(items):
+        if not isinstance(item, str) or not _REGION.match(item):
+            raise fail(f"region {item!r} is not a Modal region name such as \"us-east\" or \"eu-west-1\"",
+                       field=None if isinstance(value, str) else index)
+    return list(items)
+
+
+Regions = Annotated[
+    list[str], PlainValidator(_regions),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}),
+]
+
+
+def _domain(value: object) -> str:
+    domain = _str(value, "a domain")
+    if not _DOMAIN.match(domain):
+        raise fail(f"{domain!r} is not a domain name such as \"api.openai.com\" or \"*.github.com\" "
+                   "(lowercase, no scheme, port or path)")
+    return domain
+
+
+Domain = Annotated[str, PlainValidator(_domain), WithJsonSchema({"type": "string", "pattern": _DOMAIN.pattern})]
+
+
+def _cidr(value: object) -> str:
+    import ipaddress
+
+    text = _str(value, "a CIDR block")
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise fail(f"{text!r} is not a CIDR block such as \"10.0.0.0/8\" or \"2001:db8::/32\" ({exc})") from None
+    return str(network)
+
+
+Cidr = Annotated[str, PlainValidator(_cidr), WithJsonSchema({"type": "string"})]
+Port = Annotated[int, PlainValidator(_bounded_int("port", 1, 65535)),
+                 WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 65535})]
+
+
+def _tag(what: str) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        text = _str(value, f"a tag {what}")
+        if not _TAG.match(text):
+            raise fail(f"tag {what} {text!r} must be 1-63 characters of letters, digits, '.', '_' and '-'")
+        return text
+
+    return check
+
+
+_TAG_SCHEMA = WithJsonSchema({"type": "string", "pattern": _TAG.pattern})
+TagKey = Annotated[str, PlainValidator(_tag("key")), _TAG_SCHEMA]
+TagValue = Annotated[str, PlainValidator(_tag("value")), _TAG_SCHEMA]
+
+
 # -- environment settings -----------------------------------------------------------------
 INT32_MAX = 2**31 - 1
 _WEB_SUFFIX = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)?$")

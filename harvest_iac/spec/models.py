@@ -17,16 +17,20 @@ from harvest_iac.spec.fields import (
     AppName,
     Backoff,
     Budget,
+    CLOUDS,
     BuilderVersion,
+    Cidr,
     CommandCheck,
     Cpu,
     CronName,
     CronString,
+    Domain,
     EnvironmentName,
     EnvVarName,
     EnvVarReference,
     FormatVersion,
     FunctionTimeout,
+    Gpu,
     GpuCap,
     IdleTimeout,
     ImageName,
@@ -38,13 +42,17 @@ from harvest_iac.spec.fields import (
     MountPath,
     NonEmptyStr,
     Period,
+    Port,
     PythonVersion,
     RefName,
+    Regions,
     SandboxName,
     SandboxTimeout,
     SecretName,
     SnapshotAge,
     SnapshotName,
+    TagKey,
+    TagValue,
     TaskCap,
     TimeZone,
     VolumeName,
@@ -176,6 +184,11 @@ class Snapshot(_Model):
     keep: Keep = Field(1, description="how many past snapshots stay referenced")
 
 
+#: Sandbox keys that need the network (refused with `block_network: true`).
+NETWORK_KEYS = ("outbound_domain_allowlist", "outbound_cidr_allowlist", "inbound_cidr_allowlist",
+                "encrypted_ports")
+
+
 class Sandbox(_Model):
     """A profile for running agent code in a Modal Sandbox."""
 
@@ -187,13 +200,36 @@ class Sandbox(_Model):
     cpu: Cpu | None = Field(None, description="cores (Modal's default 0.125)")
     memory: Memory | None = Field(None, description="MiB (Modal's default 128MiB)")
     block_network: bool = Field(False, description="no network access")
+    gpu: Gpu | None = Field(None, description="a GPU type, e.g. T4, A100-80GB, H100:2")
+    region: Regions | None = Field(None, description="a region or regions, e.g. us-east")
+    cloud: Literal[CLOUDS] | None = Field(None, description="aws | gcp | oci | auto")  # type: ignore[valid-type]
+    outbound_domain_allowlist: list[Domain] | None = Field(
+        None, description="the only domains the sandbox may connect to")
+    outbound_cidr_allowlist: list[Cidr] | None = Field(
+        None, description="the only address blocks the sandbox may connect to")
+    inbound_cidr_allowlist: list[Cidr] | None = Field(
+        None, description="the only address blocks that may reach the sandbox's ports")
+    encrypted_ports: list[Port] = Field(default_factory=list, description="ports exposed through TLS tunnels")
+    workdir: AbsPath | None = Field(None, description="the working directory, absolute")
+    env: dict[EnvVarName, str] = Field(default_factory=dict, description="environment variables (not secrets)")
+    include_oidc_identity_token: bool = Field(False, description="give the sandbox an OIDC identity token")
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, description="tags on each sandbox")
 
     @model_validator(mode="after")
     def _checks(self) -> Sandbox:
         _unique(self.secrets, "secret")
         if self.idle_timeout is not None and self.idle_timeout > self.timeout:
             raise fail("idle_timeout is longer than timeout; it would never apply", field="idle_timeout")
+        for key in NETWORK_KEYS:
+            items = getattr(self, key) or []
+            if self.block_network and items:
+                raise fail(f"`{key}` cannot be used with `block_network: true` (no network at all); "
+                           "remove one of them", field=key)
+            twice = sorted({str(v) for v in items if items.count(v) > 1})
+            if twice:
+                raise fail(f"{twice[0]} is listed twice", field=key)
         return self
+
 
 
 class RetryPolicy(_Model):

@@ -54,6 +54,12 @@ def kitchen_sink(environment: str = "staging", app: str = "kitchen-sink") -> dic
             "agent": {"image": "warm", "volumes": {"/mnt/shared": "agent-state"}, "secrets": ["openai"],
                       "timeout": "1h", "idle_timeout": "10m", "cpu": 0.5, "memory": "1GiB"},
             "locked-down": {"image": "plain", "block_network": True, "timeout": "24h"},
+            "gpu-agent": {"image": "tools", "gpu": "a100-80gb:2", "region": ["us-east", "eu-west"],
+                          "cloud": "aws", "outbound_domain_allowlist": ["api.openai.com", "*.github.com"],
+                          "outbound_cidr_allowlist": ["10.0.0.0/8"], "inbound_cidr_allowlist": ["192.0.2.0/24"],
+                          "encrypted_ports": [8000, 8443], "workdir": "/work/agent",
+                          "env": {"MODE": HOSTILE[0], "PAYLOAD": HOSTILE[3]},
+                          "include_oidc_identity_token": True, "tags": {"team": "agents", "tier": "gpu"}},
         },
         "crons": {
             "refresh-environment": {"schedule": "*/30 * * * *", "timezone": "Europe/Paris",

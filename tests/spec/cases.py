@@ -213,6 +213,54 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
     ("from_env variable listed twice",
      {"env.yaml": HEADER + "secrets:\n  s:\n    from_env: [A, B, A]\n"},
      ["env.yaml:6:22: secrets.s.from_env[2]: variable 'A' is listed twice"]),
+    # -- sandbox profiles: hardware, placement, network ---------------------------------------
+    ("sandbox GPU misspelt",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    gpu: H10\n"},
+     ["env.yaml:8:10: sandboxes.s.gpu: unknown GPU 'H10'; did you mean 'H100'? (Modal's GPUs: T4, L4, A10, "
+      "A10G, L40S, A100, A100-40GB, A100-80GB, H100, H100!, H200, B200, B200+, with an optional :count such "
+      "as \"A100:2\")"]),
+    ("sandbox GPU count over 8",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    gpu: \"T4:9\"\n"},
+     ["env.yaml:8:10: sandboxes.s.gpu: GPU count '9' must be a whole number from 1 to 8 (e.g. \"T4:2\")"]),
+    ("sandbox region with capitals",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    region: [us-east, EU]\n"},
+     ["env.yaml:8:23: sandboxes.s.region[1]: region 'EU' is not a Modal region name such as \"us-east\" or "
+      "\"eu-west-1\""]),
+    ("sandbox cloud not Modal's",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    cloud: azure\n"},
+     ["env.yaml:8:12: sandboxes.s.cloud: expected 'aws', 'gcp', 'oci' or 'auto', got 'azure'"]),
+    ("sandbox allowlist with a URL",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    outbound_domain_allowlist: [\"https://api.openai.com\"]\n"},
+     ["env.yaml:8:33: sandboxes.s.outbound_domain_allowlist[0]: 'https://api.openai.com' is not a domain "
+      "name such as \"api.openai.com\" or \"*.github.com\" (lowercase, no scheme, port or path)"]),
+    ("sandbox CIDR with host bits",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    inbound_cidr_allowlist: [10.0.0.1/8]\n"},
+     ["env.yaml:8:30: sandboxes.s.inbound_cidr_allowlist[0]: '10.0.0.1/8' is not a CIDR block such as "
+      "\"10.0.0.0/8\" or \"2001:db8::/32\" (10.0.0.1/8 has host bits set)"]),
+    ("sandbox blocked network with an allowlist",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    block_network: true\n    outbound_cidr_allowlist: [10.0.0.0/8]\n"},
+     ["env.yaml:9:30: sandboxes.s.outbound_cidr_allowlist: `outbound_cidr_allowlist` cannot be used with "
+      "`block_network: true` (no network at all); remove one of them"]),
+    ("sandbox blocked network with a port",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    block_network: true\n    encrypted_ports: [8443]\n"},
+     ["env.yaml:9:22: sandboxes.s.encrypted_ports: `encrypted_ports` cannot be used with "
+      "`block_network: true` (no network at all); remove one of them"]),
+    ("sandbox port listed twice",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    encrypted_ports: [8443, 8443]\n"},
+     ["env.yaml:8:22: sandboxes.s.encrypted_ports: 8443 is listed twice"]),
+    ("sandbox port out of range",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    encrypted_ports: [70000]\n"},
+     ["env.yaml:8:23: sandboxes.s.encrypted_ports[0]: port 70000 is outside 1 to 65535"]),
+    ("sandbox relative workdir",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    workdir: work\n"},
+     ["env.yaml:8:14: sandboxes.s.workdir: 'work' must be an absolute path (starting with /)"]),
+    ("sandbox env value that is a number",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    env: {WORKERS: 4}\n"},
+     ["env.yaml:8:20: sandboxes.s.env.WORKERS: expected a string, got a number; quote it: \"4\""]),
+    ("sandbox tag with a space",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    tags: {team: a b}\n"},
+     ["env.yaml:8:18: sandboxes.s.tags.team: tag value 'a b' must be 1-63 characters of letters, digits, "
+      "'.', '_' and '-'"]),
     # -- environment settings ------------------------------------------------------------
     ("settings: unknown key",
      {"env.yaml": HEADER + "settings:\n  budjet: 500\n"},
