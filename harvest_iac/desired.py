@@ -75,18 +75,42 @@ def cron_spec(cron: Cron) -> dict[str, Any]:
         "secrets": sorted(cron.secrets),
         "task": cron.task,
         "command": cron.command,
+        "cpu": cron.cpu,
+        "memory_mib": cron.memory,
+        "gpu": cron.gpu,
+        "region": cron.region,
+        "max_containers": cron.max_containers,
     }
     return {k: v for k, v in data.items() if v is not None}
 
 
+def gpu_view(gpu: str | None) -> str | None:
+    """A GPU as a deployed function shows it: `TYPE:COUNT`."""
+    if gpu is None:
+        return None
+    name, _, count = gpu.partition(":")
+    return f"{name}:{count or 1}"
+
+
+#: Keys of a cron's live view that are compared only when the cron sets them, so crons that
+#: do not use them keep the view recorded before they existed.
+_VIEW_KEYS_WHEN_SET = ("cpu", "memory_mib", "gpu", "region", "max_containers")
+
+
 def cron_live_view(cron: Cron) -> dict[str, Any]:
-    return {
+    view = {
         "schedule": schedule_view(cron),
         "max_retries": None if cron.retries is None else cron.retries.max_retries,
         "timeout": cron.timeout,
         "volumes": dict(sorted(cron.volumes.items())),
         "secrets": sorted(cron.secrets),
+        "cpu": cron.cpu,
+        "memory_mib": cron.memory,
+        "gpu": gpu_view(cron.gpu),
+        "region": cron.region,
+        "max_containers": cron.max_containers,
     }
+    return {k: v for k, v in view.items() if v is not None or k not in _VIEW_KEYS_WHEN_SET}
 
 
 #: Sandbox keys recorded only when set, so a profile that does not use them keeps its record.

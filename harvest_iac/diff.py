@@ -285,6 +285,9 @@ def _function_view(fn: LiveFunction) -> dict[str, Any]:
         "memory_mib": fn.memory_mib,
         "volumes": dict(sorted(fn.volumes.items())),
         "secrets": sorted(fn.secrets),
+        "gpu": fn.gpu,
+        "region": fn.region,
+        "max_containers": fn.max_containers,
     }
 
 

@@ -46,6 +46,9 @@ class LiveFunction:
     volumes: dict[str, str] = field(default_factory=dict)  # mount path -> volume name
     secrets: tuple[str, ...] = ()
     block_network: bool = False
+    gpu: str | None = None  # "TYPE:COUNT"
+    region: list[str] | None = None
+    max_containers: int | None = None
 
 
 @dataclass(frozen=True)

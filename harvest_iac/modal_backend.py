@@ -127,6 +127,10 @@ def function_from_proto(
                  for vm in fn.volume_mounts},
         secrets=tuple(sorted(secret_names.get(s, s) for s in fn.secret_ids)),
         block_network=bool(fn.block_network),
+        gpu=f"{res.gpu_config.gpu_type}:{res.gpu_config.count}" if res.gpu_config.count else None,
+        region=list(fn.scheduler_placement.regions) or None,
+        max_containers=(fn.autoscaler_settings.max_containers
+                        if fn.autoscaler_settings.HasField("max_containers") else None),
     )
 
 

@@ -180,8 +180,13 @@ def _cron_view(name: str, cron: Cron, names: Names) -> dict[str, Any]:
         "volumes": _mounts(cron.volumes, names.volume),
         "volume_list": _objects(set(cron.volumes.values()), names.volume),
         "secrets": _objects(cron.secrets, names.secret),
+        "resources": [(Code(key), getattr(cron, key)) for key in CRON_RESOURCES
+                      if getattr(cron, key) is not None],
     }
 
+
+#: `@app.function` options a cron passes when it sets them.
+CRON_RESOURCES = ("cpu", "memory", "gpu", "region", "max_containers")
 
 #: `Sandbox.create` options a profile passes when it sets them (beside the ones always passed).
 SANDBOX_OPTIONS = ("gpu", "region", "cloud", "outbound_domain_allowlist", "outbound_cidr_allowlist",

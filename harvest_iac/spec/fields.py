@@ -326,7 +326,7 @@ def _gpu(value: object) -> str:
     if name.upper() not in GPU_TYPES:
         import difflib
 
-        close = difflib.get_close_matches(name.upper(), GPU_TYPES, n=1)
+        close = difflib.get_close_matches(name.upper(), GPU_TYPES, n=1, cutoff=0.8)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise fail(f"unknown GPU {name!r}{hint} (Modal's GPUs: {', '.join(GPU_TYPES)}, with an optional "
                    f":count such as \"A100:2\")")
@@ -414,6 +414,8 @@ def _web_suffix(value: object) -> str:
 
 WebSuffix = Annotated[str, PlainValidator(_web_suffix),
                       WithJsonSchema({"type": "string", "pattern": _WEB_SUFFIX.pattern})]
+MaxContainers = Annotated[int, PlainValidator(_bounded_int("max_containers", 1, INT32_MAX)),
+                          WithJsonSchema({"type": "integer", "minimum": 1, "maximum": INT32_MAX})]
 _CAP_SCHEMA = WithJsonSchema({"type": "integer", "minimum": 0, "maximum": INT32_MAX})
 TaskCap = Annotated[int, PlainValidator(_bounded_int("max_concurrent_tasks", 0, INT32_MAX)), _CAP_SCHEMA]
 GpuCap = Annotated[int, PlainValidator(_bounded_int("max_concurrent_gpus", 0, INT32_MAX)), _CAP_SCHEMA]

@@ -37,6 +37,7 @@ from harvest_iac.spec.fields import (
     InitialDelay,
     Keep,
     MaxDelay,
+    MaxContainers,
     MaxRetries,
     Memory,
     MountPath,
@@ -284,6 +285,11 @@ class Cron(_Model):
     secrets: list[RefName] = Field(default_factory=list, description="secret names")
     task: Literal["refresh-snapshots", "reload-volumes"] | None = Field(None, description="a built-in task")
     command: Annotated[list[NonEmptyStr], CommandCheck] | None = Field(None, description="argv to run instead")
+    cpu: Cpu | None = Field(None, description="cores (Modal's default 0.125)")
+    memory: Memory | None = Field(None, description="MiB (Modal's default 128MiB)")
+    gpu: Gpu | None = Field(None, description="a GPU type, e.g. T4, A100-80GB, H100:2")
+    region: Regions | None = Field(None, description="a region or regions, e.g. us-east")
+    max_containers: MaxContainers | None = Field(None, description="at most this many runs at once")
 
     @model_validator(mode="before")
     @classmethod

@@ -71,7 +71,9 @@ def kitchen_sink(environment: str = "staging", app: str = "kitchen-sink") -> dic
             "refresh_environment": {"every": "30m", "task": "reload-volumes",
                                     "volumes": {"/mnt/shared": "agent-state", "/mnt/scratch": "scratch.v1"}},
             "report.nightly": {"every": "1h30m", "retries": 2, "image": "tools",
-                               "command": ["python", "-c", HOSTILE[4], *HOSTILE]},
+                               "command": ["python", "-c", HOSTILE[4], *HOSTILE],
+                               "cpu": 2.0, "memory": "4GiB", "gpu": "l4", "region": "us-east",
+                               "max_containers": 1},
         },
     }
 

@@ -93,7 +93,7 @@ def plan_view(spec: EnvironmentSpec, tag: str) -> dict[str, Any]:
                                              function_names=(tag,))))
     assert live.app is not None
     view = _function_view(live.app.functions[tag])
-    return {k: view[k] for k in ("schedule", "max_retries", "timeout", "volumes", "secrets")}
+    return {k: view[k] for k in cron_live_view(spec.crons[tag])}  # the keys the plan compares
 
 
 def test_dev_environment_deploys_as_the_plan_expects(modal_environment: str, tmp_path: Path) -> None:

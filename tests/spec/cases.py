@@ -167,6 +167,23 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
      {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n"
                            "    retries: {max: 3, max_delay: 2m}\n"},
      ["env.yaml:8:34: crons.c.retries.max_delay: max_delay 2m is over Modal's retry limit of 60s"]),
+    ("cron cpu over Modal's range",
+     {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    cpu: 100\n"},
+     ["env.yaml:8:10: crons.c.cpu: cpu 100 is outside Modal's range of 0.125 to 64 cores"]),
+    ("cron memory in decimal units",
+     {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    memory: 2GB\n"},
+     ["env.yaml:8:13: crons.c.memory: '2GB': use binary units MiB or GiB (Modal counts memory in MiB), "
+      "e.g. 2GiB"]),
+    ("cron GPU unknown",
+     {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    gpu: V100\n"},
+     ["env.yaml:8:10: crons.c.gpu: unknown GPU 'V100' (Modal's GPUs: T4, L4, A10, A10G, L40S, A100, "
+      "A100-40GB, A100-80GB, H100, H100!, H200, B200, B200+, with an optional :count such as \"A100:2\")"]),
+    ("cron region empty list",
+     {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    region: []\n"},
+     ["env.yaml:8:13: crons.c.region: region is a region name (\"us-east\") or a non-empty list of them"]),
+    ("cron max_containers zero",
+     {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    max_containers: 0\n"},
+     ["env.yaml:8:21: crons.c.max_containers: max_containers 0 is outside 1 to 2147483647"]),
     # -- durations, sizes, limits --------------------------------------------------------
     ("duration without a unit",
      {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    timeout: 300\n"},
