@@ -26,6 +26,7 @@ import click
 from harvest_iac import github
 from harvest_iac.diff import compare
 from harvest_iac.errors import HarvestError, LockError, StalePlanError, printable
+from harvest_iac.naming import snapshot_image_name
 from harvest_iac.plan import Action, Change, Plan, plan_differences
 from harvest_iac.planner import Prepared, load_environments
 from harvest_iac.state import (
@@ -351,10 +352,29 @@ class Applier:
             if remake:
                 _, module_path = self.rendered()
                 image_id, created_at = self.ops.make_snapshot(module_path, c.name)
-                history = history + (SnapshotRecord(image_id, created_at),)
+                ttl = spec.get("ttl")
+                history = history + (SnapshotRecord(image_id, created_at, created_at + ttl if ttl else 0.0),)
             keep = int(spec.get("keep") or 1)
+            self._delete_images([s.image_id for s in history[:-keep]])
             self.state = self.state.with_resource(c.address, ResourceRecord(
                 spec=spec, snapshots=history[-keep:]))
+
+    def _delete_images(self, image_ids: list[str], published: str | None = None) -> None:
+        """Delete snapshot images no longer kept (and a removed snapshot's published name)."""
+        from harvest_iac import modal_backend as mb
+
+        if not image_ids and published is None:
+            return
+        env = self.spec.environment
+
+        async def go(conn: mb.Connection) -> None:
+            import asyncio
+
+            await asyncio.gather(*(mb.delete_image(conn, i) for i in image_ids))
+            if published is not None:
+                await mb.delete_image_name(conn, env, published)
+
+        self.session.with_connection(go)
 
     def _deletes(self, changes: list[Change]) -> None:
         from harvest_iac import modal_backend as mb
@@ -381,6 +401,9 @@ class Applier:
         if modal_deletes:
             self.session.with_connection(go)
         for c in changes:
+            rec = self.state.resources.get(c.address)
+            if c.kind == "snapshot" and rec is not None:
+                self._delete_images([s.image_id for s in rec.snapshots], snapshot_image_name(c.name))
             self.state = self.state.with_resource(c.address, None)
 
 

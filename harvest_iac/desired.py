@@ -6,6 +6,7 @@ record) and a `live_view` (the part Modal can show back, in the terms the backen
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from harvest_iac.diff import Desired
@@ -60,6 +61,36 @@ def snapshot_recipe(spec: EnvironmentSpec, snap: Snapshot) -> dict[str, Any]:
         "setup": list(snap.setup),
         "volumes": dict(sorted(snap.volumes.items())),
     }
+
+
+#: Snapshot lifetimes when `ttl` is not written: at least a week with `max_age`, else 30 days.
+MIN_DEFAULT_TTL_S = 7 * 86400
+NO_MAX_AGE_TTL_S = 30 * 86400
+
+
+def refresh_interval(spec: EnvironmentSpec) -> float | None:
+    """The longest time between two runs of the `refresh-snapshots` crons (the shortest of
+    them, when several); None without one."""
+    from harvest_iac.estimate import run_gap
+
+    gaps = [run_gap(cron.schedule, cron.timezone, cron.every_seconds)
+            for cron in spec.crons.values() if cron.task == "refresh-snapshots"]
+    return min(gaps) if gaps else None
+
+
+def snapshot_ttl(spec: EnvironmentSpec, name: str) -> int | None:
+    """How long each image of snapshot `name` lives, in seconds (None: for ever): its `ttl`, else
+    twice the time `keep` snapshots span (each re-made after `max_age` plus at most one
+    refresh interval), and at least a week; without `max_age`, 30 days."""
+    snap = spec.snapshots[name]
+    if snap.ttl == "none":
+        return None
+    if snap.ttl is not None:
+        return int(math.ceil(float(snap.ttl)))
+    if snap.max_age is None:
+        return NO_MAX_AGE_TTL_S
+    period = float(snap.max_age) + (refresh_interval(spec) or 0.0)
+    return max(MIN_DEFAULT_TTL_S, int(math.ceil(2 * snap.keep * period)))
 
 
 def cron_spec(cron: Cron) -> dict[str, Any]:
@@ -155,7 +186,7 @@ def desired_resources(spec: EnvironmentSpec) -> dict[str, Desired]:
         add("image", name, own)
     for name, snap in spec.snapshots.items():
         add("snapshot", name, {**snapshot_recipe(spec, snap), "max_age": snap.max_age,
-                               "keep": snap.keep})
+                               "keep": snap.keep, "ttl": snapshot_ttl(spec, name)})
     for name, cron in spec.crons.items():
         view = cron_live_view(cron)
         add("cron", name, {**cron_spec(cron), "live_view": view}, view)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from harvest_iac.estimate import (
@@ -24,6 +24,7 @@ from harvest_iac.estimate import (
     function_run_cost,
     money,
     next_cron_fires,
+    run_gap,
     sandbox_hour_cost,
 )
 from harvest_iac.live import Live, LiveFunction
@@ -80,6 +81,7 @@ class _Acc:
     changes: list[Change] = field(default_factory=list)
     drift: list[Drift] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[FieldChange, ...]:
@@ -386,7 +388,7 @@ def _compare_snapshot(d: Desired | None, live: Live, rec: ResourceRecord | None,
     if d is None:
         if rec is not None:
             acc.changes.append(Change(address, kind, name, Action.DELETE, before=rec.spec,
-                                      reason="removed from the YAML; its images are forgotten"))
+                                      reason="removed from the YAML; its images are deleted"))
         return
     latest = rec.snapshots[-1] if rec and rec.snapshots else None
     if rec is None or latest is None:
@@ -415,6 +417,47 @@ def _compare_snapshot(d: Desired | None, live: Live, rec: ResourceRecord | None,
         acc.changes.append(Change(address, kind, name, Action.UPDATE, before=rec.spec,
                                   after=d.spec, fields=tuple(fields),
                                   reason="harvest settings only; the snapshot is kept"))
+
+
+#: A snapshot without `max_age` that expires sooner than this gets a warning.
+EXPIRY_WARNING_S = 7 * 86400
+
+
+def _snapshot_lifetimes(inp: DiffInput, state: StateRecord | None, acc: _Acc) -> None:
+    """Each made snapshot's age and expiry (notes), and a warning when its newest image would
+    expire before it is re-made: `max_age` after it was made, plus at most one run interval of
+    the `refresh-snapshots` cron."""
+    now = inp.now.timestamp()
+    gaps = [run_gap(d.spec.get("schedule"), d.spec.get("timezone"), d.spec.get("every_seconds"))
+            for d in inp.desired.values() if d.kind == "cron" and d.spec.get("task") == "refresh-snapshots"]
+    for address, d in sorted(inp.desired.items()):
+        rec = state.resources.get(address) if state else None
+        if d.kind != "snapshot" or rec is None or not rec.snapshots:
+            continue
+        newest = rec.snapshots[-1]
+        ends = "never expires" if not newest.expires_at else \
+            f"expires {_when(newest.expires_at)} (in {_age(newest.expires_at - now)})"
+        older = f"; {len(rec.snapshots) - 1} older kept" if len(rec.snapshots) > 1 else ""
+        acc.notes.append(f"{address}: newest image {newest.image_id} made {_age(now - newest.created_at)} "
+                         f"ago, {ends}{older}")
+        max_age = d.spec.get("max_age")
+        if not newest.expires_at or newest.expires_at <= now:
+            continue
+        if max_age:
+            remade = newest.created_at + float(max_age) + (min(gaps) if gaps else 0.0)
+            if newest.expires_at < remade:
+                acc.warnings.append(
+                    f"{address}: its newest image expires {_when(newest.expires_at)}, before it is "
+                    f"re-made (by {_when(remade)}: max_age {_age(float(max_age))} plus the refresh "
+                    "interval); raise `ttl` or lower `max_age`")
+        elif newest.expires_at - now < EXPIRY_WARNING_S:
+            acc.warnings.append(
+                f"{address}: its newest image expires {_when(newest.expires_at)} and nothing re-makes "
+                "it before (no `max_age`); set `max_age`, or `ttl: none` to keep snapshots for ever")
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _age(seconds: float) -> str:
@@ -517,6 +560,7 @@ def compare(inp: DiffInput, live: Live) -> Plan:
             continue
         rec = state.resources.get(address) if state else None
         comparer(inp.desired.get(address), live, rec, inp, acc, address)
+    _snapshot_lifetimes(inp, state, acc)
     app_parts = ("image", "cron", "sandbox")
     functions_changed = any(c.kind in app_parts for c in acc.changes)
     _compare_app(inp, live, state, acc, functions_changed)
@@ -537,4 +581,5 @@ def compare(inp: DiffInput, live: Live) -> Plan:
         warnings=tuple(acc.warnings),
         live_fingerprint=fingerprint(live.fingerprint_data()),
         spec_digest=inp.spec_digest,
+        notes=tuple(acc.notes),
     )

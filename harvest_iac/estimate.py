@@ -116,6 +116,35 @@ def next_cron_fires(schedule: str, timezone: str, now: datetime, count: int = 3)
     return [it.get_next(datetime) for _ in range(count)]
 
 
+#: A fixed week the longest gap between a schedule's runs is measured from (deterministic:
+#: the default snapshot lifetime derived from it is part of the generated code).
+_REFERENCE = datetime(2025, 1, 6)
+
+
+def longest_interval(schedule: str, timezone: str) -> float:
+    """The longest time between two runs of a cron string, in seconds (over two months from a
+    fixed date, at most 2,000 runs)."""
+    from croniter import croniter
+
+    start = _REFERENCE.replace(tzinfo=ZoneInfo(timezone))
+    it = croniter(schedule, start)
+    previous, longest = start, 0.0
+    for _ in range(2000):
+        fire = it.get_next(datetime)
+        longest = max(longest, (fire - previous).total_seconds())
+        if fire - start > timedelta(days=62):
+            break
+        previous = fire
+    return longest
+
+
+def run_gap(schedule: str | None, timezone: str | None, every_seconds: float | None) -> float:
+    """The longest time between two runs of a cron: a cron string's, or a period's."""
+    if every_seconds is not None:
+        return float(every_seconds)
+    return longest_interval(schedule or "", timezone or "UTC")
+
+
 def cron_runs_per_month(schedule: str, timezone: str, now: datetime) -> float:
     """Fires in a month, counted over one week from `now` and scaled (cheap for `* * * * *`)."""
     from croniter import croniter

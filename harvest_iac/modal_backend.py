@@ -450,6 +450,20 @@ async def delete_secret(conn: Connection, environment: str, name: str) -> None:
     await conn.call("SecretDelete", api_pb2.SecretDeleteRequest(secret_id=found.secret_id))
 
 
+async def delete_image(conn: Connection, image_id: str) -> None:
+    """Delete an image (ImageDelete, as `modal.experimental.image_delete`); one already gone is fine."""
+    from modal_proto import api_pb2
+
+    await conn.call("ImageDelete", api_pb2.ImageDeleteRequest(image_id=image_id))
+
+
+async def delete_image_name(conn: Connection, environment: str, name: str) -> None:
+    """Delete a published image name (ImageNameDelete); one already gone is fine."""
+    from modal_proto import api_pb2
+
+    await conn.call("ImageNameDelete", api_pb2.ImageNameDeleteRequest(tag=f"{environment}/{name}"))
+
+
 async def set_app_tags(conn: Connection, app_id: str, tags: dict[str, str]) -> None:
     from modal_proto import api_pb2
 

@@ -63,6 +63,7 @@ class _PlanDoc(_Shape):
     resource_drift: list[_DriftDoc] = []
     unmanaged: list[str] = []
     warnings: list[str] = []
+    notes: list[str] = []
 
 
 class _PlanFile(_Shape):

@@ -256,7 +256,8 @@ def _context(spec: EnvironmentSpec) -> dict[str, Any]:
                     for n in sorted(spec.secrets)],
         "snapshots": [{"name": n, "snapshot": spec.snapshots[n], "image": names.image[spec.snapshots[n].image],
                        "volumes": _mounts(spec.snapshots[n].volumes, names.volume),
-                       "published": snapshot_image_name(n), "record": records[n]}
+                       "published": snapshot_image_name(n), "record": records[n],
+                       "ttl": records[n]["ttl"]}
                       for n in sorted(spec.snapshots)],
         "crons": [_cron_view(n, spec.crons[n], names) for n in sorted(spec.crons)],
         "sandboxes": [_sandbox_view(n, spec.sandboxes[n], spec, names) for n in sorted(spec.sandboxes)],

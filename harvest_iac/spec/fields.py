@@ -249,6 +249,24 @@ FunctionTimeout = Annotated[int | float, PlainValidator(_duration("timeout", 1, 
 SandboxTimeout = Annotated[int | float, PlainValidator(_duration("timeout", 1, MAX_TIMEOUT_S)), _DURATION_SCHEMA]
 IdleTimeout = Annotated[int | float, PlainValidator(_duration("idle_timeout", 1, MAX_TIMEOUT_S)), _DURATION_SCHEMA]
 SnapshotAge = Annotated[int | float, PlainValidator(_duration("max_age", 60, None)), _DURATION_SCHEMA]
+
+
+def _snapshot_ttl(value: object) -> int | float | str:
+    if value == "none":
+        return "none"
+    try:
+        seconds = parse_duration(value)
+    except UnitError as exc:
+        raise fail(f"{exc}; or `none` to keep snapshots for ever") from None
+    if seconds < 3600:
+        raise fail(f"ttl {value} is under the minimum of 1h")
+    return seconds
+
+
+SnapshotTtl = Annotated[
+    int | float | str, PlainValidator(_snapshot_ttl),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"const": "none"}]}),
+]
 InitialDelay = Annotated[
     int | float, PlainValidator(_duration("initial_delay", 0, 60, "Modal's retry limit")), _DURATION_SCHEMA
 ]

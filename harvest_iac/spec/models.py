@@ -52,6 +52,7 @@ from harvest_iac.spec.fields import (
     SecretName,
     SnapshotAge,
     SnapshotName,
+    SnapshotTtl,
     TagKey,
     TagValue,
     TaskCap,
@@ -182,7 +183,9 @@ class Snapshot(_Model):
     setup: list[NonEmptyStr] = Field(default_factory=list, description="shell commands run before the snapshot")
     volumes: Mounts = Field(default_factory=dict, description="mount path -> volume name")
     max_age: SnapshotAge | None = Field(None, description="re-made when older than this (seconds)")
-    keep: Keep = Field(1, description="how many past snapshots stay referenced")
+    keep: Keep = Field(1, description="how many past snapshots are kept (older ones are deleted)")
+    ttl: SnapshotTtl | None = Field(None, description="how long each snapshot lives (seconds), or none "
+                                                      "(for ever); default: see the README")
 
 
 #: Sandbox keys that need the network (refused with `block_network: true`).

@@ -234,6 +234,13 @@ def test_refresh_snapshots_makes_publishes_and_records_under_the_lock(
         assert module._refresh_snapshots("refresh", 300) == ["warm"]
     history = _read_state(env, "snapper").resources["snapshot.warm"].snapshots
     assert len(history) == 2 and history[0].image_id != history[1].image_id
+    # the one beyond `keep` is deleted from Modal; the kept ones live for the snapshot's ttl
+    assert made.image_id not in {h.image_id for h in history}
+    with pytest.raises(modal.exception.NotFoundError):
+        modal.Image.from_id(made.image_id).build()
+    for kept in history:
+        assert modal.Image.from_id(kept.image_id).build().object_id == kept.image_id
+    assert history[-1].expires_at == pytest.approx(history[-1].created_at + 7 * 86400, abs=5)
     assert modal.Image.from_name(snapshot_image_name("warm"), environment_name=env).build().object_id \
         == history[-1].image_id
     assert _sandboxes_running("snapper", env) == []

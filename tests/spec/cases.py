@@ -184,6 +184,13 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
     ("cron max_containers zero",
      {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    max_containers: 0\n"},
      ["env.yaml:8:21: crons.c.max_containers: max_containers 0 is outside 1 to 2147483647"]),
+    ("snapshot ttl under an hour",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsnapshots:\n  warm:\n    image: i\n    ttl: 10m\n"},
+     ["env.yaml:8:10: snapshots.warm.ttl: ttl 10m is under the minimum of 1h"]),
+    ("snapshot ttl in words",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsnapshots:\n  warm:\n    image: i\n    ttl: forever\n"},
+     ["env.yaml:8:10: snapshots.warm.ttl: 'forever' is not a duration: write a number with a unit, such as "
+      "30s, 10m, 1h or 1h30m (units: ms, s, m, h, d); or `none` to keep snapshots for ever"]),
     # -- durations, sizes, limits --------------------------------------------------------
     ("duration without a unit",
      {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    timeout: 300\n"},

@@ -290,7 +290,7 @@ class SandboxRouter:
             return sr_pb2.TaskSnapshotFilesystemResponse(image_id=live.snapshots[key])
         dest = self.emu.data_dir / "snapshots" / uuid.uuid4().hex
         await asyncio.to_thread(_copy_tree, live.root, dest)
-        image_id = register_snapshot_image(self.emu, live.environment_id, dest)
+        image_id = register_snapshot_image(self.emu, live.environment_id, dest, req.ttl_seconds)
         live.snapshots[key] = image_id
         return sr_pb2.TaskSnapshotFilesystemResponse(image_id=image_id)
 
