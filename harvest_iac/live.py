@@ -82,6 +82,17 @@ class LiveEnvironment:
 
 
 @dataclass(frozen=True)
+class LiveBilling:
+    """What the target publishes about money: its rates (WorkspaceBillingRates, per unit per
+    hour) and the environment's spend in the last billing cycle (EnvironmentBillingSummary);
+    None where it did not answer."""
+
+    rates: dict[str, str] | None = None
+    last_cycle: str = ""  # "2026-10"
+    last_cycle_spend: float | None = None
+
+
+@dataclass(frozen=True)
 class Live:
     """Everything harvest read from one Modal environment for one plan."""
 
@@ -93,6 +104,7 @@ class Live:
     images: dict[str, LiveImage] = field(default_factory=dict)  # by image id
     state: StateRecord | None = None
     details: LiveEnvironment | None = None  # None when the environment does not exist
+    billing: LiveBilling = field(default_factory=LiveBilling)  # not part of the fingerprint
 
     def fingerprint_data(self) -> dict[str, Any]:
         """What a saved plan pins: the live facts the plan's decisions rest on (not timings

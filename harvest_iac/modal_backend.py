@@ -12,6 +12,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from harvest_iac.naming import FUNCTION_KINDS, function_tag
 from harvest_iac.live import (
     Live,
     LiveApp,
+    LiveBilling,
     LiveEnvironment,
     LiveFunction,
     LiveImage,
@@ -253,6 +255,51 @@ async def _read_app(conn: Connection, req: ReadRequest, state: Awaitable[StateRe
     )
 
 
+async def _answer(call: Awaitable[Any]) -> Any:
+    """An RPC's answer, or None when the target refuses it (an older server, no permission)."""
+    try:
+        return await call
+    except TargetError:
+        raise
+    except BackendError:
+        return None
+
+
+async def _read_billing(conn: Connection, envs: Awaitable[Any], environment: str) -> LiveBilling:
+    """The published rates and the environment's spend in the last billing cycle."""
+    from datetime import datetime, timezone
+
+    from modal_proto import api_pb2
+
+    rates_t = asyncio.ensure_future(_answer(conn.call("WorkspaceBillingRates",
+                                                      api_pb2.WorkspaceBillingRatesRequest())))
+    try:
+        listed = await envs
+        found = [e for e in (listed.items if listed is not None else []) if e.name == environment]
+        this_cycle = datetime.now(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        last_cycle = (this_cycle - timedelta(days=1)).replace(day=1)
+        summary = None
+        if found:
+            request = api_pb2.EnvironmentBillingSummaryRequest(environment_id=found[0].environment_id)
+            request.start_timestamp.FromDatetime(last_cycle)
+            summary = await _answer(conn.call("EnvironmentBillingSummary", request))
+        rates = await rates_t
+    finally:
+        rates_t.cancel()
+    return LiveBilling(
+        rates=dict(rates.rates) if rates is not None and rates.rates else None,
+        last_cycle=last_cycle.strftime("%Y-%m"),
+        last_cycle_spend=_dollars(summary.metered_cost) if summary is not None else None,
+    )
+
+
+def _dollars(text: str) -> float | None:
+    try:
+        return float(text or 0)
+    except ValueError:
+        return None
+
+
 async def read_live(req: ReadRequest) -> Live:
     """Everything a plan needs, read concurrently. Runs in the caller's event loop."""
     from modal_proto import api_pb2
@@ -277,7 +324,9 @@ async def read_live(req: ReadRequest) -> Live:
 
         names_t = start(names())
         app_t = start(_read_app(conn, req, state_t, names_t))
-        envs, vols, secs, state, app = await asyncio.gather(envs_t, vols_t, secs_t, state_t, app_t)
+        billing_t = start(_read_billing(conn, envs_t, req.environment))
+        envs, vols, secs, state, app, billing = await asyncio.gather(
+            envs_t, vols_t, secs_t, state_t, app_t, billing_t)
         image_ids = set(req.image_ids)
         if state is not None:
             for rec in state.resources.values():
@@ -293,6 +342,7 @@ async def read_live(req: ReadRequest) -> Live:
             app=app,
             images=images,
             state=state,
+            billing=billing,
         )
     except TargetError:
         raise

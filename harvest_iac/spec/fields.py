@@ -248,6 +248,7 @@ _DURATION_SCHEMA = WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN
 FunctionTimeout = Annotated[int | float, PlainValidator(_duration("timeout", 1, MAX_TIMEOUT_S)), _DURATION_SCHEMA]
 SandboxTimeout = Annotated[int | float, PlainValidator(_duration("timeout", 1, MAX_TIMEOUT_S)), _DURATION_SCHEMA]
 IdleTimeout = Annotated[int | float, PlainValidator(_duration("idle_timeout", 1, MAX_TIMEOUT_S)), _DURATION_SCHEMA]
+RunDuration = Annotated[int | float, PlainValidator(_duration("duration", 1, MAX_TIMEOUT_S)), _DURATION_SCHEMA]
 SnapshotAge = Annotated[int | float, PlainValidator(_duration("max_age", 60, None)), _DURATION_SCHEMA]
 
 
@@ -446,6 +447,14 @@ def _budget(value: object) -> float:
     return float(dollars)
 
 
+def _runs_per_day(value: object) -> float:
+    runs = _number(value, "runs_per_day")
+    if runs < 0:
+        raise fail(f"runs_per_day {runs:g} must not be negative")
+    return runs
+
+
+RunsPerDay = Annotated[float, PlainValidator(_runs_per_day), WithJsonSchema({"type": "number", "minimum": 0})]
 Budget = Annotated[float, PlainValidator(_budget), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
 
 

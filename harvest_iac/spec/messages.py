@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from harvest_iac.spec.models import SECTIONS, EnvironmentSpec, RetryPolicy, Settings
+from harvest_iac.spec.models import SECTIONS, EnvironmentSpec, ExpectedUsage, RetryPolicy, Settings
 from harvest_iac.spec.units import describe
 
 Path = tuple[str | int, ...]
@@ -92,6 +92,8 @@ def model_at(path: Path) -> type[BaseModel] | None:
         return SECTIONS[str(path[0])]
     if path == ("settings",):
         return Settings
+    if len(path) == 3 and path[0] == "sandboxes" and path[2] == "expected":
+        return ExpectedUsage
     if len(path) == 3 and path[0] == "crons" and path[2] == "retries":
         return RetryPolicy
     return None

@@ -46,6 +46,8 @@ from harvest_iac.spec.fields import (
     Port,
     PythonVersion,
     RefName,
+    RunDuration,
+    RunsPerDay,
     Regions,
     SandboxName,
     SandboxTimeout,
@@ -189,6 +191,13 @@ class Snapshot(_Model):
 
 
 #: Sandbox keys that need the network (refused with `block_network: true`).
+class ExpectedUsage(_Model):
+    """How much a sandbox profile is expected to run, to price it per month."""
+
+    runs_per_day: RunsPerDay = Field(description="sandboxes started a day")
+    duration: RunDuration = Field(description="how long each runs (seconds)")
+
+
 NETWORK_KEYS = ("outbound_domain_allowlist", "outbound_cidr_allowlist", "inbound_cidr_allowlist",
                 "encrypted_ports")
 
@@ -218,12 +227,16 @@ class Sandbox(_Model):
     env: dict[EnvVarName, str] = Field(default_factory=dict, description="environment variables (not secrets)")
     include_oidc_identity_token: bool = Field(False, description="give the sandbox an OIDC identity token")
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, description="tags on each sandbox")
+    expected: ExpectedUsage | None = Field(None, description="expected usage, priced per month by plan")
 
     @model_validator(mode="after")
     def _checks(self) -> Sandbox:
         _unique(self.secrets, "secret")
         if self.idle_timeout is not None and self.idle_timeout > self.timeout:
             raise fail("idle_timeout is longer than timeout; it would never apply", field="idle_timeout")
+        if self.expected is not None and self.expected.duration > self.timeout:
+            raise fail("expected.duration is longer than timeout: a sandbox is stopped at its timeout",
+                       field="expected")
         for key in NETWORK_KEYS:
             items = getattr(self, key) or []
             if self.block_network and items:

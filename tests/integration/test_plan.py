@@ -183,11 +183,13 @@ def test_transient_errors_are_retried(tmp_path: Path, local_modal: object) -> No
     faults = local_modal.faults  # type: ignore[attr-defined]
     injected = local_modal.stats()["injected_errors"]  # type: ignore[attr-defined]
     faults.error_rate = 0.25
-    try:
-        flaky = plan_for(path)
+    try:  # a plan of this environment makes about 8 RPCs: a few plans, so that some do fail
+        for _ in range(5):
+            assert addresses(plan_for(path)) == addresses(clean)
+            if local_modal.stats()["injected_errors"] > injected:  # type: ignore[attr-defined]
+                break
     finally:
         faults.error_rate = 0.0
-    assert addresses(flaky) == addresses(clean)
     assert local_modal.stats()["injected_errors"] > injected  # type: ignore[attr-defined]
 
 

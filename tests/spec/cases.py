@@ -285,6 +285,17 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
      {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    tags: {team: a b}\n"},
      ["env.yaml:8:18: sandboxes.s.tags.team: tag value 'a b' must be 1-63 characters of letters, digits, "
       "'.', '_' and '-'"]),
+    ("sandbox expected usage longer than the timeout",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    timeout: 1m\n    expected: {runs_per_day: 1000, duration: 2m}\n"},
+     ["env.yaml:9:15: sandboxes.s.expected: expected.duration is longer than timeout: a sandbox is stopped "
+      "at its timeout"]),
+    ("sandbox expected usage misspelt",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    expected: {runs_a_day: 10, duration: 30s}\n"},
+     ["env.yaml:8:5: sandboxes.s.expected: missing required key `runs_per_day`",
+      "env.yaml:8:16: sandboxes.s.expected: unknown key `runs_a_day`; did you mean `runs_per_day`?"]),
+    ("sandbox expected runs negative",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    expected: {runs_per_day: -5, duration: 30s}\n"},
+     ["env.yaml:8:30: sandboxes.s.expected.runs_per_day: runs_per_day -5 must not be negative"]),
     # -- environment settings ------------------------------------------------------------
     ("settings: unknown key",
      {"env.yaml": HEADER + "settings:\n  budjet: 500\n"},

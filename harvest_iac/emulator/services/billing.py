@@ -5,7 +5,7 @@ resources, with Modal's minimums). Function containers are not metered yet."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -46,7 +46,16 @@ def _money(value: float) -> str:
     return f"{value:.6f}"
 
 
+#: The local Modal's one workspace, as `modal.Workspace.from_context()` names it.
+WORKSPACE_NAME = "local"
+
+
 class BillingService(Service):
+    """The workspace's name, its billing rates, and each environment's metered spend."""
+
+    def WorkspaceNameLookup(self, req: Any, ctx: Ctx) -> api_pb2.WorkspaceNameLookupResponse:
+        return api_pb2.WorkspaceNameLookupResponse(workspace_name=WORKSPACE_NAME, username=WORKSPACE_NAME)
+
     def WorkspaceBillingRates(
         self, req: api_pb2.WorkspaceBillingRatesRequest, ctx: Ctx
     ) -> api_pb2.WorkspaceBillingRatesResponse:
