@@ -308,8 +308,9 @@ class Applier:
     def _deploy(self) -> None:
         from harvest_iac import modal_backend as mb
         from harvest_iac.naming import TAG_CODE_HASH, TAG_MANAGED_BY
-        rendered, module_path = self.rendered()
-        short = rendered.code_hash.split(":")[-1][:16]
+        _, module_path = self.rendered()
+        deployed = self.prep.app_digest  # the code and the local files it ships
+        short = deployed.split(":")[-1][:16]
         self.ops.deploy(module_path.resolve(), self.spec.app, tag=f"harvest-{short}")
         env, app = self.spec.environment, self.spec.app
 
@@ -324,8 +325,8 @@ class Applier:
         self.session.with_connection(tag)
         self._record_app_parts()
         st = self.state.with_resource(f"app.{app}", ResourceRecord(object_id=app_id, version=version,
-                                                            code_hash=rendered.code_hash,
-                                                            spec={"code_hash": rendered.code_hash}))
+                                                            code_hash=deployed,
+                                                            spec={"code_hash": deployed}))
         self.state = st
 
     def _record_app_parts(self) -> None:

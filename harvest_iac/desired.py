@@ -11,6 +11,7 @@ from typing import Any
 
 from harvest_iac.diff import Desired
 from harvest_iac.naming import function_tag
+from harvest_iac.paths import project_path
 from harvest_iac.plan import fingerprint
 from harvest_iac.spec.models import Cron, EnvironmentSpec, Image, Sandbox, Snapshot
 
@@ -28,7 +29,11 @@ def schedule_view(cron: Cron) -> str:
 
 
 def image_spec(image: Image) -> dict[str, Any]:
-    return image.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+    """An image's recipe; `files` and `python_source` only when used (so recipes written before
+    they existed keep their digests), local paths relative to the project."""
+    data = image.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+    data["files"] = {remote: project_path(local) for remote, local in sorted(image.files.items())}
+    return {k: v for k, v in data.items() if v or k not in ("files", "python_source")}
 
 
 def image_chain(spec: EnvironmentSpec, name: str) -> list[dict[str, Any]]:

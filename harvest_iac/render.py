@@ -27,7 +27,7 @@ from typing import Any
 
 from harvest_iac.errors import HarvestError
 from harvest_iac.naming import function_tag, snapshot_image_name
-from harvest_iac.paths import APP_TEMPLATE, templates_dir
+from harvest_iac.paths import APP_TEMPLATE, project_path, templates_dir
 from harvest_iac.spec.models import Cron, EnvironmentSpec, Image, Sandbox
 from harvest_iac.state import LOCK_DICT, STATE_VOLUME, state_path
 
@@ -154,20 +154,17 @@ def _image_view(name: str, image: Image, names: Names) -> dict[str, Any]:
         "parent": None if image.parent is None else names.image[image.parent],
         "registry_secret": None if image.registry_secret is None else names.secret[image.registry_secret],
         "fb": Code(", force_build=True" if image.force_build else ""),
-        "dockerfile": None if image.path is None else dockerfile_path(image.path),
+        "dockerfile": None if image.path is None else project_path(image.path),
+        "local_files": _local_files(image),
     }
 
 
-def dockerfile_path(path: str) -> str:
-    """A Dockerfile path as the generated code names it: relative to the project folder
-    (where harvest runs, and where apply runs `modal deploy`) when it lies inside it, so the
-    code, and its hash, are the same on every machine; else as given."""
-    import os
-
-    if not os.path.isabs(path):
-        return path
-    rel = os.path.relpath(path, os.getcwd())
-    return path if rel.startswith("..") else rel
+def _local_files(image: Image) -> list[tuple[Code, str, str]]:
+    """(method, local path, remote path) of each `files` entry, in remote path order: a folder
+    (its resolved path ends with `/`) is added with `add_local_dir`, a file with `add_local_file`."""
+    return [(Code("add_local_dir" if local.endswith("/") else "add_local_file"),
+             project_path(local).rstrip("/") or ".", remote)
+            for remote, local in sorted(image.files.items())]
 
 
 def _cron_view(name: str, cron: Cron, names: Names) -> dict[str, Any]:

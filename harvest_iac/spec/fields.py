@@ -178,7 +178,28 @@ def _mount_path(value: object) -> str:
     return path
 
 
+def _container_path(value: object) -> str:
+    path = _abs_path(value)
+    if path == "/" or path.endswith("/") or "//" in path or any(part in (".", "..") for part in path.split("/")):
+        raise fail(f"{path!r} must be a plain absolute path in the container, not / and without '..', '//' "
+                   "or a trailing '/', such as /root/jobs")
+    return path
+
+
+ContainerPath = Annotated[str, PlainValidator(_container_path), WithJsonSchema({"type": "string", "pattern": "^/."})]
 MountPath = Annotated[str, PlainValidator(_mount_path), WithJsonSchema({"type": "string", "pattern": "^/."})]
+
+
+def _module_name(value: object) -> str:
+    name = _str(value, "a module name")
+    if not name.isidentifier() or not name.isascii():
+        raise fail(f"{name!r} is not a top-level Python module or package name (as in `import jobs`); "
+                   "list the package, not a path or a dotted name")
+    return name
+
+
+ModuleName = Annotated[str, PlainValidator(_module_name),
+                       WithJsonSchema({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"})]
 
 
 def _python_version(value: object) -> str:

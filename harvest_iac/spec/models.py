@@ -21,6 +21,7 @@ from harvest_iac.spec.fields import (
     BuilderVersion,
     Cidr,
     CommandCheck,
+    ContainerPath,
     Cpu,
     CronName,
     CronString,
@@ -40,6 +41,7 @@ from harvest_iac.spec.fields import (
     MaxContainers,
     MaxRetries,
     Memory,
+    ModuleName,
     MountPath,
     NonEmptyStr,
     Period,
@@ -97,6 +99,10 @@ class Image(_Model):
     env: dict[EnvVarName, str] = Field(default_factory=dict, description="environment variables (strings)")
     workdir: AbsPath | None = Field(None, description="working directory, absolute")
     force_build: bool = Field(False, description="rebuild the layers even when cached")
+    files: dict[ContainerPath, NonEmptyStr] = Field(
+        default_factory=dict, description="container path -> local file or folder, relative to this file")
+    python_source: list[ModuleName] = Field(
+        default_factory=list, description="local Python modules or packages, added under /root")
 
     @property
     def parent(self) -> str | None:
@@ -119,7 +125,20 @@ class Image(_Model):
             raise fail("`path` only applies to `from: dockerfile`", field="path")
         if self.python is not None and self.parent is not None:
             raise fail(f"a layered image inherits Python from image {self.base!r}; remove `python`", field="python")
+        twice = sorted({m for m in self.python_source if self.python_source.count(m) > 1})
+        if twice:
+            raise fail(f"module {twice[0]!r} is listed twice", field="python_source")
         return self
+
+    @property
+    def ships_local_files(self) -> bool:
+        """Whether containers of this image get local files (added at start, after every build step)."""
+        return bool(self.files or self.python_source)
+
+    @property
+    def builds(self) -> bool:
+        """Whether this image adds build steps to what it starts from."""
+        return bool(self.apt or self.pip or self.run or self.env or self.workdir is not None)
 
 
 class Volume(_Model):
@@ -358,7 +377,8 @@ class EnvironmentSpec(_Model):
     harvest: FormatVersion = Field(description="format version; must be 1")
     environment: EnvironmentName = Field(description="the Modal environment everything lives in")
     app: AppName = Field(description="the Modal app the generated code is deployed as")
-    settings: Settings = Field(default_factory=Settings, description="the Modal environment's settings")
+    settings: Settings = Field(default_factory=lambda: Settings.model_validate({}),
+                               description="the Modal environment's settings")
     images: dict[ImageName, Image] = Field(default_factory=dict)
     volumes: dict[VolumeName, Volume] = Field(default_factory=dict)
     secrets: dict[SecretName, Secret] = Field(default_factory=dict)

@@ -39,6 +39,8 @@ def kitchen_sink(environment: str = "staging", app: str = "kitchen-sink") -> dic
             "private": {"from": "registry", "ref": "ghcr.io/acme/agent:1.2", "registry_secret": "registry",
                         "python": "3.11"},
             "plain": {"from": "debian_slim"},
+            "code": {"from": "base", "files": {"/root/jobs": "jobs/", "/etc/agent/it's.json": "conf/it's.json"},
+                     "python_source": ["agentlib"]},
         },
         "volumes": {"agent-state": {"version": 2}, "scratch.v1": {"version": 1, "protect": False}},
         "secrets": {
@@ -70,7 +72,7 @@ def kitchen_sink(environment: str = "staging", app: str = "kitchen-sink") -> dic
                                     "task": "refresh-snapshots"},
             "refresh_environment": {"every": "30m", "task": "reload-volumes",
                                     "volumes": {"/mnt/shared": "agent-state", "/mnt/scratch": "scratch.v1"}},
-            "report.nightly": {"every": "1h30m", "retries": 2, "image": "tools",
+            "report.nightly": {"every": "1h30m", "retries": 2, "image": "code",
                                "command": ["python", "-c", HOSTILE[4], *HOSTILE],
                                "cpu": 2.0, "memory": "4GiB", "gpu": "l4", "region": "us-east",
                                "max_containers": 1},

@@ -141,6 +141,11 @@ def test_every_feature_deploys_and_reads_back_as_the_plan_expects(modal_environm
                                                                   tmp_path: Path) -> None:
     spec = spec_of(kitchen_sink(environment=modal_environment))
     create_inputs(spec)
+    build = tmp_path / "build"  # where `modal deploy` runs: the local files the images ship
+    for name, text in {"jobs/run.py": "print('run')\n", "conf/it's.json": "{}\n",
+                       "agentlib/__init__.py": "VERSION = 1\n"}.items():
+        (build / name).parent.mkdir(parents=True, exist_ok=True)
+        (build / name).write_text(text)
     deploy(spec, tmp_path)
     for name, cron in spec.crons.items():
         assert plan_view(spec, function_tag("cron", name)) == cron_live_view(cron)

@@ -105,6 +105,24 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
      {"env.yaml": HEADER + "volumes: {data: {}}\nsandboxes:\n  s:\n    image: i\n    volumes: {mnt/data: data}\n"
                            "images: {i: {from: debian_slim}}\n"},
      ["env.yaml:8:15: sandboxes.s.volumes[mnt/data]: 'mnt/data' must be an absolute path (starting with /)"]),
+    ("image file that does not exist",
+     {"env.yaml": HEADER + "images:\n  base:\n    from: debian_slim\n    files: {/root/jobs: jobz}\n"},
+     ["env.yaml:7:25: images.base.files[/root/jobs]: 'jobz' is not a file or folder (looked for <dir>/jobz); "
+      "paths are relative to this file"]),
+    ("image file put at the container's root",
+     {"env.yaml": HEADER + "images:\n  base:\n    from: debian_slim\n    files: {/: env.yaml}\n"},
+     ["env.yaml:7:13: images.base.files[/]: '/' must be a plain absolute path in the container, not / and "
+      "without '..', '//' or a trailing '/', such as /root/jobs"]),
+    ("python source as a dotted name",
+     {"env.yaml": HEADER + "images:\n  base:\n    from: debian_slim\n    python_source: [jobs.refresh]\n"},
+     ["env.yaml:7:21: images.base.python_source[0]: 'jobs.refresh' is not a top-level Python module or "
+      "package name (as in `import jobs`); list the package, not a path or a dotted name"]),
+    ("build steps after local files",
+     {"env.yaml": HEADER + "images:\n  base:\n    from: debian_slim\n    files: {/root/env.yaml: env.yaml}\n"
+                           "  agent:\n    from: base\n    pip: [requests]\n"},
+     ["env.yaml:9:11: images.agent.from: image 'agent' adds build steps to image 'base', which ships local "
+      "files (`files`, `python_source`: added when a container starts, after every build step); move them "
+      "to 'agent' or to an image layered on it"]),
     # -- references ----------------------------------------------------------------------
     ("sandbox image not declared",
      {"env.yaml": HEADER + "images:\n  agent: {from: debian_slim}\nsandboxes:\n  s:\n    image: agnet\n"},

@@ -357,10 +357,10 @@ class SandboxService(SandboxRouter, Service):
         cap = environment_settings(self.store, env_id).get("max_concurrent_tasks")
         if cap is None or running_sandboxes(self.store, env_id) < cap:
             return
-        name = self.store.one("SELECT name FROM environments WHERE id = ?", env_id)["name"]
+        row = self.store.one("SELECT name FROM environments WHERE id = ?", env_id)
         raise GRPCError(
             Status.RESOURCE_EXHAUSTED,
-            f"Environment '{name}' is at its limit of {cap} concurrent tasks (max_concurrent_tasks); "
+            f"Environment '{row['name'] if row else env_id}' is at its limit of {cap} concurrent tasks (max_concurrent_tasks); "
             "wait for running tasks to finish or raise the limit",
         )
 
