@@ -81,6 +81,14 @@ def test_schema_is_json_schema_that_describes_the_format(tmp_path: Path) -> None
     assert set(schema["$defs"]["Image"]["properties"]) >= {"from", "python", "apt", "pip", "run", "env",
                                                           "workdir", "force_build", "ref", "registry_secret"}
     assert "anyOf" in json.dumps(schema["$defs"]["Cron"]["properties"]["retries"])
+    assert set(schema["$defs"]["Sandbox"]["properties"]) >= {
+        "gpu", "region", "cloud", "outbound_domain_allowlist", "outbound_cidr_allowlist",
+        "inbound_cidr_allowlist", "encrypted_ports", "workdir", "env", "include_oidc_identity_token", "tags",
+        "expected"}
+    assert set(schema["$defs"]["Cron"]["properties"]) >= {"cpu", "memory", "gpu", "region", "max_containers"}
+    assert set(schema["$defs"]["Image"]["properties"]) >= {"files", "python_source"}
+    assert set(schema["$defs"]["ExpectedUsage"]["properties"]) == {"runs_per_day", "duration"}
+    assert "none" in json.dumps(schema["$defs"]["Snapshot"]["properties"]["ttl"])
     out = tmp_path / "schema" / "harvest.json"
     result = runner.invoke(cli, ["schema", "-o", str(out)])
     assert result.exit_code == 0 and json.loads(out.read_text()) == schema
