@@ -1,8 +1,10 @@
 """`harvest apply`: walk the plan's changes in dependency order through the backend, with
 the environment's lock held, writing the state record after every step.
 
-Order: environment, settings, volumes, secrets, images + app deploy (crons, sandbox profiles),
-snapshots, then the deletions the flags allow. A no-change apply makes no mutating call (it
+Order: environment, settings, volumes (renames too), secrets (a renamed one is made under its
+new name), images + app deploy (crons, sandbox profiles), snapshots, then the deletions the file
+(`removed:`, a renamed secret's old name) or the flags allow, then the records of what harvest
+stops managing (`removed:` with `destroy: false`). A no-change apply makes no mutating call (it
 does not even take the lock). Every step is idempotent, so an apply killed at any point and
 run again converges.
 """
@@ -15,7 +17,6 @@ import os
 import socket
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,16 @@ import click
 from harvest_iac import github
 from harvest_iac.diff import compare
 from harvest_iac.errors import HarvestError, LockError, StalePlanError, printable
+from harvest_iac.lease import (
+    lease_advance,
+    lease_free,
+    lease_held,
+    lease_read,
+    lease_renewed,
+    lease_state,
+)
 from harvest_iac.naming import snapshot_image_name
-from harvest_iac.plan import Action, Change, Plan, plan_differences
+from harvest_iac.plan import KIND_ORDER, Action, Change, Plan, plan_differences
 from harvest_iac.planner import Prepared, load_environments
 from harvest_iac.state import (
     STATE_VOLUME,
@@ -57,11 +66,13 @@ def guard_problems(plan: Plan, allow_destroy: frozenset[str]) -> list[str]:
         if c.blocked:
             problems.append(c.blocked)
         elif c.action in (Action.DELETE, Action.REPLACE) and c.kind in ("volume", "secret", "app"):
-            if c.address not in allow_destroy:
+            if c.address not in allow_destroy and not c.destroy_reviewed:
                 what = "delete" if c.action is Action.DELETE else "replace (delete, then create)"
+                reviewed = ", or list it under `removed:` with `destroy: true`" \
+                    if c.action is Action.DELETE else ""
                 problems.append(
                     f"{c.address}: apply would {what} it; pass --allow-destroy {c.address} to "
-                    "allow that, or keep it in the YAML")
+                    f"allow that{reviewed}, or keep it in the YAML")
     unknown = sorted(a for a in allow_destroy
                      if a not in {c.address for c in plan.actionable})
     for a in unknown:
@@ -71,81 +82,103 @@ def guard_problems(plan: Plan, allow_destroy: frozenset[str]) -> list[str]:
 
 
 # -- the lock ------------------------------------------------------------------------------
-def lock_owner() -> dict[str, Any]:
+def lock_owner() -> tuple[str, str]:
+    """Who takes the lock (user@host and pid) and the CI run URL (on GitHub Actions)."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return {"owner": f"{user}@{socket.gethostname()} (pid {os.getpid()})",
-            "run_url": github.run_url(os.environ),
-            "id": uuid.uuid4().hex}
+    return f"{user}@{socket.gethostname()} (pid {os.getpid()})", github.run_url(os.environ)
+
+
+def _utc(seconds: Any) -> str:
+    try:
+        when = float(seconds)
+    except (TypeError, ValueError):
+        when = 0.0
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
 
 
 def describe_lock(value: Mapping[str, Any]) -> str:
-    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(value.get("acquired_at", 0))))
-    text = f"{value.get('owner', 'someone')} since {since}"
+    text = f"{value.get('owner', 'someone')} since {_utc(value.get('acquired_at', 0))}"
     if value.get("run_url"):
         text += f" (run {value['run_url']})"
     return printable(text)
 
 
 class Lock:
-    """harvest's lock on one (environment, app): a put-if-absent Dict entry with a deadline."""
+    """harvest's lock on one (environment, app), by the protocol of `lease.py`: every
+    acquire, renewal and release is a put-if-absent of the next generation, so of two runs
+    acting on what they read, only one goes ahead. `pause(point)` is called right before
+    each such write ("takeover", "renew", "release"): a seam for tests to force races."""
 
     def __init__(self, ops: Any, app: str, *, timeout: float, echo: Callable[[str], None]) -> None:
         self.ops = ops
+        self.locks = ops.lock_dict()
         self.key = app
         self.timeout = timeout
         self.echo = echo
+        self.generation = 0
         self.value: dict[str, Any] = {}
+        self.pause: Callable[[str], None] = lambda point: None
+
+    def _where(self) -> str:
+        return f"app {self.key!r} in environment {self.ops.environment!r}"
 
     def acquire(self) -> None:
         start = time.monotonic()
         waited = False
         while True:
-            now = time.time()
-            value = {**lock_owner(), "acquired_at": now, "deadline": now + LOCK_TTL_S}
-            if self.ops.lock_put_if_absent(self.key, value):
-                self.value = value
-                return
-            held = self.ops.lock_get(self.key)
-            if held is None:
+            generation, held = lease_read(self.locks, self.key)
+            state = lease_state(held, time.time())
+            if held is not None and state == "live":
+                if time.monotonic() - start >= self.timeout:
+                    raise LockError(
+                        f"the lock for {self._where()} is held by {describe_lock(held)}. Wait "
+                        "for that run (or use --lock-timeout 10m); if it is gone, free the lock "
+                        "with `harvest unlock`")
+                if not waited:
+                    self.echo(f"Waiting for the lock held by {describe_lock(held)}...")
+                    waited = True
+                time.sleep(min(1.0, max(0.05, self.timeout / 20)))
                 continue
-            if float(held.get("deadline", 0)) < now:
+            if held is not None and state == "stale":
                 self.echo(f"Warning: taking over a stale lock held by {describe_lock(held)}; "
                           "its deadline passed")
-                self.ops.lock_pop(self.key)
-                continue
-            if time.monotonic() - start >= self.timeout:
-                raise LockError(
-                    f"the lock for app {self.key!r} in environment {self.ops.environment!r} is held "
-                    f"by {describe_lock(held)}. Wait for that run (or use --lock-timeout 10m); "
-                    "if it is gone, free the lock with `harvest unlock`")
-            if not waited:
-                self.echo(f"Waiting for the lock held by {describe_lock(held)}...")
-                waited = True
-            time.sleep(min(1.0, max(0.05, self.timeout / 20)))
+                self.pause("takeover")
+            owner, run_url = lock_owner()
+            value = lease_held(owner, run_url, LOCK_TTL_S)
+            if lease_advance(self.locks, self.key, generation, value):
+                self.generation, self.value = generation + 1, value
+                return
+            # someone else moved the lock first: read it again
 
     def refresh(self) -> None:
         """Push the deadline out (after each step of a long apply); fail if the lock was
         taken over meanwhile (our deadline passed and another run took it)."""
         if not self.value:
             return
-        current = self.ops.lock_get(self.key)
-        if current is None or current.get("id") != self.value.get("id"):
-            holder = describe_lock(current) if current else "nobody"
-            raise LockError(f"lost the lock for app {self.key!r} (now held by {holder}); stopping "
+        self.pause("renew")
+        renewed = lease_renewed(self.value, LOCK_TTL_S)
+        if not lease_advance(self.locks, self.key, self.generation, renewed):
+            self.value = {}  # not ours any more: nothing to release
+            _, current = lease_read(self.locks, self.key)
+            holder = ("nobody" if current is None or current.get("free") is True
+                      else describe_lock(current))
+            raise LockError(f"lost the lock for {self._where()} (now held by {holder}); stopping "
                             "here. Run apply again: it converges from wherever this one stopped")
-        self.value = {**self.value, "deadline": time.time() + LOCK_TTL_S}
-        self.ops.lock_put(self.key, self.value)
+        self.generation, self.value = self.generation + 1, renewed
 
     def release(self) -> None:
+        """Free the lock if it is still ours (a run that took it over keeps it)."""
         if not self.value:
             return
-        current = self.ops.lock_get(self.key)
-        if current is not None and current.get("id") == self.value.get("id"):
-            self.ops.lock_pop(self.key)
+        self.pause("release")
+        owner = str(self.value.get("owner", ""))
         self.value = {}
+        if not lease_advance(self.locks, self.key, self.generation, lease_free(owner)):
+            self.echo(f"Warning: the lock for {self._where()} had been taken over by another "
+                      "run; left to it")
 
 
 @contextlib.contextmanager
@@ -159,13 +192,45 @@ def _progress(title: str) -> Iterator[None]:
         yield
 
 
-def _checkpoint(name: str) -> None:
+def checkpoint(name: str) -> None:
     """Crash-test hook: `HARVEST_KILL_AT=after:volumes` SIGKILLs this process right there, so
     tests can prove that an apply killed at any point converges when run again."""
     if os.environ.get("HARVEST_KILL_AT") == name:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def save_state(session: Any, state: StateRecord, lock: Lock | None) -> StateRecord:
+    """Renew the lock (proving it is still ours), then write the state record (serial + 1);
+    returns what was written. Shared by apply, destroy and rollback."""
+    from harvest_iac import modal_backend as mb
+
+    if lock is not None:
+        lock.refresh()
+    state = state.bumped()
+    data = state.to_json().encode()
+
+    async def write(conn: mb.Connection) -> None:
+        await mb.write_volume_file(conn, state.environment, STATE_VOLUME, state_path(state.app),
+                                   data)
+
+    session.with_connection(write)
+    return state
+
+
+def run_step(title: str, work: Callable[[], None], save: Callable[[], None],
+             echo: Callable[[str], None]) -> None:
+    """One step of apply (or destroy): its work, then the state record. A spinner on a terminal;
+    one line per step otherwise (CI logs). `HARVEST_KILL_AT` points: before:, after:, saved:TITLE."""
+    start = time.perf_counter()
+    with _progress(title):
+        checkpoint(f"before:{title}")
+        work()
+        checkpoint(f"after:{title}")
+        save()
+        checkpoint(f"saved:{title}")
+    echo(f"{title}: done ({time.perf_counter() - start:.1f}s)")
 
 
 # -- the walker ------------------------------------------------------------------------------
@@ -192,22 +257,10 @@ class Applier:
                 and (actions is None or c.action in actions)]
 
     def save_state(self) -> None:
-        self.state = self.state.bumped()
-        self.ops.write_file(STATE_VOLUME, state_path(self.spec.app), self.state.to_json().encode())
-        if self.lock is not None:
-            self.lock.refresh()
+        self.state = save_state(self.session, self.state, self.lock)
 
     def step(self, title: str, fn: Callable[[], None]) -> None:
-        """One step: its work, then the state record. A spinner on a terminal; one line per
-        step otherwise (CI logs)."""
-        start = time.perf_counter()
-        with _progress(title):
-            _checkpoint(f"before:{title}")
-            fn()
-            _checkpoint(f"after:{title}")
-            self.save_state()
-            _checkpoint(f"saved:{title}")
-        self.echo(f"{title}: done ({time.perf_counter() - start:.1f}s)")
+        run_step(title, fn, self.save_state, self.echo)
 
     def run(self) -> None:
         settings = self.by_kind("settings")
@@ -220,7 +273,7 @@ class Applier:
             self.step("volumes", lambda: self._volumes(vol_changes))
         if sec_changes:
             self.step("secrets", lambda: self._secrets(sec_changes))
-        app_changes = self.by_kind("app", *APP_KINDS)
+        app_changes = [c for c in self.by_kind("app", *APP_KINDS) if c.action is not Action.FORGET]
         if app_changes and self.prep.app_needed:
             self.step(f"app.{self.spec.app} deploy", self._deploy)
         elif app_changes:
@@ -229,8 +282,12 @@ class Applier:
         if snaps:
             self.step("snapshots", lambda: self._snapshots(snaps))
         deletes = self.by_kind("volume", "secret", "snapshot", "app", actions=(Action.DELETE,))
-        if deletes:
-            self.step("deletions", lambda: self._deletes(deletes))
+        renamed = [c.previous_address for c in sec_changes if c.previous_address]
+        if deletes or renamed:
+            self.step("deletions", lambda: self._deletes(deletes, renamed))
+        forgotten = self.by_kind(*KIND_ORDER, actions=(Action.FORGET,))
+        if forgotten:
+            self.step("forget", lambda: self._forget(forgotten))
 
     # -- steps ---------------------------------------------------------------------------
     def _settings(self, change: Change) -> None:
@@ -254,6 +311,8 @@ class Applier:
             import asyncio
 
             async def one(c: Change) -> None:
+                if c.previous_address:
+                    await mb.rename_volume(conn, env, c.previous_address.split(".", 1)[1], c.name)
                 if c.action is Action.REPLACE:
                     await mb.delete_volume(conn, env, c.name)
                 if c.action in (Action.CREATE, Action.REPLACE, Action.IMPORT):
@@ -266,6 +325,8 @@ class Applier:
                 self.state = self.state.with_resource(c.address, ResourceRecord(
                     object_id=lv.object_id if lv else "", spec=dict(self.prep.desired[c.address].spec),
                     created_at=lv.created_at if lv else 0.0))
+                if c.previous_address:
+                    self.state = self.state.with_resource(c.previous_address, None)
 
         self.session.with_connection(go)
 
@@ -377,14 +438,18 @@ class Applier:
 
         self.session.with_connection(go)
 
-    def _deletes(self, changes: list[Change]) -> None:
+    def _deletes(self, changes: list[Change], renamed_secrets: list[str]) -> None:
+        """The deletions allowed (a snapshot's images and published name too), and the old
+        names of renamed secrets (made under their new names in the secrets step, so only now,
+        and only the old name, is deleted)."""
         from harvest_iac import modal_backend as mb
 
         env = self.spec.environment
         modal_deletes = [c for c in changes if c.kind in ("volume", "secret", "app")]
         for c in modal_deletes:
-            if c.address not in self.allow_destroy or c.blocked:
+            if (c.address not in self.allow_destroy and not c.destroy_reviewed) or c.blocked:
                 raise HarvestError(f"internal: {c.address} reached deletion without permission")
+        old_secrets = [a.split(".", 1)[1] for a in renamed_secrets if a in self.state.resources]
 
         async def go(conn: mb.Connection) -> None:
             import asyncio
@@ -397,14 +462,21 @@ class Applier:
                 else:
                     await mb.delete_secret(conn, env, c.name)
 
-            await asyncio.gather(*(one(c) for c in modal_deletes))
+            await asyncio.gather(*(one(c) for c in modal_deletes),
+                                 *(mb.delete_secret(conn, env, name) for name in old_secrets))
 
-        if modal_deletes:
+        if modal_deletes or old_secrets:
             self.session.with_connection(go)
         for c in changes:
             rec = self.state.resources.get(c.address)
             if c.kind == "snapshot" and rec is not None:
                 self._delete_images([s.image_id for s in rec.snapshots], snapshot_image_name(c.name))
+        for address in [*(c.address for c in changes), *renamed_secrets]:
+            self.state = self.state.with_resource(address, None)
+
+    def _forget(self, changes: list[Change]) -> None:
+        """What harvest stops managing (`removed:` with `destroy: false`): only the record."""
+        for c in changes:
             self.state = self.state.with_resource(c.address, None)
 
 
@@ -562,7 +634,7 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
     ops = ModalOps(spec.environment)
     lock = Lock(ops, spec.app, timeout=opts.lock_timeout, echo=echo)
     lock.acquire()
-    try:
+    with _released(lock, echo):
         live = session.read(ReadRequest(environment=spec.environment, app=spec.app,
                                         function_names=prep.inputs.function_tags))
         fresh = compare(diff_input(prep, target=target, environ=environ,
@@ -583,12 +655,25 @@ def _apply_one(session: Any, prep: Prepared, plan: Plan, opts: ApplyOptions,
         applier = Applier(session=session, prep=prep, plan=fresh, state=state, ops=ops, echo=echo,
                           allow_destroy=opts.allow_destroy, lock=lock)
         applier.run()
-        s = fresh.summary
-        click.echo(f"Apply complete! Resources: {s.imports} imported, {s.add} added, "
-                   f"{s.change} changed, {s.destroy} destroyed.")
-        return fresh
-    finally:
-        lock.release()
+    s = fresh.summary
+    click.echo(f"Apply complete! Resources: {s.imports} imported, {s.add} added, "
+               f"{s.change} changed, {s.destroy} destroyed.")
+    return fresh
+
+
+@contextlib.contextmanager
+def _released(lock: Lock, echo: Callable[[str], None]) -> Iterator[None]:
+    """Release the lock after the block. When the block failed, its error is the one
+    reported: a failed release is only a warning line then."""
+    try:
+        yield
+    except BaseException:
+        try:
+            lock.release()
+        except HarvestError as exc:
+            echo(f"Warning: could not release the lock ({exc}); free it with `harvest unlock`")
+        raise
+    lock.release()
 
 
 def _change_set(plan: Plan) -> set[tuple[str, str]]:
@@ -596,7 +681,11 @@ def _change_set(plan: Plan) -> set[tuple[str, str]]:
     return {(c.address, c.action.value) for c in plan.actionable if c.kind != "environment"}
 
 
-def run_unlock(paths: tuple[str, ...], target_flag: str | None, yes: bool) -> int:
+def run_unlock(paths: tuple[str, ...], target_flag: str | None, *, yes: bool,
+               interactive: bool) -> int:
+    """Show each environment's lock and free it. Like `terraform force-unlock`, it asks
+    first, live lock or stale; off a terminal it frees only with --yes. The lock is freed
+    only as it was shown (if its holder renewed it meanwhile, nothing is freed)."""
     from harvest_iac.modal_backend import ModalOps, Session
     from harvest_iac.targets import resolve_target
 
@@ -604,15 +693,26 @@ def run_unlock(paths: tuple[str, ...], target_flag: str | None, yes: bool) -> in
     choice = resolve_target(target_flag)
     with Session(choice, Path.cwd()):
         for item in loaded:
-            ops = ModalOps(item.spec.environment)
-            held = ops.lock_get(item.spec.app)
-            if held is None:
-                click.echo(f"{item.spec.environment}/{item.spec.app}: not locked")
+            where = f"{item.spec.environment}/{item.spec.app}"
+            locks = ModalOps(item.spec.environment).lock_dict(create=False)
+            generation, held = lease_read(locks, item.spec.app)
+            state = lease_state(held, time.time())
+            if held is None or state == "free":
+                click.echo(f"{where}: not locked")
                 continue
-            click.echo(f"{item.spec.environment}/{item.spec.app}: locked by {describe_lock(held)}")
+            deadline = _utc(held.get("deadline", 0))
+            shown = (f"{where}: the lock is {state}: held by {describe_lock(held)}, deadline "
+                     f"{deadline}{' (passed)' if state == 'stale' else ''}")
+            if not yes and not interactive:
+                raise LockError(f"{shown}; not freed: pass --yes to free it (only if that run "
+                                "is gone)")
+            click.echo(shown)
             if not yes and not click.confirm("Free this lock? Only do this if that run is gone"):
                 raise HarvestError("unlock cancelled")
-            ops.lock_pop(item.spec.app)
+            owner, _ = lock_owner()
+            if not lease_advance(locks, item.spec.app, generation,
+                                 lease_free(f"harvest unlock by {owner}")):
+                raise LockError(f"{where}: the lock changed while unlocking; nothing was freed. "
+                                "Run `harvest unlock` again to see who holds it now")
             click.echo("Lock freed.")
     return 0
-

@@ -193,14 +193,111 @@ def apply(paths: tuple[str, ...], auto_approve: bool, allow_destroy: tuple[str, 
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help="Free the lock without asking (needed off a terminal).")
 @click.option("--target", type=click.Choice(["modal", "local"]), default=None)
 @handles_errors
 def unlock(paths: tuple[str, ...], yes: bool, target: str | None) -> None:
-    """Free a stale lock left by an apply that died (shows who held it first)."""
+    """Free the lock left by an apply that died (shows who holds it, and asks first).
+
+    Without a terminal (CI, scripts) it frees nothing unless --yes is given.
+    """
     from harvest_iac.apply import run_unlock
 
-    sys.exit(run_unlock(paths, target, yes or not sys.stdin.isatty()))
+    sys.exit(run_unlock(paths, target, yes=yes, interactive=sys.stdin.isatty()))
+
+
+# -- lifecycle: import, rollback, destroy, state --------------------------------------------
+_TARGET_HELP = "modal or local (see `harvest plan --help`)."
+
+
+@cli.command("import")
+@click.option("--environment", "environment", required=True, metavar="ENV",
+              help="The Modal environment to read.")
+@click.option("--app", default=None, metavar="APP",
+              help="The app whose scheduled functions become crons (default: the environment's only app).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False),
+              help="Write the file here (default: print it). An existing file that differs is refused.")
+@click.option("--target", type=click.Choice(["modal", "local"]), default=None, help=_TARGET_HELP)
+@handles_errors
+def import_(environment: str, app: str | None, out: str | None, target: str | None) -> None:
+    """Write the environment file of a live environment made by hand: its volumes, secrets (key
+    names; values are never read) and the app's scheduled functions. What a file cannot say is
+    listed in comments at its top and on stderr. `harvest plan` of it shows only imports.
+    """
+    from harvest_iac.importer import run_import
+
+    sys.exit(run_import(environment, app, out, target))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--to", "to", type=int, default=None, metavar="VERSION",
+              help="The version to serve again (default: the previous harvest deployment).")
+@click.option("--auto-approve", is_flag=True,
+              help="Roll back without asking (required when not run from a terminal).")
+@click.option("--target", type=click.Choice(["modal", "local"]), default=None, help=_TARGET_HELP)
+@handles_errors
+def rollback(paths: tuple[str, ...], to: int | None, auto_approve: bool, target: str | None) -> None:
+    """Serve an earlier deployment of the environment's app again (Modal's app rollback), and record
+    it. `harvest plan` then shows the YAML's difference from what runs as drift.
+
+    PATH is one environment file (or a folder holding one).
+    """
+    from harvest_iac.rollback import run_rollback
+
+    sys.exit(run_rollback(paths, to=to, auto_approve=auto_approve, interactive=_interactive(),
+                          target_flag=target))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--auto-approve", is_flag=True,
+              help="Destroy without asking for the environment's name (required when not run from a terminal).")
+@click.option("--target", type=click.Choice(["modal", "local"]), default=None, help=_TARGET_HELP)
+@handles_errors
+def destroy(paths: tuple[str, ...], auto_approve: bool, target: str | None) -> None:
+    """Delete everything harvest manages in one environment, in reverse order: stop the app, delete
+    snapshot images, secrets, unprotected volumes, then the state record. Protected volumes and
+    objects harvest does not manage are never touched. A run killed midway is finished by the next.
+
+    PATH is one environment file (or a folder holding one).
+    """
+    from harvest_iac.destroy import run_destroy
+
+    sys.exit(run_destroy(paths, auto_approve=auto_approve, interactive=_interactive(), target_flag=target))
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+@cli.group()
+def state() -> None:
+    """What harvest manages, from its state record (secret values are never in it)."""
+
+
+@state.command("list")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--target", type=click.Choice(["modal", "local"]), default=None, help=_TARGET_HELP)
+@handles_errors
+def state_list(paths: tuple[str, ...], target: str | None) -> None:
+    """List the addresses harvest manages in each environment under PATHS (default: environments/)."""
+    from harvest_iac.state_view import run_state
+
+    sys.exit(run_state(paths, target, None))
+
+
+@state.command("show")
+@click.argument("address")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--target", type=click.Choice(["modal", "local"]), default=None, help=_TARGET_HELP)
+@handles_errors
+def state_show(address: str, paths: tuple[str, ...], target: str | None) -> None:
+    """Show the record of ADDRESS (e.g. volume.agent-state) as JSON; a secret's hash is shown by its
+    method only."""
+    from harvest_iac.state_view import run_state
+
+    sys.exit(run_state(paths, target, address))
 
 
 # -- ci ------------------------------------------------------------------------------------
@@ -308,6 +405,26 @@ def emulator_serve(
 
     serve(host=host, port=port, http_port=http_port, data_dir=data_dir,
           latency_ms=latency_ms, error_rate=error_rate, verbose=verbose)
+
+
+@emulator.command("trigger")
+@click.argument("app")
+@click.argument("function")
+@click.option("--env", "environment", default="", help="The Modal environment (default: the default one).")
+@click.option(
+    "--data-dir",
+    default=".harvest/local",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The local Modal's state, when no `harvest emulator serve` is running (MODAL_SERVER_URL unset).",
+)
+@handles_errors
+def emulator_trigger(app: str, function: str, environment: str, data_dir: str) -> None:
+    """Run a scheduled FUNCTION of APP now, as its next tick would (the dashboard's "Run now"),
+    and wait for it to finish."""
+    from harvest_iac.emulator.cli import trigger
+
+    trigger(app=app, function=function, environment=environment, data_dir=data_dir)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from harvest_iac.diff import Desired
 from harvest_iac.naming import function_tag
 from harvest_iac.paths import project_path
 from harvest_iac.plan import fingerprint
-from harvest_iac.spec.models import Cron, EnvironmentSpec, Image, Sandbox, Snapshot
+from harvest_iac.spec.models import LIFECYCLE, Cron, EnvironmentSpec, Image, Sandbox, Snapshot
 
 
 def _num(x: float | int) -> float | int:
@@ -206,4 +206,7 @@ def function_tags(spec: EnvironmentSpec) -> tuple[str, ...]:
 
 
 def spec_digest(spec: EnvironmentSpec) -> str:
-    return fingerprint(spec.model_dump(mode="json", by_alias=True))
+    """A digest of everything the file says; `moved` and `removed` count only when used, so a
+    file without them keeps the digest it had before harvest knew them."""
+    data = spec.model_dump(mode="json", by_alias=True)
+    return fingerprint({k: v for k, v in data.items() if v or k not in LIFECYCLE})

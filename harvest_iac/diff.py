@@ -30,12 +30,16 @@ from harvest_iac.estimate import (
     sandbox_hour_cost,
     usage_cost,
 )
+from harvest_iac.lifecycle import APP_PARTS, as_if_moved, find_moves, mark_moves, mark_removed
 from harvest_iac.live import Live, LiveFunction
 from harvest_iac.naming import function_tag
 from harvest_iac.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan, fingerprint, order_changes
 from harvest_iac.secrethash import SecretHasher, ValuesHash, Verdict
 from harvest_iac.state import ResourceRecord, StateRecord
 
+
+#: How a file allows a deletion itself (see `lifecycle`).
+_REMOVED = "a `removed:` entry with `destroy: true`"
 
 #: Snapshot fields whose change means the snapshot must be made again.
 SNAPSHOT_RECIPE = ("image", "image_recipe", "setup", "volumes")
@@ -77,6 +81,8 @@ class DiffInput:
     spec_digest: str = ""
     app_needed: bool = True  # False when nothing is deployed (no crons, no sandbox profiles)
     hasher: SecretHasher = field(default_factory=SecretHasher)  # secret values vs recorded hashes
+    moved: Mapping[str, str] = field(default_factory=dict)  # `moved:` old address -> new address
+    removed: Mapping[str, bool] = field(default_factory=dict)  # `removed:` address -> destroy
 
 
 @dataclass
@@ -143,7 +149,7 @@ def _compare_volume(d: Desired | None, live: Live, rec: ResourceRecord | None, i
         acc.changes.append(Change(address, kind, name, Action.DELETE,
                                   before={**(rec.spec if rec else {}), **(live_view or {})},
                                   blocked=blocked,
-                                  notes=(f"apply deletes it only with --allow-destroy {address}; "
+                                  notes=(f"apply deletes it only with --allow-destroy {address} or {_REMOVED}; "
                                          "its files are lost",)))
         return
     if lv is None:
@@ -194,7 +200,7 @@ def _compare_secret(d: Desired | None, live: Live, rec: ResourceRecord | None, i
         if ls is not None and rec is not None:
             acc.changes.append(Change(address, kind, name, Action.DELETE,
                                       before={"keys": list(ls.keys), "values": SENSITIVE},
-                                      notes=(f"apply deletes it only with --allow-destroy {address}",)))
+                                      notes=(f"apply deletes it only with --allow-destroy {address} or {_REMOVED}",)))
         return
     keys = list(d.spec.get("keys", []))
     after = {"keys": keys, "values": SENSITIVE}
@@ -312,6 +318,14 @@ def _compare_function(d: Desired | None, live: Live, rec: ResourceRecord | None,
         return
     after = _shown_spec(d.spec)
     notes = _function_notes(d, inp)
+    if rec is None and fn is not None:
+        differs = sorted(k for k in d.live_view if _function_view(fn).get(k) != d.live_view[k])
+        how = f" (deployed with another {', '.join(differs)})" if differs else ""
+        acc.changes.append(Change(address, kind, name, Action.IMPORT, before=_function_view(fn),
+                                  after=after, notes=notes,
+                                  reason=f"the deployed app has this function{how} but harvest does not "
+                                         "manage it; apply redeploys the app as the YAML says"))
+        return
     if rec is None:
         acc.changes.append(Change(address, kind, name, Action.CREATE, after=after, notes=notes))
         return
@@ -590,7 +604,7 @@ def _compare_app(inp: DiffInput, live: Live, state: StateRecord | None, acc: _Ac
             acc.changes.append(Change(address, "app", inp.app, Action.DELETE,
                                       before={"code_hash": rec.code_hash},
                                       reason="no crons or sandbox profiles left to deploy",
-                                      notes=(f"apply stops it only with --allow-destroy {address}",)))
+                                      notes=(f"apply stops it only with --allow-destroy {address} or {_REMOVED}",)))
         return
     if live.app is None:
         if rec is not None:
@@ -601,10 +615,32 @@ def _compare_app(inp: DiffInput, live: Live, state: StateRecord | None, acc: _Ac
     if live.app.state not in ("deployed", "unspecified"):
         acc.drift.append(Drift(address, "app", inp.app, f"is {live.app.state} outside of harvest"))
     if rec is None:
+        declared = {function_tag(d.kind, d.name) for d in inp.desired.values()
+                    if d.kind in ("cron", "sandbox")}
+        dropped = [n for n in live.app.function_names if n not in declared]
+        notes: tuple[str, ...] = ()
+        if dropped:
+            notes = (f"apply removes {', '.join(dropped)} from the app: the YAML does not declare "
+                     f"{'it' if len(dropped) == 1 else 'them'}",)
+            acc.warnings.append(f"{address}: {notes[0]}")
         acc.changes.append(Change(address, "app", inp.app, Action.IMPORT,
                                   before={"version": live.app.version}, after=after,
                                   reason="an app of this name is deployed but not managed by "
-                                         "harvest; apply redeploys it from the YAML"))
+                                         "harvest; apply redeploys it from the YAML", notes=notes))
+        return
+    rolled = rec.rollback
+    if rolled is not None and rolled.version is not None and live.app.version == rolled.version:
+        acc.drift.append(Drift(address, "app", inp.app,
+                               f"was rolled back with `harvest rollback` to version {rolled.to_version} "
+                               f"(serving as version {rolled.version}); the YAML still describes the "
+                               f"version harvest deployed, {rec.version}",
+                               fields=(FieldChange("version", rec.version, rolled.version),)))
+        acc.changes.append(Change(address, "app", inp.app, Action.UPDATE,
+                                  before={"code_hash": live.app.tags.get("harvest-code-hash", ""),
+                                          "version": live.app.version},
+                                  after=after, fields=(FieldChange("version", live.app.version, "(new)"),),
+                                  reason="apply deploys what the YAML describes, undoing the rollback; "
+                                         "revert the YAML to keep what runs now"))
         return
     if rec.version is not None and live.app.version is not None and live.app.version != rec.version:
         by = f" by {live.app.deployed_by}" if live.app.deployed_by else ""
@@ -638,9 +674,12 @@ def _prime_secret_hashes(inp: DiffInput, state: StateRecord | None) -> None:
 
 
 def compare(inp: DiffInput, live: Live) -> Plan:
-    """The plan that makes `live` match `inp.desired`."""
+    """The plan that makes `live` match `inp.desired` (renames and removals as the file says)."""
     acc = _Acc()
     inp = _priced(inp, live)
+    seen = live
+    moves = find_moves(inp.moved, live)
+    live = as_if_moved(live, moves)
     state = live.state
     managed = set(state.resources) if state else set()
     _prime_secret_hashes(inp, state)
@@ -659,15 +698,19 @@ def compare(inp: DiffInput, live: Live) -> Plan:
         comparer(inp.desired.get(address), live, rec, inp, acc, address)
     _snapshot_lifetimes(inp, state, acc)
     _costs(inp, live, _budget(inp, live), acc)
-    app_parts = ("image", "cron", "sandbox")
-    functions_changed = any(c.kind in app_parts for c in acc.changes)
+    acc.changes = mark_moves(acc.changes, moves, seen)
+    functions_changed = any(c.kind in APP_PARTS for c in acc.changes)
     _compare_app(inp, live, state, acc, functions_changed)
+    acc.changes, removed_warnings = mark_removed(acc.changes, inp.removed, live, inp.app)
+    acc.warnings.extend(removed_warnings)
     crons = sum(1 for d in inp.desired.values() if d.kind == "cron")
     if crons > inp.cron_limit:
         acc.warnings.append(f"{crons} crons exceed the limit of {inp.cron_limit} scheduled "
                             "functions (Modal's Starter plan); set HARVEST_CRON_LIMIT if your "
                             "plan allows more")
-    unmanaged = sorted(a for a in live_addresses if a not in managed and a not in inp.desired)
+    recorded = set(seen.state.resources) if seen.state else set()
+    seen_addresses = {f"volume.{n}" for n in seen.volumes} | {f"secret.{n}" for n in seen.secrets}
+    unmanaged = sorted(a for a in seen_addresses if a not in recorded and a not in inp.desired)
     return Plan(
         environment=inp.environment,
         app=inp.app,
@@ -677,7 +720,7 @@ def compare(inp: DiffInput, live: Live) -> Plan:
         drift=tuple(sorted(acc.drift, key=lambda d: d.address)),
         unmanaged=tuple(unmanaged),
         warnings=tuple(acc.warnings),
-        live_fingerprint=fingerprint(live.fingerprint_data()),
+        live_fingerprint=fingerprint(seen.fingerprint_data()),
         spec_digest=inp.spec_digest,
         notes=tuple(acc.notes),
     )

@@ -61,6 +61,24 @@ class LiveApp:
     deployed_by: str = ""
     deployment_tag: str = ""
     functions: dict[str, LiveFunction] = field(default_factory=dict)
+    function_names: tuple[str, ...] = ()  # every function the serving version has
+
+
+@dataclass(frozen=True)
+class LiveDeployment:
+    """One version of a deployed app (`modal app history`); a rollback's version names the
+    version whose functions it serves again."""
+
+    version: int
+    tag: str = ""
+    deployed_at: float = 0.0
+    deployed_by: str = ""
+    rollback_version: int = 0
+
+    @property
+    def serves(self) -> int:
+        """The version whose functions this one serves (itself, unless a rollback)."""
+        return self.rollback_version or self.version
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from harvest_iac.spec.document import MAX_BYTES, Document, Where, decode, parse
 from harvest_iac.spec.fields import FORMAT_VERSION, check_format_version
 from harvest_iac.spec.messages import display as display_path
 from harvest_iac.spec.messages import translate
-from harvest_iac.spec.models import KINDS, SECTIONS, EnvironmentSpec
+from harvest_iac.spec.models import KINDS, LIFECYCLE, SECTIONS, EnvironmentSpec
 
 KeyPath = tuple[str | int, ...]
 EXTENSION_PREFIX = "x-"
@@ -369,7 +369,7 @@ def _with_references(spec: EnvironmentSpec, declared: dict[str, set[str]] | None
 
 def _validate_by_entry(data: dict[str, Any], merged: _Merged, display: str) -> tuple[EnvironmentSpec, list[Problem]]:
     top = {k: v for k, v in data.items() if k not in SECTIONS or not isinstance(v, dict)}
-    _, problems = _errors(top, merged, display)
+    top_spec, problems = _errors(top, merged, display)
     valid: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     for section in SECTIONS:
         entries = data.get(section)
@@ -380,7 +380,8 @@ def _validate_by_entry(data: dict[str, Any], merged: _Merged, display: str) -> t
             problems += entry_problems
             if one is not None:
                 valid[section][name] = getattr(one, section)[name]
-    fields: dict[str, Any] = {**_PLACEHOLDER, **valid}
+    top_fields = {k: getattr(top_spec, k) for k in (*_PLACEHOLDER, *LIFECYCLE)} if top_spec else {}
+    fields: dict[str, Any] = {**_PLACEHOLDER, **top_fields, **valid}
     partial = EnvironmentSpec.model_construct(None, **fields)
     return partial, problems
 

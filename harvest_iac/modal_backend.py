@@ -3,7 +3,8 @@
 Reads are raw RPCs on a client of our own, made concurrently in one asyncio loop, so the
 number of sequential round trips does not grow with the number of resources (apart from
 Modal's list pages of 100). Each read is an RPC plus a pure converter (`*_from_proto`),
-tested on hand-built protos. Modal's SDK moves between releases: keep every use of it here.
+tested on hand-built protos. Modal's SDK moves between releases: keep every use of it here,
+and map its exceptions to harvest's here (`sdk_call`), so none escapes as a traceback.
 """
 
 from __future__ import annotations
@@ -16,26 +17,36 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harvest_iac.errors import BackendError, TargetError
-from harvest_iac.modal_rpc import AlreadyExists, RpcClient, credentials_from_env, http_get
+from harvest_iac.errors import BackendError, HarvestError, TargetError
+from harvest_iac.modal_rpc import (
+    AlreadyExists,
+    RpcClient,
+    credentials_from_env,
+    http_get,
+    http_put,
+    one_line,
+    unreachable,
+)
 from harvest_iac.naming import FUNCTION_KINDS, function_tag
 from harvest_iac.live import (
     Live,
     LiveApp,
     LiveBilling,
+    LiveDeployment,
     LiveEnvironment,
     LiveFunction,
     LiveImage,
     LiveSecret,
     LiveVolume,
 )
-from harvest_iac.state import STATE_VOLUME, StateRecord, state_path
+from harvest_iac.state import LOCK_DICT, STATE_VOLUME, StateRecord, state_path
 from harvest_iac.targets import LOCAL_DATA_DIR, TargetChoice
 
 T = TypeVar("T")
 
 #: Names harvest itself owns in a Modal environment (never reported as unmanaged).
 INTERNAL_VOLUMES = frozenset({STATE_VOLUME})
+DEPLOY_TIMEOUT_S = 900
 
 
 # -- pure converters (protos in, frozen live models out) -------------------------------
@@ -90,6 +101,9 @@ def schedule_string(schedule: Any) -> str | None:
     if which == "cron":
         return f"Cron({schedule.cron.cron_string!r}, {schedule.cron.timezone or 'UTC'})"
     p = schedule.period
+    if not (p.years or p.months):  # a fixed length: in seconds, however it was written
+        seconds = (((p.weeks * 7 + p.days) * 24 + p.hours) * 60 + p.minutes) * 60 + p.seconds
+        return f"Period(seconds={_whole(seconds)})"
     parts = [f"{unit}={_whole(getattr(p, unit))}" for unit in
              ("years", "months", "weeks", "days", "hours", "minutes", "seconds")
              if getattr(p, unit)]
@@ -177,7 +191,8 @@ async def _paged(conn: Connection, method: str, request_cls: Any, environment: s
         created_before = float(last.metadata.creation_info.created_at or last.created_at)
 
 
-async def _read_state(conn: Connection, environment: str, app: str) -> StateRecord | None:
+async def read_state(conn: Connection, environment: str, app: str) -> StateRecord | None:
+    """harvest's state record of `app` in `environment`, or None when there is none."""
     from modal_proto import api_pb2
 
     vol = await conn.call("VolumeGetOrCreate", api_pb2.VolumeGetOrCreateRequest(
@@ -189,6 +204,53 @@ async def _read_state(conn: Connection, environment: str, app: str) -> StateReco
     if text is None:
         return None
     return StateRecord.from_json(text.decode(), where=f"state record {STATE_VOLUME}:{state_path(app)}")
+
+
+VOLUME_BLOCK_SIZE = 8 * 1024 * 1024
+
+
+async def write_volume_file(conn: Connection, environment: str, volume: str, path: str,
+                            data: bytes) -> None:
+    """Write (or overwrite) one file of a v2 volume, made if missing, as the SDK's
+    `batch_upload(force=True)` does: announce its 8 MiB blocks by sha256, upload the ones
+    Modal lacks, announce again with their upload answers. Through the lean client, so a
+    dead connection fails within its bounded retries."""
+    try:
+        await _put_volume_file(conn, environment, volume, path, data)
+    except TargetError:
+        raise
+    except BackendError as exc:
+        raise BackendError(f"writing {volume}:{path} in environment {environment!r}: {exc}"
+                           ) from exc
+
+
+async def _put_volume_file(conn: Connection, environment: str, volume: str, path: str,
+                           data: bytes) -> None:
+    import hashlib
+
+    from modal_proto import api_pb2
+
+    made = await conn.call("VolumeGetOrCreate", api_pb2.VolumeGetOrCreateRequest(
+        deployment_name=volume, environment_name=environment, version=api_pb2.VOLUME_FS_VERSION_V2,
+        object_creation_type=api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING), missing_ok=False)
+    blocks = [data[i:i + VOLUME_BLOCK_SIZE] for i in range(0, len(data), VOLUME_BLOCK_SIZE)]
+    digests = [hashlib.sha256(block).digest() for block in blocks]
+    answers: dict[bytes, bytes] = {}
+    for _ in range(2):
+        request = api_pb2.VolumePutFiles2Request(volume_id=made.volume_id, files=[
+            api_pb2.VolumePutFiles2Request.File(path=path, mode=0o644, size=len(data), blocks=[
+                api_pb2.VolumePutFiles2Request.Block(contents_sha256=d, put_response=answers[d])
+                if d in answers else api_pb2.VolumePutFiles2Request.Block(contents_sha256=d)
+                for d in digests])])
+        resp = await conn.call("VolumePutFiles2", request, missing_ok=False)
+        if not resp.missing_blocks:
+            return
+        missing = list(resp.missing_blocks)
+        uploaded = await asyncio.gather(*(http_put(m.put_url, blocks[m.block_index])
+                                          for m in missing))
+        answers.update((digests[m.block_index], answer) for m, answer in zip(missing, uploaded,
+                                                                              strict=True))
+    raise BackendError("Modal still lacks blocks after the upload")
 
 
 async def _read_volume_file(conn: Connection, volume_id: str, path: str) -> bytes | None:
@@ -220,13 +282,14 @@ async def _read_app(conn: Connection, req: ReadRequest, state: Awaitable[StateRe
         tags_t = conn.call("AppGetTags", api_pb2.AppGetTagsRequest(app_id=app_id))
         hist_t = conn.call("AppDeploymentHistory",
                            api_pb2.AppDeploymentHistoryRequest(app_id=app_id))
+        layout_t = conn.call("AppGetLayout", api_pb2.AppGetLayoutRequest(app_id=app_id))
         st = await state  # functions harvest deployed before but the spec no longer has
         if st is not None:
             for addr in st.resources:
                 kind, name = addr.split(".", 1)
                 if kind in FUNCTION_KINDS and function_tag(kind, name) not in fn_calls:
                     fn_calls[function_tag(kind, name)] = function_get(function_tag(kind, name))
-        tags, hist, *fn_resps = await asyncio.gather(tags_t, hist_t, *fn_calls.values())
+        tags, hist, layout, *fn_resps = await asyncio.gather(tags_t, hist_t, layout_t, *fn_calls.values())
     finally:
         for call in fn_calls.values():
             call.cancel()
@@ -252,6 +315,7 @@ async def _read_app(conn: Connection, req: ReadRequest, state: Awaitable[StateRe
         deployed_by=latest.deployed_by if latest else "",
         deployment_tag=latest.tag if latest else "",
         functions=functions,
+        function_names=tuple(sorted(layout.app_layout.function_ids)) if layout is not None else (),
     )
 
 
@@ -316,7 +380,7 @@ async def read_live(req: ReadRequest) -> Live:
         envs_t = start(conn.call("EnvironmentList", _empty()))
         vols_t = start(_paged(conn, "VolumeList", api_pb2.VolumeListRequest, req.environment))
         secs_t = start(_paged(conn, "SecretList", api_pb2.SecretListRequest, req.environment))
-        state_t = start(_read_state(conn, req.environment, req.app))
+        state_t = start(read_state(conn, req.environment, req.app))
 
         async def names() -> tuple[dict[str, str], dict[str, str]]:
             vols, secs = await asyncio.gather(vols_t, secs_t)
@@ -394,6 +458,14 @@ class Session:
 
     def read(self, req: ReadRequest) -> Live:
         return asyncio.run(read_live(req))
+
+    def read_state(self, environment: str, app: str) -> StateRecord | None:
+        """Only harvest's state record of `app` (None when there is none)."""
+
+        async def go(conn: Connection) -> StateRecord | None:
+            return await read_state(conn, environment, app)
+
+        return self.with_connection(go)
 
     def with_connection(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         """Run `fn(conn)` with a fresh connection in a fresh event loop."""
@@ -476,6 +548,19 @@ async def delete_volume(conn: Connection, environment: str, name: str) -> None:
         volume_id=found.volume_id, environment_name=environment))
 
 
+async def rename_volume(conn: Connection, environment: str, old: str, new: str) -> None:
+    """Rename volume `old` to `new` in place (its files stay); nothing when `old` is gone (a
+    rename done already)."""
+    from modal_proto import api_pb2
+
+    found = await conn.call("VolumeGetOrCreate", api_pb2.VolumeGetOrCreateRequest(
+        deployment_name=old, environment_name=environment,
+        object_creation_type=api_pb2.OBJECT_CREATION_TYPE_UNSPECIFIED))
+    if found is None:
+        return
+    await conn.call("VolumeRename", api_pb2.VolumeRenameRequest(volume_id=found.volume_id, name=new))
+
+
 async def put_secret(conn: Connection, environment: str, name: str, values: dict[str, str]
                      ) -> LiveSecret:
     """Create or overwrite a secret with exactly these values (keys not given are dropped)."""
@@ -498,20 +583,6 @@ async def delete_secret(conn: Connection, environment: str, name: str) -> None:
     if found is None:
         return
     await conn.call("SecretDelete", api_pb2.SecretDeleteRequest(secret_id=found.secret_id))
-
-
-async def delete_image(conn: Connection, image_id: str) -> None:
-    """Delete an image (ImageDelete, as `modal.experimental.image_delete`); one already gone is fine."""
-    from modal_proto import api_pb2
-
-    await conn.call("ImageDelete", api_pb2.ImageDeleteRequest(image_id=image_id))
-
-
-async def delete_image_name(conn: Connection, environment: str, name: str) -> None:
-    """Delete a published image name (ImageNameDelete); one already gone is fine."""
-    from modal_proto import api_pb2
-
-    await conn.call("ImageNameDelete", api_pb2.ImageNameDeleteRequest(tag=f"{environment}/{name}"))
 
 
 async def set_app_tags(conn: Connection, app_id: str, tags: dict[str, str]) -> None:
@@ -538,47 +609,159 @@ async def _none() -> list[Any]:
     return []
 
 
+# -- the SDK boundary: modal's exceptions become harvest's ----------------------------------
+#: Attempts of an idempotent SDK operation that failed transiently (the SDK retries unary
+#: calls itself, but not streams such as a Dict's key listing, nor volume block uploads).
+SDK_ATTEMPTS = 4
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    import aiohttp
+    from grpclib.exceptions import ProtocolError, StreamTerminatedError
+    from h2.exceptions import ProtocolError as H2ProtocolError
+
+    return (OSError, asyncio.TimeoutError, StreamTerminatedError, ProtocolError, H2ProtocolError,
+            aiohttp.ClientError)
+
+
+def sdk_error(exc: BaseException, what: str) -> HarvestError | None:
+    """harvest's error for a failure of the modal SDK or of the connection under it (None for
+    anything else: a bug must not be disguised as a Modal failure)."""
+    import modal.exception as me
+    from grpclib.exceptions import GRPCError
+
+    if isinstance(exc, HarvestError):
+        return exc
+    if isinstance(exc, me.AuthError):
+        return TargetError(f"{what}: Modal refused the credentials ({one_line(str(exc))}); check "
+                           "MODAL_TOKEN_ID / MODAL_TOKEN_SECRET")
+    if isinstance(exc, (me.ConnectionError, *_connection_errors())):
+        return unreachable(credentials_from_env().server_url, exc)
+    if isinstance(exc, (me.Error, GRPCError)):
+        kind = "not found" if isinstance(exc, me.NotFoundError) else type(exc).__name__
+        return BackendError(f"{what}: Modal answered {kind}: {one_line(str(exc)) or '(no message)'}")
+    return None
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth another attempt: Modal's transient answers and a connection lost mid-call (not a
+    connection the SDK already failed to make after its own retries)."""
+    import modal.exception as me
+
+    return isinstance(exc, (me.ServiceError, me.InternalError, *_connection_errors()))
+
+
+def sdk_call(what: str, fn: Callable[[], T], *, recover: Callable[[], T | None] | None = None,
+             attempts: int = SDK_ATTEMPTS) -> T:
+    """`fn()` (an idempotent SDK operation), retried on transient failures, its errors mapped
+    to harvest's. After a failure, `recover()` may tell the result (did the write land?)."""
+    import time
+
+    delay = 0.1
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - mapped, or re-raised when not Modal's
+            error = sdk_error(exc, what)
+            if error is None:
+                raise
+            if not _transient(exc) or attempt == attempts - 1:
+                raise error from exc
+        if recover is not None:
+            known = recover()
+            if known is not None:
+                return known
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def ensure_reachable() -> None:
+    """A TargetError, within the lean client's few bounded retries, when Modal does not
+    answer. Called before the SDK (or the `modal` CLI) first connects: its own first
+    connection keeps retrying for about a minute."""
+
+    async def hello() -> None:
+        conn = await open_connection()
+        try:
+            await conn.call("ClientHello", _empty())
+        finally:
+            conn.close()
+
+    asyncio.run(hello())
+
+
+class LockDict:
+    """The Dict `harvest-locks` of one environment as the lock protocol (`lease.py`) uses it,
+    through the SDK: transient failures retried, errors mapped to harvest's. Without `create`,
+    a missing Dict (or environment) reads as empty: nothing is locked there."""
+
+    def __init__(self, environment: str, *, create: bool) -> None:
+        self.environment = environment
+        self.create = create
+        self.what = f"the lock Dict {LOCK_DICT!r} of environment {environment!r}"
+        self._dict: Any = None
+        self._missing = False
+
+    def _hydrated(self) -> Any:
+        if self._dict is None and not self._missing:
+            import modal
+            import modal.exception
+
+            ensure_reachable()
+            d = modal.Dict.from_name(LOCK_DICT, environment_name=self.environment,
+                                     create_if_missing=self.create)
+            try:
+                sdk_call(self.what, d.hydrate)
+            except BackendError as exc:
+                if self.create or not isinstance(exc.__cause__, modal.exception.NotFoundError):
+                    raise
+                self._missing = True
+                return None
+            self._dict = d
+        return self._dict
+
+    def keys(self) -> list[Any]:
+        d = self._hydrated()
+        return [] if d is None else sdk_call(self.what, lambda: list(d.keys()))
+
+    def get(self, key: str) -> Any:
+        d = self._hydrated()
+        return None if d is None else sdk_call(self.what, lambda: d.get(key))
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        """Only the protocol's best-effort cleanup pops: one attempt (the SDK's retries)."""
+        d = self._hydrated()
+        return default if d is None else sdk_call(self.what, lambda: d.pop(key, default),
+                                                  attempts=1)
+
+    def put(self, key: str, value: Any, *, skip_if_exists: bool = False) -> bool:
+        """Put (if absent, with `skip_if_exists`). A put whose answer was lost is read back:
+        our value there means it landed; another value means someone else's did."""
+        d = self._hydrated()
+        if d is None:
+            raise BackendError(f"{self.what} does not exist")
+
+        def landed() -> bool | None:
+            found = self.get(key)
+            if found == value:
+                return True
+            return False if found is not None and skip_if_exists else None
+
+        return sdk_call(self.what, lambda: bool(d.put(key, value, skip_if_exists=skip_if_exists)),
+                        recover=landed)
+
+
 class ModalOps:
-    """Synchronous operations through the public SDK (deploys, dicts, volume files, sandboxes).
+    """Synchronous operations through the public SDK (deploys, the lock Dict, sandboxes).
     The SDK runs them on its own loop; call these from plain (non-async) code."""
 
     def __init__(self, environment: str) -> None:
         self.environment = environment
 
-    # -- the lock ---------------------------------------------------------------------
-    def _lock_dict(self) -> Any:
-        import modal
-
-        from harvest_iac.state import LOCK_DICT
-
-        return modal.Dict.from_name(LOCK_DICT, environment_name=self.environment,
-                                    create_if_missing=True)
-
-    def lock_put_if_absent(self, key: str, value: dict[str, Any]) -> bool:
-        return bool(self._lock_dict().put(key, value, skip_if_exists=True))
-
-    def lock_put(self, key: str, value: dict[str, Any]) -> None:
-        """Overwrite (atomically) the entry; used to renew our own lock."""
-        self._lock_dict().put(key, value)
-
-    def lock_get(self, key: str) -> dict[str, Any] | None:
-        value = self._lock_dict().get(key)
-        return value if isinstance(value, dict) else None
-
-    def lock_pop(self, key: str) -> None:
-        d = self._lock_dict()
-        d.pop(key, None)
-
-    # -- the state record -------------------------------------------------------------
-    def write_file(self, volume: str, path: str, data: bytes) -> None:
-        import io
-
-        import modal
-
-        vol = modal.Volume.from_name(volume, environment_name=self.environment,
-                                     create_if_missing=True, version=2)
-        with vol.batch_upload(force=True) as batch:
-            batch.put_file(io.BytesIO(data), path)
+    def lock_dict(self, *, create: bool = True) -> LockDict:
+        """The Dict holding harvest's locks in this environment."""
+        return LockDict(self.environment, create=create)
 
     # -- snapshots --------------------------------------------------------------------
     def make_snapshot(self, module_path: Path, name: str, timeout: int = 1800) -> tuple[str, float]:
@@ -589,7 +772,8 @@ class ModalOps:
         try:
             image_id, created_at = module._make_snapshot(name, timeout)
         except Exception as exc:  # noqa: BLE001 - any failure is reported, never traced
-            raise BackendError(f"snapshot.{name}: {exc}".rstrip()) from exc
+            raise (sdk_error(exc, f"snapshot.{name}")
+                   or BackendError(f"snapshot.{name}: {exc}".rstrip())) from exc
         return str(image_id), float(created_at)
 
     # -- deploys -----------------------------------------------------------------------
@@ -601,13 +785,27 @@ class ModalOps:
 
         cmd = [sys.executable, "-m", "modal", "deploy", str(module_path), "--env",
                self.environment, "--name", app_name, "--tag", tag]
+        ensure_reachable()
+        log = module_path.with_suffix(".deploy.log")
         # from the project folder: paths in the module (Dockerfiles) are relative to it
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ),
-                              cwd=Path.cwd(), timeout=900)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ),
+                                  cwd=Path.cwd(), timeout=DEPLOY_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            raise BackendError(f"app.{app_name}: `modal deploy` did not finish in "
+                               f"{DEPLOY_TIMEOUT_S}s") from exc
+        log.write_text(proc.stdout + proc.stderr, encoding="utf-8")
         if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise BackendError(f"app.{app_name}: `modal deploy` failed:\n{tail}")
+            raise BackendError(f"app.{app_name}: `modal deploy` failed: "
+                               f"{_gist(proc.stdout + proc.stderr)} (its output: {log})")
         return proc.stdout
+
+
+def _gist(output: str) -> str:
+    """The last line of a command's output that says something (not box drawing)."""
+    lines = [line.strip(" \t│┃╭╮╰╯─━") for line in output.splitlines()]
+    said = [line for line in lines if line]
+    return said[-1] if said else "no output"
 
 
 async def app_identity(conn: Connection, environment: str, app: str) -> tuple[str, int | None]:
@@ -652,3 +850,78 @@ async def stop_app(conn: Connection, environment: str, app: str) -> None:
     if got is None or not got.app_id:
         return
     await conn.call("AppStop", api_pb2.AppStopRequest(app_id=got.app_id))
+
+
+# -- lifecycle: history, rollback, images, import ----------------------------------------------
+def deployment_from_proto(item: Any) -> LiveDeployment:
+    return LiveDeployment(version=int(item.version), tag=item.tag, deployed_at=float(item.deployed_at),
+                          deployed_by=item.deployed_by, rollback_version=int(item.rollback_version))
+
+
+async def app_history(conn: Connection, environment: str, app: str
+                      ) -> tuple[str, list[LiveDeployment]] | None:
+    """The deployed app's id and its versions, newest first; None when it is not deployed."""
+    from modal_proto import api_pb2
+
+    got = await conn.call("AppGetByDeploymentName", api_pb2.AppGetByDeploymentNameRequest(
+        name=app, environment_name=environment))
+    if got is None or not got.app_id:
+        return None
+    hist = await conn.call("AppDeploymentHistory", api_pb2.AppDeploymentHistoryRequest(app_id=got.app_id))
+    items = [deployment_from_proto(h) for h in (hist.app_deployment_histories if hist is not None else [])]
+    return got.app_id, sorted(items, key=lambda d: -d.version)
+
+
+async def rollback_app(conn: Connection, app_id: str, version: int) -> None:
+    """Serve `version`'s functions again, as a new version (AppRollback)."""
+    from modal_proto import api_pb2
+
+    await conn.call("AppRollback", api_pb2.AppRollbackRequest(app_id=app_id, version=version),
+                    missing_ok=False)
+
+
+async def delete_image(conn: Connection, image_id: str) -> None:
+    """Delete one image (a snapshot); nothing when it is gone already."""
+    from modal_proto import api_pb2
+
+    await conn.call("ImageDelete", api_pb2.ImageDeleteRequest(image_id=image_id))
+
+
+async def delete_image_name(conn: Connection, environment: str, name: str) -> None:
+    """Delete a published image name (`name:latest`); nothing when there is none."""
+    from modal_proto import api_pb2
+
+    await conn.call("ImageNameDelete", api_pb2.ImageNameDeleteRequest(tag=f"{environment}/{name}:latest"))
+
+
+async def deployed_apps(conn: Connection, environment: str) -> list[str]:
+    """The names of the apps deployed in `environment`."""
+    from modal_proto import api_pb2
+
+    resp = await conn.call("AppList", api_pb2.AppListRequest(environment_name=environment))
+    return sorted({a.name for a in (resp.apps if resp is not None else [])
+                   if a.name and a.state == api_pb2.APP_STATE_DEPLOYED})
+
+
+async def app_function_names(conn: Connection, environment: str, app: str) -> list[str]:
+    """The names of the deployed app's functions."""
+    from modal_proto import api_pb2
+
+    got = await conn.call("AppGetByDeploymentName", api_pb2.AppGetByDeploymentNameRequest(
+        name=app, environment_name=environment))
+    if got is None or not got.app_id:
+        return []
+    layout = await conn.call("AppGetLayout", api_pb2.AppGetLayoutRequest(app_id=got.app_id))
+    return sorted(layout.app_layout.function_ids) if layout is not None else []
+
+
+async def delete_state_record(conn: Connection, environment: str, app: str) -> None:
+    """Delete harvest's state record of `app` (the file only: the volume may hold others)."""
+    from modal_proto import api_pb2
+
+    vol = await conn.call("VolumeGetOrCreate", api_pb2.VolumeGetOrCreateRequest(
+        deployment_name=STATE_VOLUME, environment_name=environment,
+        object_creation_type=api_pb2.OBJECT_CREATION_TYPE_UNSPECIFIED))
+    if vol is not None:
+        await conn.call("VolumeRemoveFile2", api_pb2.VolumeRemoveFile2Request(
+            volume_id=vol.volume_id, path=state_path(app)))

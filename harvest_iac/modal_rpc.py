@@ -3,12 +3,14 @@
 It speaks the protocol of the installed modal client (`modal_proto`, grpclib), with the same
 credentials, headers and transient-error retries (one idempotency key per call), but without
 importing the `modal` package (about half a second of start-up), so a plan or a no-change
-apply stays fast. Deploys, sandboxes, dicts and volume uploads still go through the SDK.
+apply stays fast. The state record is written through it too (its retries are bounded). Deploys,
+sandboxes and the lock Dict go through the SDK.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import platform
 import ssl
@@ -136,7 +138,8 @@ class RpcClient:
     async def call(self, method: str, request: Any, *, missing_ok: bool = True) -> Any:
         """One RPC, retried on transient errors with backoff (same idempotency key).
         NOT_FOUND answers None when `missing_ok`, else raises NotFound."""
-        from grpclib.exceptions import GRPCError, StreamTerminatedError
+        from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+        from h2.exceptions import ProtocolError as H2ProtocolError
 
         key = str(uuid.uuid4())
         delay = 0.1
@@ -161,17 +164,43 @@ class RpcClient:
                 if status == "UNAUTHENTICATED":
                     raise TargetError(f"Modal refused the credentials ({exc.message}); check "
                                       "MODAL_TOKEN_ID / MODAL_TOKEN_SECRET") from exc
-                raise BackendError(f"{method}: {exc.message or status}") from exc
-            except (OSError, StreamTerminatedError, asyncio.TimeoutError) as exc:
+                raise BackendError(f"{method}: {one_line(exc.message or status)}") from exc
+            except (OSError, StreamTerminatedError, ProtocolError, H2ProtocolError,
+                    asyncio.TimeoutError) as exc:
                 if attempt < MAX_RETRIES:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
-                why = str(exc) or "timed out"
-                raise TargetError(f"cannot reach Modal at {self.creds.server_url} ({why}); check "
-                                  "MODAL_SERVER_URL and your network, or use --target local"
-                                  ) from exc
+                raise unreachable(self.creds.server_url, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def one_line(text: str) -> str:
+    """A message from elsewhere (Modal, a socket) as one line: its lines joined."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def unreachable(server_url: str, exc: BaseException) -> TargetError:
+    """The error for a connection to Modal that failed (refused, lost, timed out)."""
+    why = one_line(str(exc)) or type(exc).__name__
+    return TargetError(f"cannot reach Modal at {server_url} ({why}); check MODAL_SERVER_URL and "
+                       "your network, or use --target local")
+
+
+async def http_put(url: str, data: bytes) -> bytes:
+    """Upload to a pre-signed URL (a volume file block); returns the answer's body."""
+    import urllib.request
+
+    def put() -> bytes:
+        request = urllib.request.Request(url, data=data, method="PUT")
+        with urllib.request.urlopen(request, timeout=ATTEMPT_TIMEOUT_S) as resp:  # noqa: S310
+            return bytes(resp.read())
+
+    try:
+        return await asyncio.to_thread(put)
+    except (OSError, http.client.HTTPException) as exc:
+        raise BackendError(f"uploading to {urllib.parse.urlparse(url).path}: "
+                           f"{one_line(str(exc))}") from exc
 
 
 async def http_get(url: str) -> bytes:
@@ -184,5 +213,5 @@ async def http_get(url: str) -> bytes:
 
     try:
         return await asyncio.to_thread(get)
-    except OSError as exc:
-        raise BackendError(f"reading {urllib.parse.urlparse(url).path}: {exc}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise BackendError(f"reading {urllib.parse.urlparse(url).path}: {one_line(str(exc))}") from exc

@@ -1,8 +1,9 @@
 """The plan: a frozen, ordered list of changes, the drift seen, and what it was made from.
 
 Vocabulary follows Terraform (`internal/plans/action.go`): create `+`, update `~`,
-replace `-/+`, delete `-`, import `<=` (adopt an existing object), no-op. `reason` explains a
-change to a person and is never used to decide what apply does.
+replace `-/+`, delete `-`, import `<=` (adopt an existing object), forget `.` (stop managing,
+keep it), no-op. A rename (`moved:`) is an update whose `previous_address` is the old address.
+`reason` explains a change to a person and is never used to decide what apply does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Action(str, Enum):
     REPLACE = "replace"
     DELETE = "delete"
     IMPORT = "import"
+    FORGET = "forget"
     NOOP = "no-op"
 
     @property
@@ -48,6 +50,7 @@ _SYMBOLS = {
     Action.REPLACE: "-/+",
     Action.DELETE: "-",
     Action.IMPORT: "<=",
+    Action.FORGET: ".",
     Action.NOOP: " ",
 }
 _TF_ACTIONS = {
@@ -56,6 +59,7 @@ _TF_ACTIONS = {
     Action.REPLACE: ["delete", "create"],
     Action.DELETE: ["delete"],
     Action.IMPORT: ["import"],
+    Action.FORGET: ["forget"],
     Action.NOOP: ["no-op"],
 }
 
@@ -87,16 +91,19 @@ class Change:
     blocked: str | None = None  # a guard refused it: what and how to fix
     notes: tuple[str, ...] = ()  # next fire times, cost estimates, ...
     values_hash: ValuesHash | None = None  # secrets: the values apply will put, hashed
+    previous_address: str | None = None  # a rename (`moved:`): the address it had
+    destroy_reviewed: bool = False  # a deletion the file names (`removed:` ... `destroy: true`)
 
     @property
     def counts_as(self) -> str:
-        """Which summary bucket: add, change, destroy, import (replace counts add+destroy)."""
+        """Which summary bucket: add, change, destroy, import, forget (replace counts add+destroy)."""
         return {
             Action.CREATE: "add",
             Action.UPDATE: "change",
             Action.REPLACE: "replace",
             Action.DELETE: "destroy",
             Action.IMPORT: "import",
+            Action.FORGET: "forget",
             Action.NOOP: "none",
         }[self.action]
 
@@ -118,19 +125,19 @@ class Summary:
     change: int
     destroy: int
     imports: int
+    forget: int = 0
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.add or self.change or self.destroy or self.imports)
+        return bool(self.add or self.change or self.destroy or self.imports or self.forget)
 
     def line(self) -> str:
-        text = f"Plan: {self.add} to add, {self.change} to change, {self.destroy} to destroy."
+        counts = f"{self.add} to add, {self.change} to change, {self.destroy} to destroy"
         if self.imports:
-            text = (
-                f"Plan: {self.imports} to import, {self.add} to add, {self.change} to change, "
-                f"{self.destroy} to destroy."
-            )
-        return text
+            counts = f"{self.imports} to import, {counts}"
+        if self.forget:
+            counts += f", {self.forget} to forget"
+        return f"Plan: {counts}."
 
 
 @dataclass(frozen=True)
@@ -152,7 +159,7 @@ class Plan:
 
     @property
     def summary(self) -> Summary:
-        buckets = {"add": 0, "change": 0, "destroy": 0, "import": 0}
+        buckets = {"add": 0, "change": 0, "destroy": 0, "import": 0, "forget": 0}
         for c in self.changes:
             bucket = c.counts_as
             if bucket == "replace":
@@ -160,7 +167,8 @@ class Plan:
                 buckets["destroy"] += 1
             elif bucket in buckets:
                 buckets[bucket] += 1
-        return Summary(buckets["add"], buckets["change"], buckets["destroy"], buckets["import"])
+        return Summary(buckets["add"], buckets["change"], buckets["destroy"], buckets["import"],
+                       buckets["forget"])
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -172,14 +180,15 @@ class Plan:
 
 
 def order_changes(changes: list[Change]) -> tuple[Change, ...]:
-    """Creates/updates in dependency order (KIND_ORDER), then deletions in reverse order;
-    within a kind, by name."""
+    """Creates/updates in dependency order (KIND_ORDER), then deletions (and what harvest stops
+    managing) in reverse order; within a kind, by name."""
 
     def rank(kind: str) -> int:
         return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
 
-    forward = [c for c in changes if c.action is not Action.DELETE]
-    deletes = [c for c in changes if c.action is Action.DELETE]
+    last = (Action.DELETE, Action.FORGET)
+    forward = [c for c in changes if c.action not in last]
+    deletes = [c for c in changes if c.action in last]
     forward.sort(key=lambda c: (rank(c.kind), c.name))
     deletes.sort(key=lambda c: (-rank(c.kind), c.name))
     return tuple(forward + deletes)
@@ -201,6 +210,9 @@ def plan_differences(saved: Plan, fresh: Plan, values_differ: Callable[[Change],
             was = f"would {old.action.value} it" if old else "does not change it"
             will = f"would now {new.action.value} it" if new else "would now leave it alone"
             out.append(f"{address}: the saved plan {was}, apply {will}")
+        elif old.previous_address != new.previous_address:
+            out.append(f"{address}: the saved plan renames it from {old.previous_address}, apply would "
+                       f"now rename it from {new.previous_address}")
         elif fingerprint(old.after) != fingerprint(new.after):
             out.append(f"{address}: what it would become is not what the saved plan shows")
         elif (old.values_hash or new.values_hash) and (why := values_differ(old)):
@@ -241,6 +253,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "blocked": c.blocked,
                 "notes": list(c.notes),
                 **({"values_hash": c.values_hash.to_dict()} if c.values_hash else {}),
+                **({"previous_address": c.previous_address} if c.previous_address else {}),
+                **({"destroy_reviewed": True} if c.destroy_reviewed else {}),
             }
             for c in plan.changes
             if c.action is not Action.NOOP
@@ -259,7 +273,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "warnings": list(plan.warnings),
         "notes": list(plan.notes),
         "change_summary": {"add": s.add, "change": s.change, "remove": s.destroy,
-                           "import": s.imports},
+                           "import": s.imports, "forget": s.forget},
     }
 
 
@@ -282,6 +296,8 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
             notes=tuple(rc.get("notes", [])),
             values_hash=None if rc.get("values_hash") is None else ValuesHash.from_dict(
                 rc["values_hash"], f"resource_changes[{i}].values_hash"),
+            previous_address=rc.get("previous_address"),
+            destroy_reviewed=bool(rc.get("destroy_reviewed", False)),
         )
         for i, rc in enumerate(data["resource_changes"])
     )

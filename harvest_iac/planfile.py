@@ -41,6 +41,8 @@ class _ChangeDoc(_Shape):
     blocked: str | None = None
     notes: list[str] = []
     values_hash: dict[str, Any] | None = None
+    previous_address: str | None = None
+    destroy_reviewed: bool = False
 
 
 class _DriftDoc(_Shape):
@@ -137,6 +139,9 @@ def _check(doc: _PlanDoc, at: Path) -> None:
         if change.address != f"{change.type}.{change.name}":
             raise _Problem((*here, "address"), f"{change.address!r} does not match its type "
                                                f"{change.type!r} and name {change.name!r}")
+        if change.previous_address is not None and not change.previous_address.startswith(f"{change.type}."):
+            raise _Problem((*here, "previous_address"), f"{change.previous_address!r} is not a {change.type} "
+                                                        "address; a rename keeps the kind")
         if change.values_hash is not None:
             try:
                 ValuesHash.from_dict(change.values_hash, display((*here, "values_hash")))

@@ -67,6 +67,8 @@ class Inputs:
     spec_digest: str
     secret_sources: dict[str, dict[str, Any]]  # {"from_env": {KEY: VAR}} | {"from_dotenv": path}
     dockerfiles: dict[str, str]  # image name -> Dockerfile path
+    moved: dict[str, str]  # `moved:` old address -> new address
+    removed: dict[str, bool]  # `removed:` address -> destroy
     local_files: dict[str, dict[str, str]] = field(default_factory=dict)  # image -> {remote: local}
     python_sources: dict[str, list[str]] = field(default_factory=dict)  # image -> modules
 
@@ -94,6 +96,8 @@ def inputs_from_loaded(loaded: LoadedEnvironment) -> Inputs:
         spec_digest=spec_digest(spec),
         secret_sources=sources,
         dockerfiles={n: str(i.path) for n, i in spec.images.items() if i.path is not None},
+        moved={m.source: m.to for m in spec.moved},
+        removed={r.address: r.destroy for r in spec.removed},
         local_files={n: dict(i.files) for n, i in spec.images.items() if i.files},
         python_sources={n: list(i.python_source) for n, i in spec.images.items() if i.python_source},
     )
@@ -391,6 +395,8 @@ def diff_input(prep: Prepared, *, target: str, environ: Mapping[str, str],
         spec_digest=inputs.spec_digest,
         app_needed=inputs.app_needed,
         hasher=secret_hasher(environ),
+        moved=inputs.moved,
+        removed=inputs.removed,
     )
 
 
@@ -422,6 +428,15 @@ def load_environments(paths: tuple[str, ...]) -> list[Any]:
                 f"{key[0]!r}: give each file its own environment or app")
         seen[key] = str(item.path)
     return loaded
+
+
+def load_one_environment(paths: tuple[str, ...], verb: str) -> Any:
+    """The one environment under `paths`, for verbs that act on one (destroy, rollback, ...)."""
+    loaded = load_environments(paths)
+    if len(loaded) != 1:
+        found = ", ".join(str(item.path) for item in loaded)
+        raise HarvestError(f"{verb} acts on one environment; name its file (found: {printable(found)})")
+    return loaded[0]
 
 
 def make_plans(paths: tuple[str, ...], target_flag: str | None, environ: Mapping[str, str]

@@ -20,6 +20,7 @@ _VERBS = {
     Action.REPLACE: "must be replaced",
     Action.DELETE: "will be destroyed",
     Action.IMPORT: "will be imported (adopted: it exists but harvest does not manage it yet)",
+    Action.FORGET: "will no longer be managed by harvest, but will not be destroyed",
     Action.NOOP: "is unchanged",
 }
 _COLOURS = {
@@ -28,6 +29,7 @@ _COLOURS = {
     Action.REPLACE: "magenta",
     Action.DELETE: "red",
     Action.IMPORT: "cyan",
+    Action.FORGET: "blue",
     Action.NOOP: "white",
 }
 
@@ -58,6 +60,9 @@ def _attr_lines(change: Change, style: Style) -> list[str]:
     elif change.action is Action.DELETE and change.before:
         for key in sorted(change.before):
             lines.append(f"      - {key} = {_value(change.before[key])}")
+    elif change.action is Action.FORGET and change.before:
+        for key in sorted(change.before):
+            lines.append(f"        {key} = {_value(change.before[key])}")
     else:
         for f in change.fields:
             if f.before is None:
@@ -79,7 +84,8 @@ def _attr_lines(change: Change, style: Style) -> list[str]:
 
 def _change_block(change: Change, style: Style) -> list[str]:
     colour = _COLOURS[change.action]
-    head = f"  # {change.address} {_VERBS[change.action]}"
+    moved = f" (moved from {change.previous_address})" if change.previous_address else ""
+    head = f"  # {change.address}{moved} {_VERBS[change.action]}"
     out = [style(head, bold=True)]
     if change.reason:
         out.append(f"  # ({printable(change.reason)})")
@@ -289,6 +295,7 @@ class _Layout:
             out.append("|---|---|---|---|")
             for c in kept:
                 notes = "; ".join(([f"**blocked**: {c.blocked}"] if c.blocked else [])
+                                  + ([f"moved from `{c.previous_address}`"] if c.previous_address else [])
                                   + ([c.reason] if c.reason else []) + list(c.notes))
                 out.append(f"| `{c.action.symbol}` | `{c.address}` | {c.action.value} | "
                            f"{_md_cell(notes)} |")
@@ -329,7 +336,7 @@ def _diff_lines(c: Change) -> list[str]:
     """A `diff`-fenced rendering: + and - at column 0 so GitHub colours them."""
     lines: list[str] = []
     prefix = {Action.CREATE: "+", Action.DELETE: "-", Action.REPLACE: "!", Action.UPDATE: "!",
-              Action.IMPORT: "#"}.get(c.action, " ")
+              Action.IMPORT: "#", Action.FORGET: "#"}.get(c.action, " ")
     lines.append(f"{prefix} {c.action.symbol} {c.address}")
     for text in _attr_lines(c, _plain):
         body = text.strip()

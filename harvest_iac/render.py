@@ -247,6 +247,7 @@ def _context(spec: EnvironmentSpec) -> dict[str, Any]:
         "state_volume": STATE_VOLUME,
         "state_path": state_path(spec.app),
         "lock_dict": LOCK_DICT,
+        "lease_code": lease_definitions(),
         "images": [_image_view(n, spec.images[n], names) for n in spec.image_order()],
         "volumes": [{"name": n, "ident": names.volume[n]} for n in sorted(spec.volumes)],
         "secrets": [{"name": n, "ident": names.secret[n], "secret": spec.secrets[n]}
@@ -259,6 +260,21 @@ def _context(spec: EnvironmentSpec) -> dict[str, Any]:
         "crons": [_cron_view(n, spec.crons[n], names) for n in sorted(spec.crons)],
         "sandboxes": [_sandbox_view(n, spec.sandboxes[n], spec, names) for n in sorted(spec.sandboxes)],
     }
+
+
+@cache
+def lease_definitions() -> Code:
+    """The lock protocol (`harvest_iac/lease.py` without its docstring and imports), which
+    the generated app embeds so its cron takes harvest's lock exactly as apply does."""
+    import inspect
+
+    from harvest_iac import lease
+
+    source = inspect.getsource(lease)
+    body = [node for node in ast.parse(source).body
+            if not isinstance(node, (ast.Import, ast.ImportFrom))
+            and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+    return Code("".join(source.splitlines(keepends=True)[body[0].lineno - 1:]))
 
 
 # -- rendering --------------------------------------------------------------------------

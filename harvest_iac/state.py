@@ -7,7 +7,7 @@ incremented on every write and a `lineage` fixed at creation. Holds:
 * which objects harvest manages (addresses) and the spec each was last applied from;
 * a hash of each secret's values (never the values), so value changes show: keyed with
   `HARVEST_STATE_KEY` when set, else scrypt (see `secrethash`);
-* the deployed app's code hash and version;
+* the deployed app's code hash and version, and the last `harvest rollback` of it;
 * snapshot image ids with their creation times (newest last).
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from harvest_iac.errors import HarvestError
@@ -44,6 +44,17 @@ class SnapshotRecord:
 
 
 @dataclass(frozen=True)
+class RollbackRecord:
+    """`harvest rollback` of the app: from the version that was serving to an earlier one.
+    `version` is the version the rollback made, None while the rollback is under way."""
+
+    from_version: int
+    to_version: int
+    version: int | None = None
+    at: float = 0.0  # unix seconds
+
+
+@dataclass(frozen=True)
 class ResourceRecord:
     """One managed object: its Modal id (if any), last-applied spec, and extras."""
 
@@ -54,6 +65,7 @@ class ResourceRecord:
     snapshots: tuple[SnapshotRecord, ...] = ()  # snapshots: newest last
     version: int | None = None  # app: deployed version
     code_hash: str = ""  # app: hash of the rendered code
+    rollback: RollbackRecord | None = None  # app: the last `harvest rollback`
 
 
 @dataclass(frozen=True)
@@ -105,7 +117,7 @@ class StateRecord:
             "serial": self.serial,
             "lineage": self.lineage,
             "resources": {
-                addr: _record_to_dict(rec) for addr, rec in sorted(self.resources.items())
+                addr: record_to_dict(rec) for addr, rec in sorted(self.resources.items())
             },
         }
         return json.dumps(data, sort_keys=True, indent=1) + "\n"
@@ -166,7 +178,8 @@ def _address(address: str) -> str:
     return address
 
 
-def _record_to_dict(rec: ResourceRecord) -> dict[str, Any]:
+def record_to_dict(rec: ResourceRecord) -> dict[str, Any]:
+    """One resource's record as stored (JSON-able)."""
     out: dict[str, Any] = {"spec": rec.spec}
     if rec.object_id:
         out["object_id"] = rec.object_id
@@ -182,6 +195,8 @@ def _record_to_dict(rec: ResourceRecord) -> dict[str, Any]:
         out["version"] = rec.version
     if rec.code_hash:
         out["code_hash"] = rec.code_hash
+    if rec.rollback is not None:
+        out["rollback"] = {k: v for k, v in asdict(rec.rollback).items() if v is not None}
     return out
 
 
@@ -199,6 +214,19 @@ def _record_from_dict(d: object, where: str, legacy_salt: str | None) -> Resourc
                         for i, s in enumerate(snapshots)),
         version=None if version is None else _field(d, "version", int, f"{where}.version"),
         code_hash=_field(d, "code_hash", str, f"{where}.code_hash", ""),
+        rollback=_rollback_from_dict(d["rollback"], f"{where}.rollback") if "rollback" in d else None,
+    )
+
+
+def _rollback_from_dict(d: object, where: str) -> RollbackRecord:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a mapping, got {describe(d)}")
+    version = d.get("version")
+    return RollbackRecord(
+        from_version=_field(d, "from_version", int, f"{where}.from_version"),
+        to_version=_field(d, "to_version", int, f"{where}.to_version"),
+        version=None if version is None else _field(d, "version", int, f"{where}.version"),
+        at=_field(d, "at", float, f"{where}.at", 0.0),
     )
 
 

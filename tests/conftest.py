@@ -1,40 +1,86 @@
 """Shared fixtures. Integration tests run the REAL modal client (SDK in-process, CLI as a
 subprocess) against one local Modal started for the session; tests isolate themselves by
-working in their own Modal environment (`modal_environment`)."""
+working in their own Modal environment (`modal_environment`).
+
+Tests use no network: every local Modal they start (in-process, or `harvest` and `modal`
+subprocesses, which inherit this environment) builds images with pip pointed at a wheelhouse
+of small wheels the session builds (`PIP_NO_INDEX=1`, `PIP_FIND_LINKS`)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import textwrap
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.wheels import build_wheel
+
 REPO = Path(__file__).resolve().parent.parent
 
-@pytest.fixture(scope="session")
-def local_modal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """One local Modal for the whole session; os.environ points the SDK at it."""
-    from harvest_iac.emulator.server import LocalModal
+#: Every package that an image of the tests installs (the example environments', the test
+#: specs' and test apps'), at a version their pins accept.
+IMAGE_PACKAGES = {"requests": "2.32.3", "numpy": "1.0", "pandas": "1.0", "anthropic": "1.0",
+                  "openai": "1.0", "httpx": "1.0", "rich": "1.0"}
 
-    data_dir = tmp_path_factory.mktemp("local-modal")
-    lm = LocalModal(data_dir).start()
-    saved = {k: os.environ.get(k) for k in lm.client_env()}
-    os.environ.update(lm.client_env())
-    os.environ.pop("MODAL_ENVIRONMENT", None)
-    os.environ.pop("MODAL_PROFILE", None)
+
+@contextmanager
+def environ(updates: Mapping[str, str | None]) -> Iterator[None]:
+    """os.environ with `updates` (None: unset) while the block runs."""
+    saved = {k: os.environ.get(k) for k in updates}
     try:
-        yield lm
+        for k, v in updates.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
     finally:
-        lm.stop()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session", autouse=True)
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The wheels of IMAGE_PACKAGES, and pip (of the host, so of image builds) limited to them."""
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    for name, version in IMAGE_PACKAGES.items():
+        build_wheel(folder, name, version=version)
+    with environ({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(folder)}):
+        yield folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def layer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One layer cache (HARVEST_LAYER_CACHE) for every local Modal of the session: a recipe
+    chain is built once, whichever test, environment or data folder asks for it."""
+    folder = tmp_path_factory.mktemp("layer-cache")
+    with environ({"HARVEST_LAYER_CACHE": str(folder)}):
+        yield folder
+
+
+@pytest.fixture(scope="session")
+def local_modal(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path,
+                layer_cache: Path) -> Iterator[object]:
+    """One local Modal for the whole session; os.environ points the SDK at it."""
+    from harvest_iac.emulator.server import LocalModal
+
+    # Schedules are kept but never fire here: the many test apps' crons must not start
+    # containers mid-test (tests/runtime/test_schedules.py fires them in a local Modal of its own).
+    lm = LocalModal(tmp_path_factory.mktemp("local-modal"), fire_schedules=False).start()
+    try:
+        with environ({**lm.client_env(), "MODAL_ENVIRONMENT": None, "MODAL_PROFILE": None}):
+            yield lm
+    finally:
+        lm.stop()
 
 
 @pytest.fixture
@@ -61,6 +107,19 @@ def modal_cli(*args: str, env_extra: dict[str, str] | None = None, check: bool =
             f"modal {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+def run_client(lm: object, code: str) -> str:
+    """Run Python that uses the real modal SDK against the local Modal `lm` (not the session's:
+    the in-process SDK is bound to that one); returns its stdout."""
+    env = {**os.environ, **lm.client_env()}  # type: ignore[attr-defined]
+    env.pop("MODAL_ENVIRONMENT", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
 
 
 def raw_rpc(method: str, request: object, *, metadata: dict[str, str] | None = None,

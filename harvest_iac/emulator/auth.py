@@ -65,9 +65,14 @@ class Caller:
 WORKSPACE_CALLER = Caller(WORKSPACE, WORKSPACE)
 
 
+#: A container lives as long as it is warm: its token outlasts any container.
+CONTAINER_TOKEN_LIFETIME_S = 7 * 24 * 3600.0
+
+
 def issue_container_token(secret: str, task_id: str) -> str:
     """The token a function container sends (as `x-harvest-task-token`) for task `task_id`."""
-    return issue_jwt(secret, {"sub": task_id, "scope": CONTAINER})
+    return issue_jwt(secret, {"sub": task_id, "scope": CONTAINER},
+                     lifetime_s=CONTAINER_TOKEN_LIFETIME_S)
 
 
 def verify_scoped(secret: str, token: str, scope: str) -> dict[str, Any] | None:

@@ -48,3 +48,6 @@ class Service:
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
         self.store = emu.store
+
+    async def on_start(self) -> None:
+        """Called once the server listens (its URL is known)."""

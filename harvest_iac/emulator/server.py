@@ -43,7 +43,9 @@ from modal_proto import api_grpc, task_command_router_grpc
 
 from harvest_iac.emulator.auth import CLIENT_API, TASK_ROUTER, Authority, Caller, Unauthenticated
 from harvest_iac.emulator.base import DEFAULT_ENVIRONMENT, Ctx, Service
-from harvest_iac.emulator.store import Store, write_private
+from harvest_iac.emulator.runtime.launcher import HostLauncher, choose_launcher
+from harvest_iac.emulator.runtime.scheduler import Scheduler
+from harvest_iac.emulator.store import Store, new_id, write_private
 
 log = logging.getLogger("harvest.emulator")
 
@@ -58,20 +60,28 @@ _SURFACES = (
 
 @dataclass
 class Faults:
-    """Fault injection, off by default: latency per RPC and a transient error rate."""
+    """Fault injection, off by default: latency per RPC and a transient error rate (for
+    every method, or only those in `methods`)."""
 
     latency_ms: float = 0.0
     error_rate: float = 0.0
     error_codes: tuple[Status, ...] = (Status.UNAVAILABLE, Status.INTERNAL)
     seed: int | None = None
+    methods: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Faults:
         env = os.environ if environ is None else environ
+        methods = env.get("HARVEST_EMULATOR_ERROR_METHODS", "")
         return cls(
             latency_ms=float(env.get("HARVEST_EMULATOR_LATENCY_MS", "0") or 0),
             error_rate=float(env.get("HARVEST_EMULATOR_ERROR_RATE", "0") or 0),
+            methods=frozenset(m.strip() for m in methods.split(",") if m.strip()),
         )
+
+    def hits(self, method: str) -> bool:
+        """Whether errors are injected into `method` at all."""
+        return bool(self.error_rate) and (not self.methods or method in self.methods)
 
 
 @dataclass
@@ -126,8 +136,10 @@ class Emulator:
         token_id: str | None = None,
         token_secret: str | None = None,
         gc_interval_s: float = GC_INTERVAL_S,
+        fire_schedules: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.fire_schedules = fire_schedules
         self.host = host
         self.port = port
         self.http_port = http_port
@@ -138,6 +150,11 @@ class Emulator:
         self.authority = Authority(self.token_id, self.token_secret)
         self.gc_interval_s = gc_interval_s
         self.stats = Stats()
+        self.launcher = choose_launcher()
+        # Function containers still run on the host: the sandboxes' launcher does not yet
+        # give them the venv that holds `modal` (the README's fidelity table says so).
+        self.runtime = Scheduler(self.data_dir, HostLauncher(), new_id=new_id,
+                                 max_containers=int(os.environ.get("HARVEST_MAX_CONTAINERS", "8")))
         self.services: list[Service] = []
         self._server: grpclib.server.Server | None = None
         self._http: Any = None
@@ -220,7 +237,6 @@ class Emulator:
 
     # -- environments (every object is scoped to one) -------------------------------
     def ensure_environment(self, name: str, *, default: bool = False) -> str:
-        from harvest_iac.emulator.store import new_id
 
         row = self.store.one("SELECT id FROM environments WHERE name = ?", name)
         if row:
@@ -282,7 +298,7 @@ class Emulator:
         """Sleep the injected latency; return True when this call should fail."""
         if self.faults.latency_ms:
             await asyncio.sleep(self.faults.latency_ms / 1000.0)
-        return bool(self.faults.error_rate) and self._rng.random() < self.faults.error_rate
+        return self.faults.hits(name) and self._rng.random() < self.faults.error_rate
 
     def _injected_error(self, name: str) -> GRPCError:
         self.stats.injected_errors += 1
@@ -383,6 +399,9 @@ class Emulator:
         self.port = sock.getsockname()[1]
         self._write_client_config()
         self.spawn(self._collect_garbage_every(self.gc_interval_s))
+        self.runtime.start()
+        for svc in self.services:
+            await svc.on_start()
         log.info("local Modal listening on %s (files on %s)", self.url, self.http_url)
 
     def _write_client_config(self) -> None:
@@ -413,6 +432,7 @@ class Emulator:
                 log.warning("garbage collection failed: %s", exc)
 
     async def stop(self) -> None:
+        await self.runtime.shutdown()
         for task in list(self.background):
             task.cancel()
         if self._server is not None:
@@ -438,8 +458,10 @@ class LocalModal:
     """
 
     def __init__(self, data_dir: Path, *, faults: Faults | None = None, host: str = "127.0.0.1",
-                 port: int = 0, gc_interval_s: float = GC_INTERVAL_S) -> None:
+                 port: int = 0, gc_interval_s: float = GC_INTERVAL_S,
+                 fire_schedules: bool = True) -> None:
         self.data_dir = Path(data_dir)
+        self._fire_schedules = fire_schedules
         self._faults = faults
         self._host = host
         self._port = port
@@ -458,7 +480,8 @@ class LocalModal:
             asyncio.set_event_loop(loop)
             try:
                 self.emulator = Emulator(self.data_dir, faults=self._faults, host=self._host,
-                                         port=self._port, gc_interval_s=self._gc_interval_s)
+                                         port=self._port, gc_interval_s=self._gc_interval_s,
+                                         fire_schedules=self._fire_schedules)
                 loop.run_until_complete(self.emulator.start())
             except BaseException as exc:  # surfaced in the caller's thread
                 errors.append(exc)

@@ -10,10 +10,13 @@ from typing import Any
 
 __all__ = [
     "KINDS",
+    "LIFECYCLE",
     "SECTIONS",
     "Cron",
     "EnvironmentSpec",
     "Image",
+    "Moved",
+    "Removed",
     "RetryPolicy",
     "Sandbox",
     "Secret",

@@ -1,4 +1,5 @@
-"""Cross-reference checks on a validated spec: every name used is declared, no `from:` cycles.
+"""Cross-reference checks on a validated spec: every name used is declared, no `from:` cycles, and
+`moved` / `removed` entries name what the file no longer (moved: `from`) or now (moved: `to`) declares.
 
 Each problem is `(path, message)`, where path is the key path in the merged document (such as
 `("sandboxes", "agent", "secrets", 0)`); the loader turns paths into file positions.
@@ -10,7 +11,7 @@ import difflib
 from collections.abc import Collection, Iterable, Mapping
 
 from harvest_iac.spec.fields import BUILTIN_BASES
-from harvest_iac.spec.models import SECTIONS, EnvironmentSpec
+from harvest_iac.spec.models import KINDS, SECTIONS, EnvironmentSpec
 
 Path = tuple[str | int, ...]
 PathProblem = tuple[Path, str]
@@ -138,6 +139,60 @@ def _workload_problems(spec: EnvironmentSpec, names: Names) -> list[PathProblem]
     return problems
 
 
+def _declared_in(names: Names, address: str) -> str | None:
+    """The section declaring `address` (`volumes` for volume.NAME), or None when it is not declared."""
+    kind, _, name = address.partition(".")
+    section = KINDS.get(kind)
+    return section if section is not None and name in names[section] else None
+
+
+def _moved_problems(spec: EnvironmentSpec, names: Names) -> list[PathProblem]:
+    problems: list[PathProblem] = []
+    sources: dict[str, int] = {}
+    targets: dict[str, int] = {}
+    for index, move in enumerate(spec.moved):
+        where: Path = ("moved", index)
+        section = KINDS[move.source.split(".", 1)[0]]
+        if _declared_in(names, move.source):
+            problems.append(((*where, "from"), f"{move.source} is still declared under `{section}:`; a moved "
+                                               f"entry renames it to {move.to}: remove the old name there"))
+        if not _declared_in(names, move.to):
+            problems.append(((*where, "to"), f"{move.to} is not declared under `{section}:`; declare the new "
+                                             "name there (with the old one's settings)"))
+        for key, address, seen in (("from", move.source, sources), ("to", move.to, targets)):
+            if address in seen:
+                problems.append(((*where, key), f"{address} is already the `{key}` of moved[{seen[address]}]; "
+                                                "keep one entry per rename"))
+            seen.setdefault(address, index)
+    return problems
+
+
+def _removed_problems(spec: EnvironmentSpec, names: Names) -> list[PathProblem]:
+    problems: list[PathProblem] = []
+    seen: dict[str, int] = {}
+    moved = {m.source for m in spec.moved} | {m.to for m in spec.moved}
+    for index, entry in enumerate(spec.removed):
+        where: Path = ("removed", index, "address")
+        address = entry.address
+        kind, _, name = address.partition(".")
+        section = _declared_in(names, address)
+        if section:
+            problems.append((where, f"{address} is still declared under `{section}:`; remove it there, or "
+                                    "drop this entry to keep managing it"))
+        elif kind == "app" and name != spec.app:
+            problems.append((where, f"{address} is not this file's app (app: {spec.app}); harvest knows "
+                                    "only that one"))
+        elif kind == "app" and (names["crons"] or names["sandboxes"]):
+            problems.append((where, f"{address} still deploys this file's crons and sandbox profiles; "
+                                    "remove them first, or drop this entry"))
+        if address in moved:
+            problems.append((where, f"{address} is also in `moved:`; an object is either renamed or removed"))
+        if address in seen:
+            problems.append((where, f"{address} is already removed[{seen[address]}]; keep one entry per object"))
+        seen.setdefault(address, index)
+    return problems
+
+
 def reference_problems(spec: EnvironmentSpec, declared: Names | None = None) -> list[PathProblem]:
     """Every dangling reference and `from:` cycle in `spec`.
 
@@ -146,4 +201,5 @@ def reference_problems(spec: EnvironmentSpec, declared: Names | None = None) -> 
     reported as undeclared. By default the names are those of `spec`.
     """
     names: Names = declared if declared is not None else {s: getattr(spec, s).keys() for s in SECTIONS}
-    return _image_problems(spec, names) + _workload_problems(spec, names)
+    return (_image_problems(spec, names) + _workload_problems(spec, names) + _moved_problems(spec, names)
+            + _removed_problems(spec, names))

@@ -80,6 +80,40 @@ CronName = Annotated[str, PlainValidator(_object_name("cron")), _NAME_SCHEMA]
 AppName = Annotated[str, PlainValidator(_object_name("app")), _NAME_SCHEMA]
 
 
+#: What a `moved` entry can rename, and what a `removed` entry can stop managing.
+MOVABLE_KINDS = ("volume", "secret", "cron", "sandbox", "image")
+REMOVABLE_KINDS = ("volume", "secret", "app")
+
+
+def _address(kinds: tuple[str, ...], key: str, why: str) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        address = _str(value, f"an address (such as {kinds[0]}.NAME)")
+        kind, dot, name = address.partition(".")
+        if not dot or kind not in kinds:
+            raise fail(f"{address!r} is not an address `{key}` takes: write KIND.NAME with KIND one of "
+                       f"{', '.join(kinds)}{why}")
+        problem = names.object_name_problem(name, kind)
+        if problem:
+            raise fail(problem)
+        return address
+
+    return check
+
+
+def _address_schema(kinds: tuple[str, ...]) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "pattern": f"^({'|'.join(kinds)})\\.[A-Za-z0-9._-]{{1,64}}$"})
+
+
+MovedAddress = Annotated[str, PlainValidator(_address(MOVABLE_KINDS, "moved", "")),
+                         _address_schema(MOVABLE_KINDS)]
+RemovedAddress = Annotated[
+    str,
+    PlainValidator(_address(REMOVABLE_KINDS, "removed", " (crons, sandbox profiles, images and snapshots "
+                                                        "go away when they leave the YAML)")),
+    _address_schema(REMOVABLE_KINDS),
+]
+
+
 def _reference(value: object) -> str:
     name = _str(value, "a reference")
     if not name:

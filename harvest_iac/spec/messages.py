@@ -11,7 +11,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from harvest_iac.spec.models import SECTIONS, EnvironmentSpec, ExpectedUsage, RetryPolicy, Settings
+from harvest_iac.spec.models import (
+    LIFECYCLE,
+    SECTIONS,
+    EnvironmentSpec,
+    ExpectedUsage,
+    RetryPolicy,
+    Settings,
+)
 from harvest_iac.spec.units import describe
 
 Path = tuple[str | int, ...]
@@ -69,6 +76,12 @@ _HINTS = {
     "environment": " (the Modal environment, e.g. `environment: dev`)",
     "app": " (the Modal app name, e.g. `app: harvest-agents`)",
 }
+_LIFECYCLE_HINTS = {
+    "from": " (the old address, e.g. volume.old-name)",
+    "to": " (the new address, declared in this file)",
+    "address": " (e.g. volume.scratch)",
+    "destroy": " (true: delete it; false: stop managing it and keep it in Modal)",
+}
 
 
 def display(path: Path) -> str:
@@ -94,6 +107,8 @@ def model_at(path: Path) -> type[BaseModel] | None:
         return Settings
     if len(path) == 3 and path[0] == "sandboxes" and path[2] == "expected":
         return ExpectedUsage
+    if len(path) == 2 and path[0] in LIFECYCLE and isinstance(path[1], int):
+        return LIFECYCLE[str(path[0])]
     if len(path) == 3 and path[0] == "crons" and path[2] == "retries":
         return RetryPolicy
     return None
@@ -159,7 +174,8 @@ def translate(error: dict[str, Any], data: Any) -> tuple[Path, bool, str]:
     secret = bool(path) and path[0] == "secrets"
     if kind == "missing" and loc:
         field = str(loc[-1])
-        message = f"missing required key `{field}`{_HINTS.get(field, '')}"
+        hints = _LIFECYCLE_HINTS if loc[0] in LIFECYCLE else _HINTS
+        message = f"missing required key `{field}`{hints.get(field, '')}"
         return path, True, _prefixed(path, message)
     if kind == "extra_forbidden" and loc:
         return path, True, _prefixed(path[:-1], unknown_key(path[:-1], str(loc[-1])))

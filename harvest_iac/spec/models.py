@@ -43,14 +43,16 @@ from harvest_iac.spec.fields import (
     Memory,
     ModuleName,
     MountPath,
+    MovedAddress,
     NonEmptyStr,
     Period,
     Port,
     PythonVersion,
     RefName,
+    Regions,
+    RemovedAddress,
     RunDuration,
     RunsPerDay,
-    Regions,
     SandboxName,
     SandboxTimeout,
     SecretName,
@@ -371,6 +373,30 @@ class Settings(_Model):
         return {k: v for k, v in self.model_dump(mode="json").items() if v is not None}
 
 
+class Moved(_Model):
+    """A rename: the object harvest manages as `from` is declared as `to` now. Apply renames it
+    in place where Modal can (a volume keeps its files), else makes it again without loss."""
+
+    source: MovedAddress = Field(alias="from", description="the old address, e.g. volume.old-name")
+    to: MovedAddress = Field(description="the new address, declared in this file, e.g. volume.new-name")
+
+    @model_validator(mode="after")
+    def _same_kind(self) -> Moved:
+        if self.source.split(".", 1)[0] != self.to.split(".", 1)[0]:
+            raise fail("`from` and `to` name the same kind of object (volume.a -> volume.b)", field="to")
+        if self.source == self.to:
+            raise fail("`from` and `to` are the same address; nothing moves", field="to")
+        return self
+
+
+class Removed(_Model):
+    """An object harvest stops managing: deleted (`destroy: true`) or kept as it is (`false`)."""
+
+    address: RemovedAddress = Field(description="volume.NAME, secret.NAME or app.NAME, no longer in this file")
+    destroy: bool = Field(description="true: apply deletes it (never a protected volume); "
+                                      "false: harvest forgets it and leaves it in Modal")
+
+
 class EnvironmentSpec(_Model):
     """One Modal environment's desired state: the merge of a file and the files it extends."""
 
@@ -385,6 +411,9 @@ class EnvironmentSpec(_Model):
     snapshots: dict[SnapshotName, Snapshot] = Field(default_factory=dict)
     sandboxes: dict[SandboxName, Sandbox] = Field(default_factory=dict)
     crons: dict[CronName, Cron] = Field(default_factory=dict)
+    moved: list[Moved] = Field(default_factory=list, description="renames: [{from: volume.old, to: volume.new}]")
+    removed: list[Removed] = Field(default_factory=list,
+                                   description="no longer managed: [{address: volume.old, destroy: false}]")
 
     def image_order(self) -> list[str]:
         """Image names with every image after the image it is layered on (declared order otherwise)."""
@@ -412,6 +441,9 @@ SECTIONS: dict[str, type[_Model]] = {
     "crons": Cron,
 }
 """Each resource section of a file and the model of one entry."""
+
+LIFECYCLE: dict[str, type[_Model]] = {"moved": Moved, "removed": Removed}
+"""The lists of lifecycle entries and the model of one entry."""
 
 KINDS: dict[str, str] = {
     "image": "images",

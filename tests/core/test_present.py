@@ -85,7 +85,7 @@ def test_json_golden_and_round_trip() -> None:
     text = render_json([sample_plan()])
     check_golden(GOLDEN / "plan.json", text)
     data = json.loads(text)
-    assert data["change_summary"] == {"add": 2, "change": 2, "remove": 2, "import": 1}
+    assert data["change_summary"] == {"add": 2, "change": 2, "remove": 2, "import": 1, "forget": 0}
     assert [rc["actions"] for rc in data["resource_changes"]][1] == ["delete", "create"]
     again = plan_from_dict(data)
     assert plan_to_dict(again) == data

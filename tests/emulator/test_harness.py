@@ -67,12 +67,16 @@ def test_injected_faults_are_retried_without_doubling(local_modal: object) -> No
     faults = lm.faults  # type: ignore[attr-defined]
     before = lm.stats()  # type: ignore[attr-defined]
     lm.emulator._rng.seed(7)  # type: ignore[attr-defined]  # deterministic faults
+    # Only this flow's calls fail: other clients of the session's local Modal (warm
+    # containers polling for inputs) must not draw from the seeded faults.
+    faults.methods = frozenset({"EnvironmentCreate"})
     faults.error_rate = 0.25
     try:
         for i in range(6):
             modal.Environment.objects.create(f"fault-env-{i}")
     finally:
         faults.error_rate = 0.0
+        faults.methods = frozenset()
     after = lm.stats()  # type: ignore[attr-defined]
     names = [e.name for e in modal.Environment.objects.list()]
     assert sorted(n for n in names if n.startswith("fault-env-")) == [f"fault-env-{i}" for i in range(6)]

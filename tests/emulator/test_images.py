@@ -43,15 +43,15 @@ def _streams(lm: object) -> int:
 
 
 def test_same_recipe_same_image_other_recipe_other_image(app: modal.App, local_modal: object) -> None:
-    before = _streams(local_modal)
     base = modal.Image.debian_slim(python_version="3.12")
-    one = base.pip_install("requests==2.32.3").build(app)
-    two = modal.Image.debian_slim(python_version="3.12").pip_install("requests==2.32.3").build(app)
-    other = base.pip_install("httpx==0.27.0").build(app)
+    one = base.env({"RECIPE": "one"}).build(app)
+    before = _streams(local_modal)
+    two = modal.Image.debian_slim(python_version="3.12").env({"RECIPE": "one"}).build(app)
+    assert _streams(local_modal) == before  # cached: answered "built" at once, no streaming
+    other = base.env({"RECIPE": "other"}).build(app)
     assert one.object_id.startswith("im-")
     assert one.object_id == two.object_id
     assert other.object_id != one.object_id
-    assert _streams(local_modal) == before  # answered "built" at once: no streaming
 
 
 def test_image_metadata_python_version_and_workdir(app: modal.App) -> None:
@@ -151,3 +151,29 @@ def _on_loop(lm: object, fn: object) -> object:
 
     loop = lm._loop  # type: ignore[attr-defined]
     return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=10)
+
+
+def test_image_delete_forgets_a_snapshot_and_its_files(local_modal: object, app: modal.App,
+                                                      modal_environment: str) -> None:
+    """`modal.experimental.image_delete`: the image is gone (from_id, its published name) and so
+    is its snapshot folder; a second delete is NOT_FOUND, as in Modal."""
+    import modal.experimental
+    from harvest_iac.emulator.services.images import image_fs_dir
+
+    emu = local_modal.emulator  # type: ignore[attr-defined]
+    sb = modal.Sandbox.create("sleep", "30", app=app, timeout=60)
+    try:
+        image = sb.snapshot_filesystem()
+    finally:
+        sb.terminate()
+    folder = _on_loop(local_modal, lambda: image_fs_dir(emu, image.object_id))
+    assert isinstance(folder, Path) and folder.is_dir()
+    image.publish("warm", environment_name=modal_environment)
+    modal.experimental.image_delete(image.object_id)
+    with pytest.raises(modal.exception.NotFoundError):
+        modal.Image.from_id(image.object_id).build(app)
+    with pytest.raises(modal.exception.NotFoundError):
+        modal.Image.from_name("warm", environment_name=modal_environment).build(app)
+    assert not folder.exists()
+    with pytest.raises(modal.exception.NotFoundError):
+        modal.experimental.image_delete(image.object_id)

@@ -7,26 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 from harvest_iac.emulator.server import Faults, LocalModal
+from tests.conftest import run_client
 
 BIG = 17 * 1024 * 1024 + 7
-
-
-def run_client(lm: LocalModal, code: str) -> str:
-    """Run Python that uses the real modal SDK against `lm`; returns its stdout."""
-    env = {**os.environ, **lm.client_env()}
-    env.pop("MODAL_ENVIRONMENT", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, env=env, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
 
 
 def test_everything_written_is_read_back_after_a_restart(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from modal.exception import NotFoundError, SandboxTerminatedError, SandboxTimeoutError
 
 from tests.conftest import modal_cli, raw_rpc
+from tests.emulator.isolation import BWRAP, _gone, sleeper, started
 
 
 @pytest.fixture
@@ -27,22 +27,6 @@ def app(modal_environment: str) -> modal.App:
     return modal.App.lookup("sandboxes", create_if_missing=True, environment_name=modal_environment)
 
 
-def _gone(pid: int) -> bool:
-    """Whether a process has ended (a zombie left for its parent to reap counts as ended),
-    allowing it a moment to die."""
-    stat = Path(f"/proc/{pid}/stat")
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        try:
-            if stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return True
-        except (OSError, IndexError):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _data_files(local_modal: object) -> list[Path]:
@@ -51,7 +35,7 @@ def _data_files(local_modal: object) -> list[Path]:
 
 
 def test_exec_streams_stdout_stderr_and_exit_codes(
-    app: modal.App, local_modal: object, caplog: pytest.LogCaptureFixture
+    app: modal.App, local_modal: object, caplog: pytest.LogCaptureFixture, isolation: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
     secret_value = "sv-" + uuid.uuid4().hex
@@ -160,37 +144,42 @@ def test_idle_timeout_ends_an_idle_sandbox(app: modal.App) -> None:
     assert sb.poll() == 0
 
 
-def test_poll_terminate_and_wait(app: modal.App) -> None:
-    sb = modal.Sandbox.create("sh", "-c", "echo $$ > pid; exec sleep 30", app=app, timeout=60)
+def test_poll_terminate_and_wait(app: modal.App, isolation: str) -> None:
+    tag = sleeper()
+    sb = modal.Sandbox.create("sh", "-c", f"echo $$ > pid; exec sleep {tag}", app=app, timeout=60)
     probe = sb.exec("sh", "-c", "while [ ! -s pid ]; do sleep 0.02; done; cat pid")
-    pid = int(probe.stdout.read())
+    assert int(probe.stdout.read()) > 0
+    assert started(tag)
     assert sb.poll() is None and sb.returncode is None
     sb.terminate()
     with pytest.raises(SandboxTerminatedError):
         sb.wait()
     assert sb.returncode == 137
     assert sb.poll() == 137
-    assert _gone(pid)
+    assert _gone(tag)
     with pytest.raises(Exception):
         sb.exec("echo", "too late").wait()
 
 
-def test_sandbox_timeout_kills_its_processes(app: modal.App) -> None:
-    sb = modal.Sandbox.create("sh", "-c", "echo $$; exec sleep 30", app=app, timeout=1)
-    pid = int(sb.stdout.read())
+def test_sandbox_timeout_kills_its_processes(app: modal.App, isolation: str) -> None:
+    tag = sleeper()
+    sb = modal.Sandbox.create("sh", "-c", f"sleep {tag} & echo started; wait", app=app, timeout=1)
+    assert next(iter(sb.stdout)) == "started\n"
+    assert started(tag)
     with pytest.raises(SandboxTimeoutError):
         sb.wait()
     assert sb.returncode == 124
-    assert _gone(pid)
+    assert _gone(tag)
 
 
 def test_exec_timeout_kills_the_command(app: modal.App) -> None:
+    tag = sleeper()
     sb = modal.Sandbox.create(app=app, timeout=60)
     try:
-        p = sb.exec("sh", "-c", "echo $$; exec sleep 30", timeout=1)
-        pid = int(p.stdout.read())
+        p = sb.exec("sh", "-c", f"echo started; exec sleep {tag}", timeout=1)
+        assert next(iter(p.stdout)) == "started\n"
         assert p.wait() != 0
-        assert _gone(pid)
+        assert _gone(tag)
         assert sb.poll() is None  # only the command ended, not the sandbox
     finally:
         sb.terminate()
@@ -223,7 +212,7 @@ def test_list_from_name_and_from_id(app: modal.App, modal_environment: str) -> N
         second.terminate()
 
 
-def test_snapshot_filesystem_starts_a_new_sandbox_with_the_files(app: modal.App) -> None:
+def test_snapshot_filesystem_starts_a_new_sandbox_with_the_files(app: modal.App, isolation: str) -> None:
     sb = modal.Sandbox.create(app=app, workdir="/work", timeout=60)
     try:
         write = sb.exec("sh", "-c", "mkdir -p sub && echo snapshot-data > sub/file.txt && pwd")
@@ -303,7 +292,7 @@ def test_snapshot_directory_and_mount_image(app: modal.App) -> None:
         target.terminate()
 
 
-def test_filesystem_api_maps_paths_into_the_sandbox(app: modal.App) -> None:
+def test_filesystem_api_maps_paths_into_the_sandbox(app: modal.App, isolation: str) -> None:
     from modal.exception import SandboxFilesystemDirectoryNotEmptyError, SandboxFilesystemNotFoundError
 
     sb = modal.Sandbox.create(app=app, timeout=60)
@@ -324,13 +313,13 @@ def test_filesystem_api_maps_paths_into_the_sandbox(app: modal.App) -> None:
         with pytest.raises(SandboxFilesystemDirectoryNotEmptyError):
             fs.remove("/data")
         fs.remove("/data", recursive=True)
-        assert fs.list_files("/") == []
+        assert "data" not in {f.name for f in fs.list_files("/")}
     finally:
         sb.terminate()
 
 
 def test_volumes_are_copied_in_and_committed_when_the_sandbox_ends(
-    app: modal.App, modal_environment: str
+    app: modal.App, modal_environment: str, isolation: str
 ) -> None:
     vol = modal.Volume.from_name("sb-vol-" + uuid.uuid4().hex[:6], create_if_missing=True,
                                  environment_name=modal_environment)
@@ -461,10 +450,11 @@ def test_environment_delete_kills_its_sandboxes(local_modal: object) -> None:
     env = "sbdel-" + uuid.uuid4().hex[:6]
     modal.Environment.objects.create(env)
     app = modal.App.lookup("doomed", create_if_missing=True, environment_name=env)
-    sb = modal.Sandbox.create("sh", "-c", "echo $$; exec sleep 30", app=app, timeout=60)
-    pid = int(next(iter(sb.stdout)))
+    tag = sleeper()
+    sb = modal.Sandbox.create("sh", "-c", f"echo started; exec sleep {tag}", app=app, timeout=60)
+    assert next(iter(sb.stdout)) == "started\n"
     modal.Environment.objects.delete(env)
-    assert _gone(pid)
+    assert _gone(tag)
     with pytest.raises(NotFoundError):
         modal.Sandbox.from_id(sb.object_id)
 
@@ -478,22 +468,28 @@ lm = LocalModal(data).start()
 os.environ.update(lm.client_env())
 import modal
 app = modal.App.lookup("stopping", create_if_missing=True)
-sb = modal.Sandbox.create("sh", "-c", "echo $$; exec sleep 60", app=app, timeout=120)
-print(next(iter(sb.stdout)).strip(), sb.object_id, flush=True)
+sb = modal.Sandbox.create("sh", "-c", f"echo started; exec sleep {sys.argv[2]}", app=app, timeout=120)
+assert next(iter(sb.stdout)).strip() == "started"
+print(sb.object_id, flush=True)
 lm.stop()
 """
 
 
-def test_stopping_the_emulator_leaves_no_process_and_restart_reports_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["bubblewrap", "host"])
+def test_stopping_the_emulator_leaves_no_process_and_restart_reports_it(tmp_path: Path, mode: str) -> None:
+    if mode == "bubblewrap" and not BWRAP:
+        pytest.skip("bubblewrap does not work here")
+    tag = sleeper()
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_STOP_SCRIPT), str(tmp_path / "data")],
+        [sys.executable, "-c", textwrap.dedent(_STOP_SCRIPT), str(tmp_path / "data"), tag],
         capture_output=True, text=True, timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MODAL_")},
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("MODAL_")},
+             "HARVEST_ISOLATION": mode},
         cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == 0, proc.stderr
-    pid_text, sandbox_id = proc.stdout.split()
-    assert _gone(int(pid_text))
+    sandbox_id = proc.stdout.strip()
+    assert _gone(tag)
     assert (tmp_path / "data" / "sandboxes" / sandbox_id / "root").is_dir()
 
     from modal_proto import api_pb2

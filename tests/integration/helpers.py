@@ -102,3 +102,53 @@ def assert_no_secret(*texts: Any) -> None:
     for text in texts:
         s = text if isinstance(text, str) else str(text)
         assert SECRET_VALUE not in s and GITHUB_VALUE not in s, "a secret value leaked"
+
+
+def one_error_line(stderr: str) -> str:
+    """The single `Error:` line a failed command ends with (and nothing like a traceback)."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and stderr.rstrip().endswith(errors[0]), stderr
+    return errors[0]
+
+
+def write_state_file(env: str, app: str, data: bytes) -> None:
+    """Put `data` where harvest keeps the state record of `app` in `env`, as a hand edit would."""
+    from harvest_iac.modal_backend import Connection, Session, write_volume_file
+    from harvest_iac.state import STATE_VOLUME, state_path
+
+    async def write(conn: Connection) -> None:
+        await write_volume_file(conn, env, STATE_VOLUME, state_path(app), data)
+
+    Session(TargetChoice("modal"), Path.cwd()).with_connection(write)
+def in_terminal(*args: str, answer: str, when: bytes, cwd: Path, env: dict[str, str] | None = None
+                ) -> tuple[int, str]:
+    """The harvest CLI in a pseudo-terminal: `answer` is typed once the output shows `when`.
+    Returns the exit code and the output, colours stripped."""
+    import os
+    import pty
+    import re
+    import select
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "harvest_iac", *args], cwd=cwd, stdin=follower,
+                            stdout=follower, stderr=follower, env={**os.environ, **SECRETS_ENV, **(env or {})})
+    os.close(follower)
+    out = b""
+    answered = False
+    while True:
+        ready, _, _ = select.select([leader], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+        if not answered and when in out:
+            os.write(leader, answer.encode() + b"\n")
+            answered = True
+    os.close(leader)
+    return proc.wait(timeout=60), re.sub(r"\x1b\[[0-9;]*m", "", out.decode(errors="replace"))

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import modal
 import pytest
 
+from harvest_iac.lease import lease_advance, lease_read, lease_state
 from harvest_iac.modal_backend import ModalOps
 from tests.conftest import REPO
 from tests.integration.helpers import (
@@ -120,7 +122,7 @@ def test_no_change_apply_makes_no_mutating_call(tmp_path: Path, modal_environmen
     assert "No changes." in out
     called = {m for m in after if after[m] != before.get(m, 0)}
     reads = {"EnvironmentList", "VolumeList", "SecretList", "VolumeGetOrCreate", "VolumeGetFile2",
-             "AppGetByDeploymentName", "AppGetTags", "AppDeploymentHistory", "FunctionGet",
+             "AppGetByDeploymentName", "AppGetTags", "AppDeploymentHistory", "AppGetLayout", "FunctionGet",
              "ImageFromId", "WorkspaceBillingRates", "EnvironmentBillingSummary"}
     assert called and called <= reads, called - reads
     # VolumeGetOrCreate was a lookup (of the state volume): nothing was created
@@ -148,9 +150,9 @@ def test_missing_variable_fails_before_any_change(tmp_path: Path, modal_environm
 def test_lock_held_by_another_apply(tmp_path: Path, modal_environment: str) -> None:
     env = modal_environment
     path = write_env(tmp_path, env)
-    ops = ModalOps(env)
-    assert ops.lock_put_if_absent("agents", {"owner": "alice@ci (pid 1)", "run_url": "https://ci/run/7",
-                                             "id": "x", "acquired_at": 0, "deadline": 9e12})
+    locks = ModalOps(env).lock_dict()
+    assert lease_advance(locks, "agents", 0, {"owner": "alice@ci (pid 1)", "run_url": "https://ci/run/7",
+                                              "id": "x", "acquired_at": 0, "deadline": 9e12})
     proc = harvest("apply", str(path), "--target", "modal", "--auto-approve",
                    "--lock-timeout", "1s", cwd=tmp_path)
     assert proc.returncode == 1
@@ -159,7 +161,7 @@ def test_lock_held_by_another_apply(tmp_path: Path, modal_environment: str) -> N
     unlock = harvest("unlock", str(path), "--target", "modal", "--yes", cwd=tmp_path)
     assert unlock.returncode == 0 and "Lock freed." in unlock.stdout
     apply_ok(str(path), "--target", "modal", cwd=tmp_path)
-    assert ops.lock_get("agents") is None  # released after the apply
+    assert lease_state(lease_read(locks, "agents")[1], time.time()) == "free"  # released
 
 
 def test_two_concurrent_applies_one_waits(tmp_path: Path, modal_environment: str) -> None:

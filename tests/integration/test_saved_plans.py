@@ -40,7 +40,7 @@ MALFORMED = [
     ("an unknown action", {"plans": [_doc(resource_changes=[
         {"address": "volume.x", "type": "volume", "name": "x", "actions": ["explode"]}])]},
      "plans[0].resource_changes[0].actions: expected one of [\"create\"], [\"update\"], "
-     "[\"delete\", \"create\"], [\"delete\"], [\"import\"], got [\"explode\"]"),
+     "[\"delete\", \"create\"], [\"delete\"], [\"import\"], [\"forget\"], got [\"explode\"]"),
     ("a missing key", {"plans": [{k: v for k, v in _doc().items() if k != "spec_digest"}]},
      "plans[0]: missing required key `spec_digest`"),
     ("a bare plan whose environment is a number", _doc(environment=7),

@@ -11,10 +11,9 @@ from typing import Any
 
 import modal
 
-from harvest_iac.modal_backend import ModalOps
 from harvest_iac.state import STATE_VOLUME, state_path
 from tests.core.test_secrethash import KEY, hmac_attack
-from tests.integration.helpers import SECRETS_ENV, SMALL, harvest, write_env
+from tests.integration.helpers import SECRETS_ENV, SMALL, harvest, write_env, write_state_file
 
 WEAK = {"OPENAI_API_KEY": "password3"}
 
@@ -94,7 +93,7 @@ def test_a_format_1_record_plans_no_changes_and_the_next_apply_rewrites_it(
     old = _as_format_1(_record(env), {
         "openai": {"OPENAI_API_KEY": SECRETS_ENV["OPENAI_API_KEY"]},
         "github": {"GITHUB_TOKEN": SECRETS_ENV["HARVEST_GITHUB_TOKEN"]}})
-    ModalOps(env).write_file(STATE_VOLUME, state_path("agents"), old.encode())
+    write_state_file(env, "agents", old.encode())
     assert hmac_attack(_record(env)) is None  # (the secrets here are not in the word list)
     proc = _plan(path)
     assert proc.returncode == 0 and "No changes." in proc.stdout, proc.stdout

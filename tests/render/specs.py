@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from harvest_iac.spec.models import EnvironmentSpec
@@ -21,6 +22,10 @@ HOSTILE: tuple[str, ...] = (
 )
 
 
+#: Build steps carrying hostile strings that still succeed when run (images are built).
+HOSTILE_RUN = [f"echo {shlex.quote(HOSTILE[3])}", f"echo {shlex.quote(HOSTILE[5])}"]
+
+
 def kitchen_sink(environment: str = "staging", app: str = "kitchen-sink") -> dict[str, Any]:
     """An environment file (as data) that uses every feature the template renders."""
     return {
@@ -34,7 +39,7 @@ def kitchen_sink(environment: str = "staging", app: str = "kitchen-sink") -> dic
                      "pip": ["requests==2.32.3", "numpy"], "run": ["echo built > /built.txt"],
                      "env": {"PYTHONUNBUFFERED": "1", "MODE": "it's \"quoted\""},
                      "workdir": "/work"},
-            "tools": {"from": "base", "pip": ["rich"], "run": [HOSTILE[3], HOSTILE[5]],
+            "tools": {"from": "base", "pip": ["rich"], "run": HOSTILE_RUN,
                       "env": {"HOSTILE": HOSTILE[2]}},
             "private": {"from": "registry", "ref": "ghcr.io/acme/agent:1.2", "registry_secret": "registry",
                         "python": "3.11"},

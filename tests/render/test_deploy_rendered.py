@@ -15,7 +15,11 @@ from typing import Any
 import modal
 import pytest
 
+from harvest_iac.apply import Lock
 from harvest_iac.desired import cron_live_view
+from harvest_iac.errors import LockError
+from harvest_iac.lease import lease_read, lease_state
+from harvest_iac.modal_backend import ModalOps
 from harvest_iac.loader import load_file
 from harvest_iac.naming import function_tag, snapshot_image_name
 from harvest_iac.render import render_app, write_rendered
@@ -206,11 +210,12 @@ def test_refresh_snapshots_makes_publishes_and_records_under_the_lock(
     _write_state(env, StateRecord.new(env, "snapper"))
     locks = modal.Dict.from_name(LOCK_DICT, environment_name=env, create_if_missing=True)
 
-    # Someone else (an apply) holds the lock: the task leaves everything alone.
-    locks.put("snapper", {"owner": "an apply", "id": "x", "deadline": time.time() + 600})
+    # An apply holds the lock: the task leaves everything alone.
+    an_apply = Lock(ModalOps(env), "snapper", timeout=0, echo=print)
+    an_apply.acquire()
     assert module._refresh_snapshots("refresh", 300) == []
     assert "snapshot.warm" not in _read_state(env, "snapper").resources
-    locks.pop("snapper")
+    an_apply.release()
 
     assert module._refresh_snapshots("refresh", 300) == ["warm"]
     record = _read_state(env, "snapper")
@@ -222,7 +227,8 @@ def test_refresh_snapshots_makes_publishes_and_records_under_the_lock(
         assert sb.object_id and published.object_id == made.image_id
     finally:
         sb.terminate()
-    assert locks.get("snapper") is None  # released
+    assert lease_state(lease_read(locks, "snapper")[1], time.time()) == "free"  # released
+    assert len(list(locks.keys())) == 1  # the old generations were cleaned up
 
     # Fresh: nothing to do. The sandbox profile runs on the published snapshot.
     assert module.cron_refresh.local() is None
@@ -262,4 +268,34 @@ def test_refresh_snapshots_needs_a_state_record(modal_environment: str, tmp_path
     with pytest.raises(RuntimeError, match="run `harvest apply`"):
         module.cron_refresh.local()
     locks = modal.Dict.from_name(LOCK_DICT, environment_name=modal_environment, create_if_missing=True)
-    assert locks.get("no-state") is None
+    assert lease_state(lease_read(locks, "no-state")[1], time.time()) == "free"  # released
+
+
+def test_the_cron_and_apply_take_the_same_lock(modal_environment: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generated module embeds harvest's lock protocol: a stale apply lock is taken over
+    by the cron (and the apply then stops at its next renewal); the cron's lock makes apply
+    wait; a stalled cron whose lock was taken over stops before writing the state record."""
+    from harvest_iac import apply
+
+    env = modal_environment
+    spec = spec_of({"harvest": 1, "environment": env, "app": "shared-lock",
+                    "images": {"plain": {"from": "debian_slim"}},
+                    "crons": {"tick": {"every": "1h", "task": "reload-volumes"}}})
+    module = import_module(deploy(spec, tmp_path))
+    monkeypatch.setattr(apply, "LOCK_TTL_S", -1.0)
+    stalled_apply = Lock(ModalOps(env), "shared-lock", timeout=0, echo=print)
+    stalled_apply.acquire()  # its deadline has passed
+    cron_lock = module._take_lock("the cron", 600)
+    assert cron_lock is not None
+    with pytest.raises(LockError, match="lost the lock.*the cron"):
+        stalled_apply.refresh()
+    monkeypatch.setattr(apply, "LOCK_TTL_S", 3600.0)
+    with pytest.raises(LockError, match="held by the cron"):
+        Lock(ModalOps(env), "shared-lock", timeout=0, echo=print).acquire()
+    module._release_lock(cron_lock)
+    taker = Lock(ModalOps(env), "shared-lock", timeout=0, echo=print)
+    taker.acquire()
+    with pytest.raises(RuntimeError, match="lost the lock"):
+        module._renew_lock(cron_lock, 600)  # the cron's own generation is gone
+    taker.release()

@@ -31,7 +31,7 @@ from harvest_iac.render import (
 )
 from tests.conftest import REPO
 from tests.golden import check_golden
-from tests.render.specs import HOSTILE, kitchen_sink, spec_of
+from tests.render.specs import HOSTILE, HOSTILE_RUN, kitchen_sink, spec_of
 
 GOLDEN = Path(__file__).parent / "golden"
 PWNED = Path("/tmp/harvest-pwned")
@@ -84,7 +84,7 @@ def test_hostile_strings_arrive_byte_for_byte_in_the_code() -> None:
     code = render_app(spec_of(kitchen_sink())).code
     assert code.isascii()
     runs = [[ast.literal_eval(a) for a in c.args] for c in calls(code, "run_commands")]
-    assert sorted(runs) == sorted([["echo built > /built.txt"], [HOSTILE[3], HOSTILE[5]]])
+    assert sorted(runs) == sorted([["echo built > /built.txt"], HOSTILE_RUN])
     envs = [ast.literal_eval(c.args[0]) for c in calls(code, "env")]
     assert sorted(envs, key=repr) == sorted(
         [{"PYTHONUNBUFFERED": "1", "MODE": "it's \"quoted\""}, {"HOSTILE": HOSTILE[2]}], key=repr)

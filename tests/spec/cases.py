@@ -56,8 +56,8 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
       "env.yaml:8:15: crons.c.retries: unknown key `max_retries`; did you mean `max`?"]),
     ("unknown key that looks like pydantic's key marker",
      {"env.yaml": HEADER + "\"[key]\": 1\n"},
-     ["env.yaml:4:1: unknown key `[key]`; expected one of: harvest, environment, app, settings, images, volumes, secrets, "
-      "snapshots, sandboxes, crons, extends (or an `x-` key, which is ignored)"]),
+     ["env.yaml:4:1: unknown key `[key]`; expected one of: harvest, environment, app, settings, images, volumes, "
+      "secrets, snapshots, sandboxes, crons, moved, removed, extends (or an `x-` key, which is ignored)"]),
     ("unknown key without a close match",
      {"env.yaml": HEADER + "volumes:\n  data:\n    size: 10GiB\n"},
      ["env.yaml:6:5: volumes.data: unknown key `size`; expected one of: version, protect"]),
@@ -430,4 +430,45 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
     ("control character",
      {"env.yaml": HEADER + "volumes: {d\x07: {}}\n"},
      ["env.yaml:4:12: character U+0007 is not allowed in YAML text"]),
+    # -- moved and removed -----------------------------------------------------------------
+    ("moved from a name still declared",
+     {"env.yaml": HEADER + "volumes:\n  old: {}\n  new: {}\nmoved:\n  - {from: volume.old, to: volume.new}\n"},
+     ["env.yaml:8:12: moved[0].from: volume.old is still declared under `volumes:`; a moved entry renames it "
+      "to volume.new: remove the old name there"]),
+    ("moved to a name not declared",
+     {"env.yaml": HEADER + "secrets:\n  s: {from_env: [A]}\nmoved:\n  - from: secret.old\n    to: secret.neww\n"},
+     ["env.yaml:8:9: moved[0].to: secret.neww is not declared under `secrets:`; declare the new name there "
+      "(with the old one's settings)"]),
+    ("moved across kinds",
+     {"env.yaml": HEADER + "volumes:\n  v: {}\nmoved:\n  - {from: secret.v, to: volume.v}\n"},
+     ["env.yaml:7:26: moved[0].to: `from` and `to` name the same kind of object (volume.a -> volume.b)"]),
+    ("moved of a kind harvest cannot rename",
+     {"env.yaml": HEADER + "moved:\n  - {from: snapshot.a, to: snapshot.b}\n"},
+     ["env.yaml:5:12: moved[0].from: 'snapshot.a' is not an address `moved` takes: write KIND.NAME with KIND "
+      "one of volume, secret, cron, sandbox, image",
+      "env.yaml:5:28: moved[0].to: 'snapshot.b' is not an address `moved` takes: write KIND.NAME with KIND "
+      "one of volume, secret, cron, sandbox, image"]),
+    ("removed without destroy",
+     {"env.yaml": HEADER + "removed:\n  - address: volume.scratch\n"},
+     ["env.yaml:5:5: removed[0]: missing required key `destroy` (true: delete it; false: stop managing it "
+      "and keep it in Modal)"]),
+    ("removed but still declared",
+     {"env.yaml": HEADER + "volumes:\n  scratch: {}\nremoved:\n  - {address: volume.scratch, destroy: true}\n"},
+     ["env.yaml:7:15: removed[0].address: volume.scratch is still declared under `volumes:`; remove it there, "
+      "or drop this entry to keep managing it"]),
+    ("removed of an unknown kind",
+     {"env.yaml": HEADER + "removed:\n  - {address: bucket.logs, destroy: true}\n"},
+     ["env.yaml:5:15: removed[0].address: 'bucket.logs' is not an address `removed` takes: write KIND.NAME "
+      "with KIND one of volume, secret, app (crons, sandbox profiles, images and snapshots go away when they "
+      "leave the YAML)"]),
+    ("removed app that still deploys crons",
+     {"env.yaml": HEADER + "crons:\n  c: {every: 1h, task: reload-volumes}\n"
+      "removed:\n  - {address: app.agents, destroy: true}\n"},
+     ["env.yaml:7:15: removed[0].address: app.agents still deploys this file's crons and sandbox profiles; "
+      "remove them first, or drop this entry"]),
+    ("misspelt key in a removed entry",
+     {"env.yaml": HEADER + "removed:\n  - {address: volume.v, destory: true}\n"},
+     ["env.yaml:5:5: removed[0]: missing required key `destroy` (true: delete it; false: stop managing it "
+      "and keep it in Modal)",
+      "env.yaml:5:25: removed[0]: unknown key `destory`; did you mean `destroy`?"]),
 ]

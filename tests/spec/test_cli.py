@@ -73,7 +73,8 @@ def test_schema_is_json_schema_that_describes_the_format(tmp_path: Path) -> None
     schema = json.loads(result.output)
     assert schema["required"] == ["harvest"]
     assert set(schema["properties"]) == {"harvest", "environment", "app", "extends", "settings", "images",
-                                         "volumes", "secrets", "snapshots", "sandboxes", "crons"}
+                                         "volumes", "secrets", "snapshots", "sandboxes", "crons", "moved",
+                                         "removed"}
     assert set(schema["$defs"]["Settings"]["properties"]) == {
         "web_suffix", "max_concurrent_tasks", "max_concurrent_gpus", "budget", "image_builder_version",
         "block_unauthenticated_resources"}
@@ -89,6 +90,9 @@ def test_schema_is_json_schema_that_describes_the_format(tmp_path: Path) -> None
     assert set(schema["$defs"]["Image"]["properties"]) >= {"files", "python_source"}
     assert set(schema["$defs"]["ExpectedUsage"]["properties"]) == {"runs_per_day", "duration"}
     assert "none" in json.dumps(schema["$defs"]["Snapshot"]["properties"]["ttl"])
+    assert schema["$defs"]["Moved"]["required"] == ["from", "to"]
+    assert schema["$defs"]["Removed"]["required"] == ["address", "destroy"]
+    assert schema["$defs"]["Removed"]["properties"]["destroy"]["type"] == "boolean"
     out = tmp_path / "schema" / "harvest.json"
     result = runner.invoke(cli, ["schema", "-o", str(out)])
     assert result.exit_code == 0 and json.loads(out.read_text()) == schema

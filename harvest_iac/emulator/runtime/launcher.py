@@ -5,18 +5,49 @@ is (its root folder, image layers, mounts, env, workdir, network, argv) in, the 
 that runs it out. Callers start and supervise the process themselves; they never build a
 host command line of their own.
 
+`BwrapLauncher` isolates with bubblewrap: the container's root folder is its `/`, the host's
+system folders (`/usr`, `/etc`) and Python installation are read-only, each mount is at its
+path, the image's Python packages are on the container Python's path, and the container has
+its own PID, IPC and UTS namespaces (and network namespace, so no network, when asked), no
+capabilities and a session of its own; it dies with the process that started it.
+
 `HostLauncher` runs the process on the host, not isolated: the container's workdir is a
 folder under its root, mounts are not placed at their paths, and the network is open.
-An isolating launcher (bubblewrap) implements the same interface.
+
+`choose_launcher()` picks bubblewrap when it works here, else the host launcher with a
+one-line warning; `HARVEST_ISOLATION=host|bubblewrap` overrides.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Protocol
+
+from harvest_iac.emulator.runtime.fs_tools import resolve_in_root
+from harvest_iac.emulator.runtime.rootfs import (
+    prepare_root,
+    python_environment,
+    site_dirs,
+)
+from harvest_iac.errors import HarvestError
+
+ISOLATION_ENV = "HARVEST_ISOLATION"
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_HOST_BASICS = ("LANG", "LC_ALL", "TZ", "TERM")
+_SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_PROC_READ_ONLY = ("sys", "irq", "bus", "fs")
+_warned = False
+
+
+class LauncherError(HarvestError):
+    """The isolation asked for (HARVEST_ISOLATION) cannot be had here."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +73,7 @@ class ContainerSpec:
     workdir: str = "/root"
     mounts: Sequence[Mount] = ()
     network: bool = True
+    hostname: str = "modal"
 
 
 @dataclass(frozen=True)
@@ -58,14 +90,16 @@ class Launcher(Protocol):
 
     name: str
     isolated: bool
+    python: str
+    """The Python interpreter of a container, as its processes name it."""
 
     def prepare(self, spec: ContainerSpec) -> HostCommand: ...
 
 
 def host_path(root: Path, container_path: str) -> Path:
-    """Where a container path lives under the container's root folder."""
-    rel = PurePosixPath("/", container_path).relative_to("/")
-    return root / rel
+    """Where a container path lives under the container's root folder (symlinks are
+    followed inside the root, never out of it)."""
+    return resolve_in_root(root, container_path)
 
 
 class HostLauncher:
@@ -73,10 +107,136 @@ class HostLauncher:
 
     name = "host"
     isolated = False
+    python = sys.executable
 
     def prepare(self, spec: ContainerSpec) -> HostCommand:
+        prepare_root(spec.root, spec.layers)
         cwd = host_path(spec.root, spec.workdir)
         cwd.mkdir(parents=True, exist_ok=True)
-        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")}
+        home = host_path(spec.root, "/root")
+        home.mkdir(parents=True, exist_ok=True)
+        path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env = {k: v for k, v in os.environ.items() if k in _HOST_BASICS}
+        env.update(PATH=os.path.dirname(sys.executable) + os.pathsep + path, HOME=str(home))
+        packages = site_dirs(spec.layers)
+        if packages:
+            env["PYTHONPATH"] = os.pathsep.join(str(p) for p in packages)
         env.update(spec.env)
         return HostCommand(argv=list(spec.argv), env=env, cwd=cwd)
+
+
+class BwrapLauncher:
+    """Runs containers under bubblewrap (see the module's docstring for what they get)."""
+
+    name = "bubblewrap"
+    isolated = True
+
+    def __init__(self, bwrap: str) -> None:
+        self.bwrap = bwrap
+        self.python = python_environment(None, []).python
+
+    def prepare(self, spec: ContainerSpec) -> HostCommand:
+        root = spec.root
+        prepare_root(root, spec.layers)
+        packages = site_dirs(spec.layers)
+        site_targets = [f"/__modal/site/{i}" for i in range(len(packages))]
+        py = python_environment(root, site_targets)
+        argv = [self.bwrap, "--bind", str(root), "/", "--ro-bind", "/usr", "/usr"]
+        if py.own_usr_local:
+            argv += ["--bind", str(root / "usr" / "local"), "/usr/local"]
+        argv += ["--ro-bind", "/etc", "/etc"]
+        argv += _system_dirs(root)
+        if not py.prefix.is_relative_to("/usr"):
+            argv += ["--ro-bind", str(py.prefix), str(py.prefix)]
+        argv += ["--dev", "/dev", "--proc", "/proc"]
+        argv += _proc_masks()
+        argv += ["--tmpfs", "/__modal"]
+        for source, target in zip(packages, site_targets):
+            argv += ["--ro-bind", str(source), target]
+        for source, target in py.binds:
+            argv += ["--ro-bind", str(source), target]
+        for mount in spec.mounts:
+            argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
+        argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", spec.hostname,
+                 "--new-session", "--die-with-parent", "--cap-drop", "ALL"]
+        if not spec.network:
+            argv.append("--unshare-net")
+        argv += ["--dir", spec.workdir, "--chdir", spec.workdir, "--", *spec.argv]
+        env = {k: v for k, v in os.environ.items() if k in _HOST_BASICS}
+        env.update(PATH=CONTAINER_PATH, HOME="/root", HOSTNAME=spec.hostname)
+        env.update(py.env)
+        env.update(spec.env)
+        return HostCommand(argv=argv, env=env, cwd=root)
+
+
+def _system_dirs(root: Path) -> list[str]:
+    """/tmp and /root in the container's root, and /bin, /lib, ... as on the host: the same
+    symlinks (into /usr), or read-only binds."""
+    for name, mode in (("tmp", 0o1777), ("root", 0o700)):
+        if not (root / name).is_dir():
+            (root / name).mkdir()
+            (root / name).chmod(mode)
+    args: list[str] = []
+    for name in _SYSTEM_DIRS:
+        host = Path("/", name)
+        if host.is_symlink():
+            inside = root / name
+            if not inside.is_symlink() and not inside.exists():
+                inside.symlink_to(os.readlink(host))
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), str(host)]
+    return args
+
+
+def _proc_masks() -> list[str]:
+    """What Docker makes read-only in /proc: a container's root must not change the host's
+    kernel settings (sysctls, IRQs, sysrq) through it."""
+    args: list[str] = []
+    for name in _PROC_READ_ONLY:
+        if Path("/proc", name).exists():
+            args += ["--ro-bind", f"/proc/{name}", f"/proc/{name}"]
+    if Path("/proc/sysrq-trigger").exists():
+        args += ["--ro-bind", "/dev/null", "/proc/sysrq-trigger"]
+    return args
+
+
+@functools.cache
+def _bwrap_problem(bwrap: str | None) -> str | None:
+    """Why bubblewrap cannot isolate here, or None when a trial container runs."""
+    if bwrap is None:
+        return "bubblewrap (bwrap) is not installed"
+    trial = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid",
+             "--unshare-net", "--unshare-ipc", "--unshare-uts", "--new-session",
+             "--die-with-parent", "--cap-drop", "ALL", "--", "true"]
+    try:
+        done = subprocess.run(trial, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap does not run: {exc}"
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return f"bubblewrap cannot create a container here: {reason}"
+    return None
+
+
+def choose_launcher(environ: Mapping[str, str] | None = None) -> Launcher:
+    """Bubblewrap when it works here, else the host launcher (with one warning per process).
+    `HARVEST_ISOLATION=host` or `=bubblewrap` decides instead."""
+    global _warned
+    wanted = (os.environ if environ is None else environ).get(ISOLATION_ENV, "").strip().lower()
+    if wanted == "host":
+        return HostLauncher()
+    if wanted not in ("", "auto", "bubblewrap", "bwrap"):
+        raise LauncherError(f"{ISOLATION_ENV}={wanted}: use host, bubblewrap or auto")
+    bwrap = shutil.which("bwrap")
+    problem = _bwrap_problem(bwrap)
+    if problem is None:
+        assert bwrap is not None
+        return BwrapLauncher(bwrap)
+    if wanted in ("bubblewrap", "bwrap"):
+        raise LauncherError(f"{ISOLATION_ENV}={wanted}, but {problem}")
+    if not _warned:
+        _warned = True
+        print(f"warning: {problem}: the local Modal runs sandbox and function code as host "
+              "processes, NOT isolated (install bubblewrap: apt-get install bubblewrap)",
+              file=sys.stderr)
+    return HostLauncher()

@@ -220,6 +220,8 @@ class AppService(Service):
     ) -> api_pb2.AppGetLayoutResponse:
         from harvest_iac.emulator.services.functions import function_handle_metadata
 
+        from harvest_iac.emulator.services.classes import app_classes
+
         row = app_row(self.emu, req.app_id)
         objects = []
         function_ids = {}
@@ -231,8 +233,11 @@ class AppService(Service):
                     self.emu, function_id, definition_id
                 ),
             ))
+        class_ids = app_classes(self.emu, req.app_id)
+        objects += [api_pb2.Object(object_id=class_id, class_handle_metadata=api_pb2.ClassHandleMetadata())
+                    for class_id in sorted(class_ids.values())]
         return api_pb2.AppGetLayoutResponse(
-            app_layout=api_pb2.AppLayout(objects=objects, function_ids=function_ids)
+            app_layout=api_pb2.AppLayout(objects=objects, function_ids=function_ids, class_ids=class_ids)
         )
 
     def AppHeartbeat(self, req: api_pb2.AppHeartbeatRequest, ctx: Ctx) -> empty_pb2.Empty:
@@ -260,6 +265,7 @@ class AppService(Service):
                 "UPDATE apps SET state = ?, functions = ? WHERE id = ?",
                 state, dumps(functions), req.app_id,
             )
+            self._refresh_runtime(req.app_id)
             return api_pb2.AppPublishResponse(url=self._url(req.app_id), deployed_at=now)
         name = req.name or row["name"]
         check_app_name(name)
@@ -282,11 +288,19 @@ class AppService(Service):
                              client_version=req.client_version or ctx.metadata.get(
                                  "x-modal-client-version", ""),
                              commit_info=req.commit_info if req.HasField("commit_info") else None)
+        self._refresh_runtime(req.app_id)
         return api_pb2.AppPublishResponse(url=self._url(req.app_id), deployed_at=now)
 
+    def _refresh_runtime(self, app_id: str) -> None:
+        from harvest_iac.emulator.services.function_runtime import refresh_app
+
+        refresh_app(self.emu, app_id)
+
     def _published_functions(self, req: api_pb2.AppPublishRequest) -> FunctionMap:
+        from harvest_iac.emulator.services.classes import publish_classes
         from harvest_iac.emulator.services.functions import publish_function
 
+        publish_classes(self.emu, req.app_id, dict(req.class_ids))
         functions: FunctionMap = {}
         for name, function_id in sorted(req.function_ids.items()):
             definition_id = req.definition_ids.get(function_id, "")
@@ -360,6 +374,7 @@ class AppService(Service):
         self._record_version(req.app_id, version, now, functions, tag=old["tag"],
                              client_version=old["client_version"], commit_info=commit,
                              rollback_version=target)
+        self._refresh_runtime(req.app_id)
         return api_pb2.AppRollbackResponse(url=self._url(req.app_id), deployed_at=now)
 
     def _stop(self, app_id: str, by: str) -> None:
@@ -367,6 +382,7 @@ class AppService(Service):
             "UPDATE apps SET state = ?, stopped_at = ?, stopped_by = ? WHERE id = ?",
             STOPPED, time.time(), by, app_id,
         )
+        self.emu.runtime.stop_app(app_id)
 
     def AppStop(self, req: api_pb2.AppStopRequest, ctx: Ctx) -> empty_pb2.Empty:
         row = app_row(self.emu, req.app_id)
@@ -386,6 +402,7 @@ class AppService(Service):
                 app_id=r["id"], description=r["description"], state=r["state"],
                 created_at=r["created_at"], stopped_at=r["stopped_at"], name=r["name"],
                 metadata=handle_metadata(self.emu, r),
+                n_running_tasks=len(self.emu.runtime.tasks_of(r["id"])),
             )
             for r in rows
         ])

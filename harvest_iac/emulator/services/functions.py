@@ -5,15 +5,15 @@ stores the definition the client sent (as a `FunctionData`, the shape `FunctionG
 answers and `FunctionInfo` reads: schedule, retries, timeout, resources, volumes, secrets,
 image) under a definition id; identical definitions share an id. `AppPublish` (apps.py)
 records which definition each function serves in that app version, so history and
-rollback can restore an older one.
-
-Deployed functions do not run here: calling one fails with UNIMPLEMENTED.
+rollback can restore an older one. Calls are served by `invocations.py` and run by the
+runtime (`emulator/runtime/`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from grpclib.const import Status
@@ -49,12 +49,6 @@ CREATE TABLE IF NOT EXISTS function_defs (
 CREATE INDEX IF NOT EXISTS function_defs_digest ON function_defs (function_id, digest);
 """
 
-_NOT_RUNNING = (
-    "The local Modal stores deployed Functions but does not run them ({method}); "
-    "use a Sandbox to run code locally"
-)
-
-
 # -- the interface apps.py uses ---------------------------------------------------------
 def function_data(emu: Emulator, definition_id: str) -> api_pb2.FunctionData:
     row = emu.store.one("SELECT data FROM function_defs WHERE id = ?", definition_id)
@@ -83,6 +77,8 @@ def function_handle_metadata(
             supported_input_formats=data.supported_input_formats,
             supported_output_formats=data.supported_output_formats,
             app_id=row["app_id"],
+            class_parameter_info=data.class_parameter_info,
+            method_handle_metadata=_method_metadata(data.method_definitions, row["app_id"]),
         )
     pre = api_pb2.FunctionPrecreateRequest.FromString(row["precreate"] or b"")
     return api_pb2.FunctionHandleMetadata(
@@ -92,7 +88,23 @@ def function_handle_metadata(
         supported_input_formats=pre.supported_input_formats,
         supported_output_formats=pre.supported_output_formats,
         app_id=row["app_id"],
+        method_handle_metadata=_method_metadata(pre.method_definitions, row["app_id"]),
     )
+
+
+def _method_metadata(
+    methods: Mapping[str, api_pb2.MethodDefinition], app_id: str
+) -> dict[str, api_pb2.FunctionHandleMetadata]:
+    """The handles of a class's methods: each calls the class function with its name."""
+    return {
+        name: api_pb2.FunctionHandleMetadata(
+            function_name=m.function_name, function_type=m.function_type, web_url=m.web_url,
+            is_method=True, use_method_name=name, function_schema=m.function_schema,
+            supported_input_formats=m.supported_input_formats,
+            supported_output_formats=m.supported_output_formats, app_id=app_id,
+        )
+        for name, m in methods.items()
+    }
 
 
 def publish_function(
@@ -152,7 +164,7 @@ def _function_to_data(fn: api_pb2.Function) -> api_pb2.FunctionData:
         if source is None or source.type != field.type or source.is_repeated != field.is_repeated:
             continue
         if field.message_type is not None and (
-            source.message_type is None or source.message_type.full_name != field.message_type.full_name
+            source.message_type is None or not _same_type(source.message_type, field.message_type)
         ):
             continue
         value = getattr(fn, field.name)
@@ -165,6 +177,15 @@ def _function_to_data(fn: api_pb2.Function) -> api_pb2.FunctionData:
             setattr(data, field.name, value)
     data.ranked_functions.append(api_pb2.FunctionData.RankedFunction(rank=0, function=fn))
     return data
+
+
+def _same_type(a: Any, b: Any) -> bool:
+    """Two message types hold the same data (map entries of two messages: same value type)."""
+    if a.GetOptions().map_entry and b.GetOptions().map_entry:
+        va, vb = a.fields_by_name["value"], b.fields_by_name["value"]
+        return bool(va.type == vb.type and (va.message_type is None) == (vb.message_type is None) and (
+            va.message_type is None or va.message_type.full_name == vb.message_type.full_name))
+    return bool(a.full_name == b.full_name)
 
 
 def _definition_digest(data: api_pb2.FunctionData) -> str:
@@ -342,7 +363,10 @@ class FunctionService(Service):
         self, req: api_pb2.FunctionGetCurrentStatsRequest, ctx: Ctx
     ) -> api_pb2.FunctionStats:
         function_handle_metadata(self.emu, req.function_id)  # NOT_FOUND for unknown ids
-        return api_pb2.FunctionStats()
-
-    def FunctionMap(self, req: api_pb2.FunctionMapRequest, ctx: Ctx) -> api_pb2.FunctionMapResponse:
-        raise GRPCError(Status.UNIMPLEMENTED, _NOT_RUNNING.format(method="FunctionMap"))
+        pool = self.emu.runtime.pools.get(req.function_id)
+        if pool is None:
+            return api_pb2.FunctionStats()
+        return api_pb2.FunctionStats(
+            backlog=len(pool.queue), num_total_tasks=len(pool.tasks),
+            num_running_inputs=sum(len(t.running) for t in pool.tasks.values()),
+        )

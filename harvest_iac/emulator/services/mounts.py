@@ -8,7 +8,8 @@ the same app (or environment) get the same id, so an unchanged redeploy keeps id
 function definitions.
 
 The global `modal-client-mount-<version>` mount the client asks for on deploy exists for
-every client version (empty: nothing runs here).
+every client version, and so do the `python-build-standalone.*` mounts that `add_python`
+copies Python from (empty: the host's Python stands in, see `runtime.images`).
 
 Blobs: `BlobCreate` answers an upload URL on the emulator's HTTP endpoint (`http.py`),
 `BlobGet` a download URL.
@@ -49,6 +50,7 @@ CREATE INDEX IF NOT EXISTS mounts_checksum ON mounts (app_id, env_id, checksum);
 """
 
 CLIENT_MOUNT_PREFIX = "modal-client-mount-"
+_BUILTIN_MOUNTS = (CLIENT_MOUNT_PREFIX, "python-build-standalone.")
 GLOBAL = api_pb2.DEPLOYMENT_NAMESPACE_GLOBAL
 
 
@@ -184,7 +186,7 @@ class MountService(Service):
             "SELECT * FROM mounts WHERE namespace = ? AND name = ?", GLOBAL, req.deployment_name
         )
         if row is None:
-            if not req.deployment_name.startswith(CLIENT_MOUNT_PREFIX):
+            if not req.deployment_name.startswith(_BUILTIN_MOUNTS):
                 raise GRPCError(Status.NOT_FOUND, f"Mount '{req.deployment_name}' not found")
             entries, checksum = _index([])
             row = self._insert(env_id=None, name=req.deployment_name, namespace=GLOBAL,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sys
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,8 @@ from modal_proto import api_pb2, task_command_router_pb2 as sr_pb2
 
 from harvest_iac.emulator.auth import ROUTER
 from harvest_iac.emulator.base import Ctx, streaming
-from harvest_iac.emulator.services.sandbox_procs import STDERR, STDOUT, Proc
+from harvest_iac.emulator.runtime.processes import STDERR, STDOUT, Proc
+from harvest_iac.emulator.runtime.rootfs import LAYER_SNAPSHOT
 
 if TYPE_CHECKING:
     from harvest_iac.emulator.services.sandboxes import LiveSandbox, SandboxService
@@ -78,14 +78,11 @@ class SandboxRouter:
             raise GRPCError(Status.INVALID_ARGUMENT, "An exec needs a command")
         extra = self._secret_env(req.secret_sources, req.secret_ids)
         extra.update(req.env)
-        workdir = live.workdir
-        if req.HasField("workdir") and req.workdir:
-            from harvest_iac.emulator.services.sandboxes import _inside
-
-            workdir = _inside(live.root, req.workdir)
-            workdir.mkdir(parents=True, exist_ok=True)
+        workdir = req.workdir if req.HasField("workdir") and req.workdir else live.workdir
+        assert live.container is not None
         proc = Proc(
-            _argv(req.command_args),
+            live.container,
+            live.container.tool_argv(list(req.command_args)),
             cwd=workdir,
             env=self.process_env(live, extra),
             timeout=float(req.timeout_secs) if req.HasField("timeout_secs") and req.timeout_secs else None,
@@ -219,11 +216,10 @@ class SandboxRouter:
     ) -> sr_pb2.TaskReloadVolumesResponse:
         """Show the volumes' latest contents in the sandbox, keeping what it changed itself."""
         from harvest_iac.emulator.services.sandbox_volumes import read_entries, refresh, scan
-        from harvest_iac.emulator.services.sandboxes import _inside
 
         live = self._running_task(ctx, req.task_id)
         for link in live.volumes:
-            target = _inside(live.root, link.mount_path)
+            target = live.volume_dirs[link.mount_path]
             changes = await asyncio.to_thread(scan, self.store, link, target)
             latest = read_entries(self.store, link.volume_id)
             await asyncio.to_thread(refresh, self.store, link, target, changes, latest)
@@ -290,7 +286,9 @@ class SandboxRouter:
             return sr_pb2.TaskSnapshotFilesystemResponse(image_id=live.snapshots[key])
         dest = self.emu.data_dir / "snapshots" / uuid.uuid4().hex
         await asyncio.to_thread(_copy_tree, live.root, dest)
-        image_id = register_snapshot_image(self.emu, live.environment_id, dest, req.ttl_seconds)
+        (dest / LAYER_SNAPSHOT).touch()
+        image_id = register_snapshot_image(self.emu, live.environment_id, dest, ttl_seconds=req.ttl_seconds,
+                                           parent_id=live.image_id)
         live.snapshots[key] = image_id
         return sr_pb2.TaskSnapshotFilesystemResponse(image_id=image_id)
 
@@ -305,7 +303,8 @@ async def _probe_passes(svc: SandboxService, live: LiveSandbox, probe: api_pb2.P
         writer.close()
         return True
     if kind == "exec_command":
-        check = Proc(list(probe.exec_command.argv), cwd=live.workdir, env=svc.process_env(live),
+        assert live.container is not None
+        check = Proc(live.container, list(probe.exec_command.argv), cwd=live.workdir, env=svc.process_env(live),
                      timeout=10.0, pipe_stdout=False, pipe_stderr=False)
         await check.start()
         await check.exited.wait()
@@ -318,7 +317,7 @@ def _mount_point(live: LiveSandbox, raw: bytes) -> tuple[str, Any]:
 
     path = raw.decode("utf-8", "replace")
     target = _inside(live.root, path)
-    if target == live.root.resolve():
+    if target == live.root:
         raise GRPCError(Status.INVALID_ARGUMENT, "The sandbox root cannot be a mount point")
     return path.rstrip("/"), target
 
@@ -343,19 +342,10 @@ def _unmount(target: Any, stash: Any) -> None:
         stash.rename(target)
 
 
-def _argv(args: Any) -> list[str]:
-    """The command to run; the client's filesystem tool is served by our own script."""
-    from harvest_iac.emulator.services import sandbox_fs_tools
-
-    argv = list(args)
-    if argv and argv[0] == sandbox_fs_tools.TOOL_PATH:
-        return [sys.executable, "-I", sandbox_fs_tools.__file__, *argv[1:]]
-    return argv
-
-
 def _copy_tree(src: Any, dest: Any) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(src, dest, symlinks=True)
+    shutil.copytree(src, dest, symlinks=True, ignore=lambda d, names: {"__modal"} & set(names)
+                    if d == str(src) else set())
 
 
 def _exit_fields(proc: Proc) -> dict[str, int]:

@@ -1,15 +1,17 @@
 """Sandboxes of the local Modal: the `Sandbox*V2` control-plane RPCs and AuthTokenGet.
 
-A sandbox is a directory, `<data dir>/sandboxes/<id>/root`, and local processes started in
-it (`sandbox_procs.Proc`): its entrypoint, if it has one, and the commands exec'd into it
-through the task command router (`sandbox_router.SandboxRouter`, served on the same port).
-The directory starts as a copy of its image's filesystem when the image is a snapshot.
-Secret values reach the processes' environment only; they are held in memory while the
-sandbox runs and are never stored with the sandbox or logged.
+A sandbox is a container (`runtime.containers.Container`) whose root folder is
+`<data dir>/sandboxes/<id>/root`, started through the emulator's launcher (bubblewrap when it
+works here: isolated; else host processes), and the processes its agent runs in it: its
+entrypoint, if it has one, and the commands exec'd into it through the task command router
+(`sandbox_router.SandboxRouter`, served on the same port). The root starts with its image's
+files. Each volume is copied into `<data dir>/sandboxes/<id>/volumes/<n>` (mounted at its path
+in an isolated container, inside the root otherwise) and what the sandbox changed there is
+committed back when it ends. Secret values reach the processes' environment only; they are
+held in memory while the sandbox runs and are never stored with the sandbox or logged.
 
-This is NOT isolation: commands run as the emulator's user, on the host, with the host's
-network; absolute paths are the host's. A sandbox's rows outlive the emulator, its processes
-do not: sandboxes still running when the emulator stopped are reported terminated.
+A sandbox's rows outlive the emulator, its processes do not: sandboxes still running when
+the emulator stopped are reported terminated.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import json
 import logging
 import shutil
 import sqlite3
-import sys
 import threading
 import time
 import uuid
@@ -39,7 +40,10 @@ from modal_proto import api_pb2
 
 from harvest_iac.emulator.auth import AUTH, ROUTER
 from harvest_iac.emulator.base import Ctx, Service
-from harvest_iac.emulator.services.sandbox_procs import Proc, sandbox_env
+from harvest_iac.emulator.runtime.containers import Container, ContainerError
+from harvest_iac.emulator.runtime.fs_tools import resolve_in_root
+from harvest_iac.emulator.runtime.launcher import ContainerSpec, Mount
+from harvest_iac.emulator.runtime.processes import Proc
 from harvest_iac.emulator.services.sandbox_router import SandboxRouter
 from harvest_iac.emulator.services.sandbox_volumes import VolumeLink, commit, copy_in, read_links, scan
 from harvest_iac.emulator.store import dumps, new_id
@@ -113,8 +117,10 @@ class LiveSandbox:
     task_id: str
     environment_id: str
     root: Path
-    workdir: Path
+    workdir: str
     env: dict[str, str]
+    image_id: str = ""
+    container: Container | None = None
     entry: Proc | None = None
     execs: dict[str, Proc] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -125,14 +131,15 @@ class LiveSandbox:
     mounts: dict[str, Path] = field(default_factory=dict)  # image mount point -> stash
     ready_at: float = 0.0
     volumes: list[VolumeLink] = field(default_factory=list)
+    volume_dirs: dict[str, Path] = field(default_factory=dict)  # mount path -> its copy
     ending: bool = False
 
     def procs(self) -> list[Proc]:
         return ([self.entry] if self.entry else []) + list(self.execs.values())
 
     def kill_all(self) -> None:
-        for proc in self.procs():
-            proc.kill()
+        if self.container is not None:
+            self.container.kill_now()
 
 
 def _new_sandbox_id() -> str:
@@ -146,10 +153,15 @@ def _new_task_id() -> str:
 
 def _inside(root: Path, path: str) -> Path:
     """`path` (absolute, as the sandbox sees it) under the sandbox root; never outside it."""
-    target = (root / path.lstrip("/")).resolve()
-    if target != root.resolve() and root.resolve() not in target.parents:
-        raise GRPCError(Status.INVALID_ARGUMENT, f"Path '{path}' leaves the sandbox")
-    return target
+    return resolve_in_root(root, path)
+
+
+def _network(d: api_pb2.Sandbox) -> bool:
+    """Whether the sandbox has a network: not with `block_network=True`, nor with an
+    allowlist (which the local Modal cannot enforce, so it blocks everything)."""
+    kind = d.network_access.network_access_type if d.HasField("network_access") else 0
+    blocked = (api_pb2.NetworkAccess.BLOCKED, api_pb2.NetworkAccess.ALLOWLIST)
+    return not d.block_network and kind not in blocked
 
 
 async def _settle(procs: list[Proc], seconds: float = 5.0) -> None:
@@ -337,7 +349,7 @@ class SandboxService(SandboxRouter, Service):
             stored.SerializeToString(), dumps({t.tag_name: t.tag_value for t in req.tags}),
             time.time(),
         )
-        live = LiveSandbox(sandbox_id, task_id, env_id, root, _inside(root, workdir), env)
+        live = LiveSandbox(sandbox_id, task_id, env_id, root, workdir, env, image_id=d.image_id)
         live.volumes = read_links(self.store, d.volume_mounts)
         self.live[sandbox_id] = live
         self.by_task[task_id] = sandbox_id
@@ -371,39 +383,47 @@ class SandboxService(SandboxRouter, Service):
 
     async def _start(self, live: LiveSandbox, d: api_pb2.Sandbox) -> None:
         try:
-            await asyncio.to_thread(self._prepare_root, live, d)
+            live.container = Container(self.emu.launcher, await asyncio.to_thread(self._spec, live, d))
+            await live.container.start()
             if d.entrypoint_args:
                 live.entry = Proc(
-                    d.entrypoint_args, cwd=live.workdir, env=self.process_env(live),
+                    live.container, d.entrypoint_args, cwd=live.workdir, env=self.process_env(live),
                     merge_stderr=d.HasField("pty_info"),
                 )
                 await live.entry.start()
-        except OSError as exc:
+        except (OSError, ContainerError) as exc:
             self.finish(live, GS.GENERIC_STATUS_INIT_FAILURE, exception=f"Sandbox setup failed: {exc}")
             return
         timeout = float(d.timeout_secs or 300)
         idle = float(d.idle_timeout_secs) if d.HasField("idle_timeout_secs") else None
         live.supervisor = self.emu.spawn(self._supervise(live, timeout, idle))
 
-    def _prepare_root(self, live: LiveSandbox, d: api_pb2.Sandbox) -> None:
-        from harvest_iac.emulator.services.images import image_fs_dir
+    def _spec(self, live: LiveSandbox, d: api_pb2.Sandbox) -> ContainerSpec:
+        """What the sandbox's container is: its image's layers, env and workdir, and its
+        volumes, each copied in (file I/O: run in a thread)."""
+        from harvest_iac.emulator.services.images import layers_for
 
-        live.root.mkdir(parents=True, exist_ok=True)
-        base = image_fs_dir(self.emu, d.image_id) if d.image_id else None
-        if base is not None and base.is_dir():
-            shutil.copytree(base, live.root, symlinks=True, dirs_exist_ok=True)
-        self._copy_volumes_in(live)
-        live.workdir.mkdir(parents=True, exist_ok=True)
-
-    def _copy_volumes_in(self, live: LiveSandbox) -> None:
-        for link in live.volumes:
-            copy_in(self.store, link, _inside(live.root, link.mount_path))
+        layers, image_env, _ = layers_for(self.emu, d.image_id)
+        mounts = []
+        for i, link in enumerate(live.volumes):
+            if self.emu.launcher.isolated:
+                local = live.root.parent / "volumes" / str(i)
+                mounts.append(Mount(local, link.mount_path, link.read_only))
+            else:
+                local = _inside(live.root, link.mount_path)
+            copy_in(self.store, link, local)
+            live.volume_dirs[link.mount_path] = local
+        return ContainerSpec(root=live.root, argv=(), layers=layers, env=image_env,
+                             workdir=live.workdir, mounts=mounts, network=_network(d))
 
     def process_env(self, live: LiveSandbox, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """The environment of a command in this sandbox (secret values included)."""
-        env = sandbox_env(live.root, live.env, python_dir=str(Path(sys.executable).parent))
+        """The environment of a command in this sandbox (secret values included), over the
+        container's own (PATH, HOME, the image's env)."""
+        assert live.container is not None
+        env = dict(live.env)
         env["MODAL_SANDBOX_ID"] = live.sandbox_id
         env["MODAL_TASK_ID"] = live.task_id
+        env["HARVEST_SANDBOX_ROOT"] = live.container.reach(Mount(live.root, "/"))
         env.update(extra or {})
         return env
 
@@ -421,6 +441,10 @@ class SandboxService(SandboxRouter, Service):
                 if live.entry is not None and not live.entry.running:
                     await self._end_from_entry(live)
                     return
+                if live.container is not None and not live.container.running:
+                    await self.end(live, GS.GENERIC_STATUS_FAILURE, exitcode=137,
+                                   exception="The sandbox's container exited")
+                    return
                 await self._wait_any(live, min(deadline - now, 1.0 if idle is not None else 3600.0))
         finally:
             live.kill_all()  # also when cancelled: the emulator is stopping
@@ -434,6 +458,8 @@ class SandboxService(SandboxRouter, Service):
     @staticmethod
     async def _wait_any(live: LiveSandbox, seconds: float) -> None:
         waits = [asyncio.ensure_future(live.done.wait())]
+        if live.container is not None:
+            waits.append(asyncio.ensure_future(live.container.exited.wait()))
         if live.entry is not None:
             waits.append(asyncio.ensure_future(live.entry.exited.wait()))
         try:
@@ -457,8 +483,9 @@ class SandboxService(SandboxRouter, Service):
             await live.done.wait()
             return
         live.ending = True
-        live.kill_all()
         try:
+            if live.container is not None:
+                await live.container.stop()
             await _settle(live.procs())
             await self._commit_volumes(live)
         finally:
@@ -466,12 +493,11 @@ class SandboxService(SandboxRouter, Service):
 
     async def _commit_volumes(self, live: LiveSandbox) -> None:
         for link in live.volumes:
-            if link.read_only:
+            local = live.volume_dirs.get(link.mount_path)
+            if link.read_only or local is None:
                 continue
             try:
-                changes = await asyncio.to_thread(
-                    scan, self.store, link, _inside(live.root, link.mount_path)
-                )
+                changes = await asyncio.to_thread(scan, self.store, link, local)
             except OSError as exc:
                 log.warning("sandbox %s: volume at %s not committed: %s", live.sandbox_id,
                             link.mount_path, exc.strerror)

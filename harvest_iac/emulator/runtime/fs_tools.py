@@ -1,10 +1,14 @@
 """The local Modal's stand-in for the `modal-sandbox-fs-tools` binary that the client execs in a
 sandbox for `sb.filesystem.*` (read, write, list, stat, mkdir, remove).
 
-Run as `python sandbox_fs_tools.py '<json command>'` inside a sandbox (standard library only):
-sandbox paths (absolute, as the client gives them) are mapped under `$HARVEST_SANDBOX_ROOT`,
-file bytes go through stdout (read) and stdin (write), listings and stats are JSON on stdout,
-and errors are a JSON object `{"error_kind", "message"}` on stderr with exit status 1.
+Run as `python -I fs_tools.py '<json command>'` inside a sandbox (standard library only, so it
+runs on the container's Python): sandbox paths (absolute, as the client gives them) are
+resolved inside `$HARVEST_SANDBOX_ROOT` (`/` in an isolated container, the sandbox's root
+folder on the host otherwise) the way the kernel would resolve them with that folder as `/`:
+`..` stops at the root and a symlink's absolute target starts again from the root, so no path
+or symlink leads out of it. File bytes go through stdout (read) and stdin (write), listings
+and stats are JSON on stdout, and errors are a JSON object `{"error_kind", "message"}` on
+stderr with exit status 1.
 """
 
 from __future__ import annotations
@@ -31,12 +35,41 @@ class FsError(Exception):
         self.kind = kind
 
 
-def host_path(root: Path, sandbox_path: str) -> Path:
+MAX_SYMLINKS = 40
+
+
+def resolve_in_root(root: Path, container_path: str, *, follow_last: bool = True) -> Path:
+    """Where `container_path` leads when `root` is `/`: each component is looked up under
+    the root, `..` never goes above it, and symlinks are followed with absolute targets
+    taken from the root (as `chroot` would). Components that do not exist are kept as
+    written. The result is always `root` or below it."""
+    todo = [p for p in PurePosixPath("/", container_path).parts[1:] if p not in ("", ".")]
+    todo.reverse()
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = root.joinpath(*done, part)
+        if (follow_last or todo) and candidate.is_symlink():
+            links += 1
+            if links > MAX_SYMLINKS:
+                raise OSError(40, "Too many levels of symbolic links", "/" + "/".join(done + [part]))
+            target = PurePosixPath(os.readlink(candidate))
+            if target.is_absolute():
+                done = []
+            todo.extend(reversed([p for p in target.parts if p not in ("/", "", ".")]))
+            continue
+        done.append(part)
+    return root.joinpath(*done)
+
+
+def host_path(root: Path, sandbox_path: str, *, follow_last: bool = True) -> Path:
     """The host path of an absolute sandbox path; never outside the sandbox root."""
-    parts = [p for p in PurePosixPath(sandbox_path).parts[1:] if p not in ("", ".")]
-    if ".." in parts:
-        raise FsError("PermissionDenied", "Path leaves the sandbox")
-    return root.joinpath(*parts)
+    return resolve_in_root(root, sandbox_path, follow_last=follow_last)
 
 
 def _name(uid_or_gid: int, lookup: Any) -> str:
@@ -105,7 +138,7 @@ def list_files(root: Path, args: dict[str, Any]) -> None:
 
 
 def stat_path(root: Path, args: dict[str, Any]) -> None:
-    path = host_path(root, args["path"])
+    path = host_path(root, args["path"], follow_last=False)
     _exists(path, args["path"])
     json.dump(file_info(path, args["path"]), sys.stdout)
 
@@ -124,7 +157,7 @@ def make_directory(root: Path, args: dict[str, Any]) -> None:
 
 
 def remove(root: Path, args: dict[str, Any]) -> None:
-    path = host_path(root, args["path"])
+    path = host_path(root, args["path"], follow_last=False)
     _exists(path, args["path"])
     if path == root:
         raise FsError("PermissionDenied", "The sandbox root cannot be removed")

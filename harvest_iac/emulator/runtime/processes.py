@@ -1,40 +1,42 @@
-"""Local processes behind the local Modal's sandboxes: an entrypoint or an exec'd command run
-as an asyncio subprocess in its own process group, with its output buffered in memory so
-readers can stream it from any byte offset, an offset-checked stdin, a timeout, and a kill
-that takes the whole process group down.
-
-This is NOT isolation: the commands run as the emulator's own user on the host.
+"""Processes in a local container: an entrypoint or an exec'd command, started by the
+container's agent (`containers.Container`), with its output buffered in memory so readers can
+stream it from any byte offset, an offset-checked stdin, a timeout, and a kill that takes
+its whole process group down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harvest_iac.emulator.runtime.containers import Container
 
 STDOUT = 1
 STDERR = 2
 _READ_CHUNK = 64 * 1024
 NOT_FOUND_EXIT = 127
+DRAIN_AFTER_EXIT_S = 2.0
 
 
 class Proc:
-    """One local process of a sandbox, started with `start()`."""
+    """One process of a container, started with `start()`."""
 
     def __init__(
         self,
+        container: Container,
         argv: Sequence[str],
         *,
-        cwd: Path,
+        cwd: str,
         env: Mapping[str, str],
         timeout: float | None = None,
         pipe_stdout: bool = True,
         pipe_stderr: bool = True,
         merge_stderr: bool = False,
     ) -> None:
+        self.container = container
         self.argv = list(argv)
         self.cwd = cwd
         self._env = dict(env)
@@ -48,8 +50,10 @@ class Proc:
         self.returncode: int | None = None
         self.exited = asyncio.Event()
         self.timed_out = False
+        self.ident = ""
+        self.exit_code: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._changed = asyncio.Event()
-        self._process: asyncio.subprocess.Process | None = None
+        self._stdin: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._expiry: asyncio.Task[None] | None = None
         self._stdin_lock = asyncio.Lock()
@@ -58,37 +62,32 @@ class Proc:
     async def start(self) -> None:
         """Start the process; a command that cannot be executed exits 127 with a message."""
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                *self.argv,
-                cwd=str(self.cwd),
-                env=self._env,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE if self._piped[STDOUT] else asyncio.subprocess.DEVNULL,
-                stderr=self._stderr_target(),
-                start_new_session=True,
+            stdin, readers, failure = await self.container.spawn(
+                self, stdio=self._stdio(), env=self._env
             )
-        except (OSError, ValueError) as exc:  # not found, not executable, a NUL in an argument
-            self._fail_to_start(exc)
-            return
         finally:
             self._env = {}  # secret values are not kept longer than needed
-        proc = self._process
-        if proc.stdout is not None:
-            self._tasks.append(asyncio.ensure_future(self._pump(proc.stdout, STDOUT)))
-        if proc.stderr is not None:
-            self._tasks.append(asyncio.ensure_future(self._pump(proc.stderr, STDERR)))
+        if failure is not None:
+            self._fail_to_start(failure)
+            return
+        self._stdin = stdin
+        for fd, reader in readers.items():
+            self._tasks.append(asyncio.ensure_future(self._pump(reader, fd)))
         self._tasks.append(asyncio.ensure_future(self._reap()))
         if self.timeout:
             self._expiry = asyncio.ensure_future(self._expire(self.timeout))
 
-    def _stderr_target(self) -> int:
+    def _stdio(self) -> list[str]:
+        out = "fd" if self._piped[STDOUT] else "null"
         if self._merge_stderr:
-            return asyncio.subprocess.STDOUT if self._piped[STDOUT] else asyncio.subprocess.DEVNULL
-        return asyncio.subprocess.PIPE if self._piped[STDERR] else asyncio.subprocess.DEVNULL
+            err = "stdout" if self._piped[STDOUT] else "null"
+        else:
+            err = "fd" if self._piped[STDERR] else "null"
+        return ["fd", out, err]
 
-    def _fail_to_start(self, exc: Exception) -> None:
+    def _fail_to_start(self, reason: str) -> None:
         name = self.argv[0] if self.argv else ""
-        message = f"exec: {name!r}: {getattr(exc, 'strerror', None) or exc}\n".encode()
+        message = f"exec: {name!r}: {reason}\n".encode()
         fd = STDOUT if self._merge_stderr else STDERR
         if self._piped[fd]:
             self.output[fd] += message
@@ -108,16 +107,17 @@ class Proc:
             self._pulse()
 
     async def _reap(self) -> None:
-        assert self._process is not None
-        code = await self._process.wait()
+        code = await self.exit_code
         # Report the exit only once the output is drained (as a container's runtime does), so
         # a client that stops reading at the exit status still gets all of it. Bounded: a
         # background child may keep the pipes open.
         pumps = [t for t in self._tasks if t is not asyncio.current_task()]
         if pumps:
-            await asyncio.wait(pumps, timeout=2.0)
+            await asyncio.wait(pumps, timeout=DRAIN_AFTER_EXIT_S)
         self.returncode = code
         self.stdin_closed = True
+        if self._stdin is not None:
+            self._stdin.close()
         if self._expiry is not None and not self._expiry.done():
             self._expiry.cancel()
         self.exited.set()
@@ -131,11 +131,8 @@ class Proc:
 
     def kill(self) -> None:
         """SIGKILL the process's whole group (synchronous, safe to call repeatedly)."""
-        proc = self._process
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        if self.ident and not self.exit_code.done():
+            self.container.kill(self.ident)
 
     @property
     def running(self) -> bool:
@@ -177,19 +174,19 @@ class Proc:
         """Write `data`, which starts at byte `offset` of the stdin stream; bytes already
         written (a retried call) are skipped, so the write is idempotent."""
         async with self._stdin_lock:
-            proc = self._process
+            writer = self._stdin
             skip = max(0, self.stdin_written - offset)
             fresh = data[skip:] if offset <= self.stdin_written else b""
-            if proc is None or proc.stdin is None or self.stdin_closed:
+            if writer is None or self.stdin_closed:
                 return
             try:
                 if fresh:
-                    proc.stdin.write(fresh)
+                    writer.write(fresh)
                     self.stdin_written += len(fresh)
-                    await proc.stdin.drain()
+                    await writer.drain()
                 if eof:
                     self.stdin_closed = True
-                    proc.stdin.close()
+                    writer.close()
             except (BrokenPipeError, ConnectionResetError):
                 self.stdin_closed = True
 
@@ -198,15 +195,6 @@ class Proc:
         self.kill()
         if self._expiry is not None and not self._expiry.done():
             self._expiry.cancel()
-
-
-def sandbox_env(home: Path, extra: Mapping[str, str], *, python_dir: str | None) -> dict[str, str]:
-    """The environment of a sandbox command: a few host basics (never the emulator's own
-    credentials), HOME in the sandbox, then the sandbox's secrets and env."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "TERM")}
-    path = env.get("PATH", os.defpath)
-    if python_dir:
-        path = python_dir + os.pathsep + path
-    env.update(PATH=path, HOME=str(home), HARVEST_SANDBOX_ROOT=str(home))
-    env.update(extra)
-    return env
+        with contextlib.suppress(Exception):
+            if self._stdin is not None:
+                self._stdin.close()

@@ -1,0 +1,169 @@
+"""One function container: its folder, its process (started only through the launcher) and
+its output.
+
+The container runs Modal's own entrypoint, `python -m modal._container_entrypoint`, which
+reads its `ContainerArguments` from the file `MODAL_CONTAINER_ARGUMENTS_PATH` names and then
+talks to the local Modal like a container talks to Modal's workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from harvest_iac.emulator.runtime.launcher import ContainerSpec, Launcher, Mount, host_path
+
+ARGUMENTS_PATH = "/.modal/container_arguments.bin"
+PID_FILE = "pid"
+CODE_DIR = "/root"
+ENTRYPOINT = ("-m", "modal._container_entrypoint")
+_READ_CHUNK = 64 * 1024
+STDERR_TAIL = 4096
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    """What a container of a function is, as the API layer describes it (per task)."""
+
+    arguments: bytes
+    """The serialized `ContainerArguments`, opaque here."""
+    files: Mapping[str, Path] = field(default_factory=dict)
+    """Container path -> host file to copy there (the deployed code)."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """The image's env, Modal's variables, secrets: later wins."""
+    workdir: str = CODE_DIR
+    layers: Sequence[Path] = ()
+    mounts: Sequence[Mount] = ()
+    network: bool = True
+    fill: Callable[[], None] | None = None
+    """More of the container's files to write before it starts (in a worker thread)."""
+    finish: Callable[[], Awaitable[None]] | None = None
+    """Called once the container has exited."""
+
+
+def visible_path(launcher: Launcher, root: Path, container_path: str) -> str:
+    """How the container's process names `container_path`: itself when isolated, else the
+    folder under the container's root on the host."""
+    return container_path if launcher.isolated else str(host_path(root, container_path))
+
+
+def _fill_root(root: Path, plan: ContainerPlan) -> None:
+    args = host_path(root, ARGUMENTS_PATH)
+    args.parent.mkdir(parents=True, exist_ok=True)
+    args.write_bytes(plan.arguments)
+    for target, source in plan.files.items():
+        dest = host_path(root, str(PurePosixPath("/", target)))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+    host_path(root, CODE_DIR).mkdir(parents=True, exist_ok=True)
+
+
+def container_spec(launcher: Launcher, root: Path, plan: ContainerPlan) -> ContainerSpec:
+    """The launcher's view of a container: Modal's entrypoint under this Python, the plan's
+    env plus where the container finds its arguments and code."""
+    env = {"PYTHONUNBUFFERED": "1", **plan.env}  # each line reaches the logs as it is printed
+    code = visible_path(launcher, root, CODE_DIR)
+    env.update(
+        MODAL_CONTAINER_ARGUMENTS_PATH=visible_path(launcher, root, ARGUMENTS_PATH),
+        PYTHONPATH=os.pathsep.join(p for p in (code, env.get("PYTHONPATH", "")) if p),
+        HOME=code,
+    )
+    if not launcher.isolated:
+        host = os.environ.get("PATH", os.defpath)
+        env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), host))
+        env["HARVEST_CONTAINER_ROOT"] = str(root)
+    return ContainerSpec(
+        root=root, argv=[sys.executable, *ENTRYPOINT], layers=plan.layers, env=env,
+        workdir=plan.workdir, mounts=plan.mounts, network=plan.network,
+    )
+
+
+class Container:
+    """A started container process; `exited` is set once it is gone and its output read."""
+
+    def __init__(self, root: Path, on_output: Callable[[int, str], None]) -> None:
+        self.root = root
+        self._on_output = on_output
+        self._process: asyncio.subprocess.Process | None = None
+        self.returncode: int | None = None
+        self.exited = asyncio.Event()
+        self.stderr_tail = b""
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def start(self, launcher: Launcher, plan: ContainerPlan) -> None:
+        await asyncio.to_thread(_fill_root, self.root, plan)
+        if plan.fill is not None:
+            await asyncio.to_thread(plan.fill)
+        command = launcher.prepare(container_spec(launcher, self.root, plan))
+        self._process = await asyncio.create_subprocess_exec(
+            *command.argv, env=command.env, cwd=str(command.cwd),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        )
+        (self.root.parent / PID_FILE).write_text(str(self._process.pid))
+
+    async def wait(self) -> int:
+        """Reap the process and read its output to the end (briefly: a leftover child may
+        hold the pipes open)."""
+        proc = self._process
+        assert proc is not None and proc.stdout is not None and proc.stderr is not None
+        pumps = asyncio.gather(self._pump(proc.stdout, 1), self._pump(proc.stderr, 2))
+        self.returncode = await proc.wait()
+        try:
+            await asyncio.wait_for(pumps, 2.0)
+        except asyncio.TimeoutError:
+            pass
+        self.exited.set()
+        return self.returncode
+
+    async def _pump(self, reader: asyncio.StreamReader, fd: int) -> None:
+        while chunk := await reader.read(_READ_CHUNK):
+            if fd == 2:
+                self.stderr_tail = (self.stderr_tail + chunk)[-STDERR_TAIL:]
+            self._on_output(fd, chunk.decode("utf-8", errors="replace"))
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the container's main process used so far (None where /proc is absent)."""
+        if self.pid is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def signal(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the container's whole process group (safe to repeat)."""
+        proc = self._process
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root.parent, ignore_errors=True)
+
+
+def remove_leftovers(container_dir: Path) -> None:
+    """Folders of containers an earlier local Modal left behind (it was killed): their
+    processes, if still running Modal's entrypoint, are killed; the folders go."""
+    if not container_dir.is_dir():
+        return
+    for folder in (f for f in container_dir.iterdir() if f.is_dir()):
+        try:
+            pid = int((folder / PID_FILE).read_text())
+            if ENTRYPOINT[1].encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.killpg(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(folder, ignore_errors=True)

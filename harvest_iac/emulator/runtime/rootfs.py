@@ -1,0 +1,134 @@
+"""A container's root folder: filled from its image's layers, and the container's Python.
+
+A layer is a folder of files at their container paths (copied into each new container's
+root), plus two reserved entries: `.harvest-site-packages/`, Python packages that a container
+sees read-only on its Python's path (pip layers), and `.harvest-snapshot`, which marks a
+filesystem snapshot: a whole root, so the files of the layers below it are not copied again.
+
+An isolated container's Python is the host's interpreter (read-only) seen as a virtual
+environment at `/usr/local`, as in Modal's images: `/usr/local/bin/python`, with
+`/usr/local/lib/pythonX.Y/site-packages` writable in the container (so `pip install` works
+there) and the image's package layers after it on `sys.path`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LAYER_SITE_PACKAGES = ".harvest-site-packages"
+LAYER_SNAPSHOT = ".harvest-snapshot"
+_RESERVED = {LAYER_SITE_PACKAGES, LAYER_SNAPSHOT}
+VENV = Path("/usr/local")
+LAYERS_PTH = "_harvest_layers.pth"
+PIP_TARGET = "/__modal/pip"
+
+
+def prepared_marker(root: Path) -> Path:
+    return root.parent / f".{root.name}.prepared"
+
+
+def prepare_root(root: Path, layers: Sequence[Path]) -> None:
+    """Fill a new container root with its layers' files (once: a root that was prepared
+    already is left as it is)."""
+    marker = prepared_marker(root)
+    if marker.exists():
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    first = max((i for i, layer in enumerate(layers) if (layer / LAYER_SNAPSHOT).exists()), default=0)
+    for layer in layers[first:]:
+        copy_layer(layer, root)
+    marker.touch()
+
+
+def copy_layer(layer: Path, dest: Path) -> None:
+    """Copy a layer's files (not its reserved entries) over `dest`."""
+    shutil.copytree(layer, dest, symlinks=True, dirs_exist_ok=True,
+                    ignore=lambda d, names: _RESERVED & set(names) if Path(d) == layer else set())
+
+
+def site_dirs(layers: Sequence[Path]) -> list[Path]:
+    """The layers' package folders, the newest first (it wins on sys.path)."""
+    return [layer / LAYER_SITE_PACKAGES for layer in reversed(layers)
+            if (layer / LAYER_SITE_PACKAGES).is_dir()]
+
+
+@dataclass(frozen=True)
+class BasePython:
+    """The host's Python installation that containers run."""
+
+    prefix: Path
+    binary: Path
+    version: str  # "3.11"
+    full_version: str  # "3.11.7"
+
+    @property
+    def site_packages(self) -> Path:
+        return self.prefix / "lib" / f"python{self.version}" / "site-packages"
+
+
+@functools.cache
+def base_python() -> BasePython:
+    prefix = Path(os.path.realpath(sys.base_prefix))
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    binary = prefix / "bin" / f"python{version}"
+    if not binary.exists():
+        binary = Path(os.path.realpath(sys.executable))
+    full = ".".join(str(n) for n in sys.version_info[:3])
+    return BasePython(prefix, Path(os.path.realpath(binary)), version, full)
+
+
+@dataclass(frozen=True)
+class PythonEnvironment:
+    """How an isolated container runs Python: the interpreter's path inside, the host
+    installation to bind read-only, extra read-only binds, and env."""
+
+    python: str
+    prefix: Path
+    own_usr_local: bool
+    binds: list[tuple[Path, str]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def python_environment(root: Path | None, site_targets: Sequence[str]) -> PythonEnvironment:
+    """Lay out the container's Python in `root` (None: only say where it is)."""
+    base = base_python()
+    if base.prefix.is_relative_to(VENV):
+        # The host's Python lives in /usr/local itself: use it as it is, packages by PYTHONPATH.
+        env = {"PYTHONPATH": os.pathsep.join(site_targets)} if site_targets else {}
+        return PythonEnvironment(str(base.binary), base.prefix, False, [], env)
+    pip = base.site_packages / "pip"
+    binds = [(pip, f"{PIP_TARGET}/pip")] if pip.is_dir() else []
+    if root is not None:
+        _write_venv(root, base, [*site_targets, *([PIP_TARGET] if binds else [])])
+    return PythonEnvironment(str(VENV / "bin" / "python"), base.prefix, True, binds)
+
+
+def _write_venv(root: Path, base: BasePython, path_entries: Sequence[str]) -> None:
+    venv = root / VENV.relative_to("/")
+    bin_dir = venv / "bin"
+    site = venv / "lib" / f"python{base.version}" / "site-packages"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    site.mkdir(parents=True, exist_ok=True)
+    for name in ("python", "python3", f"python{base.version}"):
+        link = bin_dir / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(base.binary)
+    (venv / "pyvenv.cfg").write_text(
+        f"home = {base.binary.parent}\ninclude-system-site-packages = false\n"
+        f"version = {base.full_version}\n"
+    )
+    entries = ", ".join(repr(p) for p in path_entries)
+    (site / LAYERS_PTH).write_text(f"import site; list(map(site.addsitedir, [{entries}]))\n")
+    if PIP_TARGET in path_entries:
+        (bin_dir / "pip").write_text(
+            "#!/usr/local/bin/python\nimport sys\nfrom pip._internal.cli.main import main\n"
+            "sys.exit(main())\n"
+        )
+        (bin_dir / "pip").chmod(0o755)

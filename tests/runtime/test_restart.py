@@ -1,0 +1,109 @@
+"""No container outlives the local Modal: stopping it stops them; one killed outright leaves
+them behind, and the next one started on the same data directory ends them. Calls live in
+memory: after a restart a call made before is gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import modal_cli
+from tests.emulator.test_serve import serve
+
+APP = '''
+import os
+import modal
+
+app = modal.App("rt-restart")
+
+
+@app.function(timeout=10)
+def pid() -> int:
+    return os.getpid()
+
+
+@app.function()
+def nap() -> None:
+    import time
+    time.sleep(600)
+'''
+CALL = """
+import json, sys, modal
+pid = modal.Function.from_name("rt-restart", "pid").remote()
+call = modal.Function.from_name("rt-restart", "nap").spawn()
+print(json.dumps({"pid": pid, "call": call.object_id}))
+"""
+GET = """
+import sys, modal
+try:
+    modal.FunctionCall.from_id(sys.argv[1]).get(timeout=1)
+except modal.exception.OutputExpiredError:
+    print("expired")
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.2)
+
+
+def python(code: str, exports: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **exports})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_containers_end_with_the_local_modal_even_when_it_was_killed(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    (tmp_path / "restart_app.py").write_text(APP)
+    with serve(data) as (proc, exports):
+        exports.pop("files")
+        modal_cli("deploy", str(tmp_path / "restart_app.py"), env_extra=exports, cwd=tmp_path)
+        started = json.loads(python(CALL, exports))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=20)
+    assert alive(started["pid"])  # orphaned by the kill
+    with serve(data) as (proc, exports):
+        exports.pop("files")
+        wait_until(lambda: not alive(started["pid"]))
+        assert not any((data / "containers").glob("ta-*"))
+        assert python(GET, exports, started["call"]).strip() == "expired"  # calls live in memory
+        again = json.loads(python(CALL, exports))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert not alive(again["pid"])
+
+
+def test_calls_complete_when_rpcs_fail(tmp_path: Path) -> None:
+    """A tenth of all RPCs fail, half of them after their effect landed (a container's input
+    handed out, its answer lost): every call still returns its result (a lost input would
+    time out after 10 s)."""
+    from harvest_iac.emulator.server import LocalModal
+
+    (tmp_path / "restart_app.py").write_text(APP)
+    with LocalModal(tmp_path / "state") as lm:
+        modal_cli("deploy", str(tmp_path / "restart_app.py"), env_extra=lm.client_env(), cwd=tmp_path)
+        lm.faults.error_rate = 0.1
+        out = python(
+            "import modal; f = modal.Function.from_name('rt-restart', 'pid')\n"
+            "print(len({f.remote() for _ in range(20)}))", lm.client_env())
+        injected = lm.stats()["injected_errors"]
+    assert out.strip() == "1" and injected > 5
