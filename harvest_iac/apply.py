@@ -1,8 +1,8 @@
 """`harvest apply`: walk the plan's changes in dependency order through the backend, with
 the environment's lock held, writing the state record after every step.
 
-Order: environment, volumes (renames too), secrets (a renamed one is made under its new name),
-images + app deploy (crons, sandbox profiles), snapshots, then the deletions the file
+Order: environment, settings, volumes (renames too), secrets (a renamed one is made under its
+new name), images + app deploy (crons, sandbox profiles), snapshots, then the deletions the file
 (`removed:`, a renamed secret's old name) or the flags allow, then the records of what harvest
 stops managing (`removed:` with `destroy: false`). A no-change apply makes no mutating call (it
 does not even take the lock). Every step is idempotent, so an apply killed at any point and
@@ -35,6 +35,7 @@ from harvest_iac.lease import (
     lease_renewed,
     lease_state,
 )
+from harvest_iac.naming import snapshot_image_name
 from harvest_iac.plan import KIND_ORDER, Action, Change, Plan, plan_differences
 from harvest_iac.planner import Prepared, load_environments
 from harvest_iac.state import (
@@ -262,6 +263,9 @@ class Applier:
         run_step(title, fn, self.save_state, self.echo)
 
     def run(self) -> None:
+        settings = self.by_kind("settings")
+        if settings:
+            self.step("settings", lambda: self._settings(settings[0]))
         vol_changes = self.by_kind("volume", actions=(Action.CREATE, Action.IMPORT, Action.UPDATE,
                                                       Action.REPLACE))
         sec_changes = self.by_kind("secret", actions=(Action.CREATE, Action.IMPORT, Action.UPDATE))
@@ -286,6 +290,18 @@ class Applier:
             self.step("forget", lambda: self._forget(forgotten))
 
     # -- steps ---------------------------------------------------------------------------
+    def _settings(self, change: Change) -> None:
+        from harvest_iac import modal_backend as mb
+
+        wanted = {f.path: f.after for f in change.fields}
+
+        async def go(conn: mb.Connection) -> None:
+            await mb.update_environment(conn, self.spec.environment, wanted)
+
+        self.session.with_connection(go)
+        self.state = self.state.with_resource(change.address, ResourceRecord(
+            spec=dict(self.prep.desired[change.address].spec)))
+
     def _volumes(self, changes: list[Change]) -> None:
         from harvest_iac import modal_backend as mb
 
@@ -353,8 +369,9 @@ class Applier:
     def _deploy(self) -> None:
         from harvest_iac import modal_backend as mb
         from harvest_iac.naming import TAG_CODE_HASH, TAG_MANAGED_BY
-        rendered, module_path = self.rendered()
-        short = rendered.code_hash.split(":")[-1][:16]
+        _, module_path = self.rendered()
+        deployed = self.prep.app_digest  # the code and the local files it ships
+        short = deployed.split(":")[-1][:16]
         self.ops.deploy(module_path.resolve(), self.spec.app, tag=f"harvest-{short}")
         env, app = self.spec.environment, self.spec.app
 
@@ -369,8 +386,8 @@ class Applier:
         self.session.with_connection(tag)
         self._record_app_parts()
         st = self.state.with_resource(f"app.{app}", ResourceRecord(object_id=app_id, version=version,
-                                                            code_hash=rendered.code_hash,
-                                                            spec={"code_hash": rendered.code_hash}))
+                                                            code_hash=deployed,
+                                                            spec={"code_hash": deployed}))
         self.state = st
 
     def _record_app_parts(self) -> None:
@@ -397,14 +414,34 @@ class Applier:
             if remake:
                 _, module_path = self.rendered()
                 image_id, created_at = self.ops.make_snapshot(module_path, c.name)
-                history = history + (SnapshotRecord(image_id, created_at),)
+                ttl = spec.get("ttl")
+                history = history + (SnapshotRecord(image_id, created_at, created_at + ttl if ttl else 0.0),)
             keep = int(spec.get("keep") or 1)
+            self._delete_images([s.image_id for s in history[:-keep]])
             self.state = self.state.with_resource(c.address, ResourceRecord(
                 spec=spec, snapshots=history[-keep:]))
 
+    def _delete_images(self, image_ids: list[str], published: str | None = None) -> None:
+        """Delete snapshot images no longer kept (and a removed snapshot's published name)."""
+        from harvest_iac import modal_backend as mb
+
+        if not image_ids and published is None:
+            return
+        env = self.spec.environment
+
+        async def go(conn: mb.Connection) -> None:
+            import asyncio
+
+            await asyncio.gather(*(mb.delete_image(conn, i) for i in image_ids))
+            if published is not None:
+                await mb.delete_image_name(conn, env, published)
+
+        self.session.with_connection(go)
+
     def _deletes(self, changes: list[Change], renamed_secrets: list[str]) -> None:
-        """The deletions allowed, and the old names of renamed secrets (made under their new
-        names in the secrets step, so only now, and only the old name, is deleted)."""
+        """The deletions allowed (a snapshot's images and published name too), and the old
+        names of renamed secrets (made under their new names in the secrets step, so only now,
+        and only the old name, is deleted)."""
         from harvest_iac import modal_backend as mb
 
         env = self.spec.environment
@@ -430,6 +467,10 @@ class Applier:
 
         if modal_deletes or old_secrets:
             self.session.with_connection(go)
+        for c in changes:
+            rec = self.state.resources.get(c.address)
+            if c.kind == "snapshot" and rec is not None:
+                self._delete_images([s.image_id for s in rec.snapshots], snapshot_image_name(c.name))
         for address in [*(c.address for c in changes), *renamed_secrets]:
             self.state = self.state.with_resource(address, None)
 

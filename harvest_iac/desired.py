@@ -6,10 +6,12 @@ record) and a `live_view` (the part Modal can show back, in the terms the backen
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from harvest_iac.diff import Desired
 from harvest_iac.naming import function_tag
+from harvest_iac.paths import project_path
 from harvest_iac.plan import fingerprint
 from harvest_iac.spec.models import LIFECYCLE, Cron, EnvironmentSpec, Image, Sandbox, Snapshot
 
@@ -27,7 +29,11 @@ def schedule_view(cron: Cron) -> str:
 
 
 def image_spec(image: Image) -> dict[str, Any]:
-    return image.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+    """An image's recipe; `files` and `python_source` only when used (so recipes written before
+    they existed keep their digests), local paths relative to the project."""
+    data = image.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+    data["files"] = {remote: project_path(local) for remote, local in sorted(image.files.items())}
+    return {k: v for k, v in data.items() if v or k not in ("files", "python_source")}
 
 
 def image_chain(spec: EnvironmentSpec, name: str) -> list[dict[str, Any]]:
@@ -62,6 +68,36 @@ def snapshot_recipe(spec: EnvironmentSpec, snap: Snapshot) -> dict[str, Any]:
     }
 
 
+#: Snapshot lifetimes when `ttl` is not written: at least a week with `max_age`, else 30 days.
+MIN_DEFAULT_TTL_S = 7 * 86400
+NO_MAX_AGE_TTL_S = 30 * 86400
+
+
+def refresh_interval(spec: EnvironmentSpec) -> float | None:
+    """The longest time between two runs of the `refresh-snapshots` crons (the shortest of
+    them, when several); None without one."""
+    from harvest_iac.estimate import run_gap
+
+    gaps = [run_gap(cron.schedule, cron.timezone, cron.every_seconds)
+            for cron in spec.crons.values() if cron.task == "refresh-snapshots"]
+    return min(gaps) if gaps else None
+
+
+def snapshot_ttl(spec: EnvironmentSpec, name: str) -> int | None:
+    """How long each image of snapshot `name` lives, in seconds (None: for ever): its `ttl`, else
+    twice the time `keep` snapshots span (each re-made after `max_age` plus at most one
+    refresh interval), and at least a week; without `max_age`, 30 days."""
+    snap = spec.snapshots[name]
+    if snap.ttl == "none":
+        return None
+    if snap.ttl is not None:
+        return int(math.ceil(float(snap.ttl)))
+    if snap.max_age is None:
+        return NO_MAX_AGE_TTL_S
+    period = float(snap.max_age) + (refresh_interval(spec) or 0.0)
+    return max(MIN_DEFAULT_TTL_S, int(math.ceil(2 * snap.keep * period)))
+
+
 def cron_spec(cron: Cron) -> dict[str, Any]:
     data: dict[str, Any] = {
         "schedule": cron.schedule,
@@ -75,18 +111,46 @@ def cron_spec(cron: Cron) -> dict[str, Any]:
         "secrets": sorted(cron.secrets),
         "task": cron.task,
         "command": cron.command,
+        "cpu": cron.cpu,
+        "memory_mib": cron.memory,
+        "gpu": cron.gpu,
+        "region": cron.region,
+        "max_containers": cron.max_containers,
     }
     return {k: v for k, v in data.items() if v is not None}
 
 
+def gpu_view(gpu: str | None) -> str | None:
+    """A GPU as a deployed function shows it: `TYPE:COUNT`."""
+    if gpu is None:
+        return None
+    name, _, count = gpu.partition(":")
+    return f"{name}:{count or 1}"
+
+
+#: Keys of a cron's live view that are compared only when the cron sets them, so crons that
+#: do not use them keep the view recorded before they existed.
+_VIEW_KEYS_WHEN_SET = ("cpu", "memory_mib", "gpu", "region", "max_containers")
+
+
 def cron_live_view(cron: Cron) -> dict[str, Any]:
-    return {
+    view = {
         "schedule": schedule_view(cron),
         "max_retries": None if cron.retries is None else cron.retries.max_retries,
         "timeout": cron.timeout,
         "volumes": dict(sorted(cron.volumes.items())),
         "secrets": sorted(cron.secrets),
+        "cpu": cron.cpu,
+        "memory_mib": cron.memory,
+        "gpu": gpu_view(cron.gpu),
+        "region": cron.region,
+        "max_containers": cron.max_containers,
     }
+    return {k: v for k, v in view.items() if v is not None or k not in _VIEW_KEYS_WHEN_SET}
+
+
+#: Sandbox keys recorded only when set, so a profile that does not use them keeps its record.
+_SANDBOX_KEYS_WHEN_SET = ("encrypted_ports", "env", "include_oidc_identity_token", "tags")
 
 
 def sandbox_spec(spec: EnvironmentSpec, sb: Sandbox) -> dict[str, Any]:
@@ -95,7 +159,8 @@ def sandbox_spec(spec: EnvironmentSpec, sb: Sandbox) -> dict[str, Any]:
     data["volumes"] = dict(sorted(sb.volumes.items()))
     data["secrets"] = sorted(sb.secrets)
     data["image_recipe"] = image_recipe_digest(spec, sb.image)
-    return {k: v for k, v in data.items() if v is not None}
+    return {k: v for k, v in data.items()
+            if v is not None and not (k in _SANDBOX_KEYS_WHEN_SET and not v)}
 
 
 def desired_resources(spec: EnvironmentSpec) -> dict[str, Desired]:
@@ -106,6 +171,9 @@ def desired_resources(spec: EnvironmentSpec) -> dict[str, Desired]:
         address = f"{kind}.{name}"
         out[address] = Desired(address, kind, name, data, live_view or {})
 
+    settings = spec.settings.declared()
+    if settings:
+        add("settings", spec.environment, settings, settings)
     for name, vol in spec.volumes.items():
         add("volume", name, {"version": vol.version, "protect": vol.protect})
     for name, sec in spec.secrets.items():
@@ -123,7 +191,7 @@ def desired_resources(spec: EnvironmentSpec) -> dict[str, Desired]:
         add("image", name, own)
     for name, snap in spec.snapshots.items():
         add("snapshot", name, {**snapshot_recipe(spec, snap), "max_age": snap.max_age,
-                               "keep": snap.keep})
+                               "keep": snap.keep, "ttl": snapshot_ttl(spec, name)})
     for name, cron in spec.crons.items():
         view = cron_live_view(cron)
         add("cron", name, {**cron_spec(cron), "live_view": view}, view)

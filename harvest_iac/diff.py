@@ -9,21 +9,26 @@ cannot show are compared with the spec recorded at the last apply (the state rec
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Any
 
 from harvest_iac.estimate import (
-    PRICES,
-    STARTER_PLAN_CRON_LIMIT,
+    DAYS_PER_MONTH,
     HOURS_PER_MONTH,
+    PRICES,
+    RATE_KEYS,
+    STARTER_PLAN_CRON_LIMIT,
     Prices,
     cron_runs_per_month,
+    describe_resources,
     format_fire_times,
     function_run_cost,
     money,
     next_cron_fires,
+    run_gap,
     sandbox_hour_cost,
+    usage_cost,
 )
 from harvest_iac.lifecycle import APP_PARTS, as_if_moved, find_moves, mark_moves, mark_removed
 from harvest_iac.live import Live, LiveFunction
@@ -85,6 +90,7 @@ class _Acc:
     changes: list[Change] = field(default_factory=list)
     drift: list[Drift] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[FieldChange, ...]:
@@ -261,6 +267,26 @@ def _values_reason(address: str, hasher: SecretHasher, values: dict[str, str],
     return None
 
 
+def _compare_settings(d: Desired | None, live: Live, rec: ResourceRecord | None, inp: DiffInput,
+                      acc: _Acc, address: str) -> None:
+    """The environment's settings, key by key: only the keys the file writes are managed. Each
+    is compared with what Modal shows; one that differs from what harvest last set is drift."""
+    kind, name = _split(address)
+    if d is None:
+        return  # no longer written: no longer managed, left as it is
+    shown = live.details.settings if live.details is not None else {}
+    now = {key: shown.get(key) for key in d.spec}
+    recorded = rec.spec if rec is not None else {}
+    drifted = sorted(k for k in d.spec if k in recorded and recorded[k] != now[k])
+    if drifted and live.details is not None:
+        acc.drift.append(Drift(address, kind, name, "was changed outside of harvest",
+                               fields=tuple(FieldChange(k, recorded[k], now[k]) for k in drifted)))
+    fields = _fields(now, d.spec)
+    if fields:
+        acc.changes.append(Change(address, kind, name, Action.UPDATE, before=now, after=d.spec,
+                                  fields=fields))
+
+
 def _function_view(fn: LiveFunction) -> dict[str, Any]:
     return {
         "schedule": fn.schedule,
@@ -270,6 +296,9 @@ def _function_view(fn: LiveFunction) -> dict[str, Any]:
         "memory_mib": fn.memory_mib,
         "volumes": dict(sorted(fn.volumes.items())),
         "secrets": sorted(fn.secrets),
+        "gpu": fn.gpu,
+        "region": fn.region,
+        "max_containers": fn.max_containers,
     }
 
 
@@ -321,35 +350,119 @@ def _compare_function(d: Desired | None, live: Live, rec: ResourceRecord | None,
                                   fields=tuple(fields), notes=notes))
 
 
+#: Spec keys that are not deployed (what Modal shows back; the usage a cost estimate assumes):
+#: recorded, never compared.
+_NOT_DEPLOYED = ("live_view", "expected")
+
+
 def _shown_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in spec.items() if k != "live_view"}
+    return {k: v for k, v in spec.items() if k not in _NOT_DEPLOYED}
+
+
+def _cron_runs(spec: Mapping[str, Any], now: datetime) -> float:
+    """How many times a cron runs in a month."""
+    if spec.get("schedule"):
+        return cron_runs_per_month(spec["schedule"], spec.get("timezone") or "UTC", now)
+    every = float(spec.get("every_seconds") or 0)
+    return HOURS_PER_MONTH * 3600 / every if every else 0.0
+
+
+def _cron_ceiling(spec: Mapping[str, Any], inp: DiffInput) -> float:
+    """A cron's cost in a month if every run used its full timeout."""
+    return _cron_runs(spec, inp.now) * function_run_cost(
+        float(spec.get("timeout") or 300), spec.get("cpu"), spec.get("memory_mib"), inp.prices, spec.get("gpu"))
+
+
+def _expected_cost(spec: Mapping[str, Any], prices: Prices) -> float | None:
+    """A sandbox profile's `expected` usage priced per month (None without `expected`)."""
+    expected = spec.get("expected")
+    if not expected:
+        return None
+    per_run = usage_cost(float(expected["duration"]), spec.get("cpu"), spec.get("memory_mib"), spec.get("gpu"),
+                         prices, sandbox=True)
+    return float(expected["runs_per_day"]) * DAYS_PER_MONTH * per_run
 
 
 def _function_notes(d: Desired, inp: DiffInput) -> tuple[str, ...]:
     notes: list[str] = []
     spec = d.spec
+    resources = describe_resources(spec.get("cpu"), spec.get("memory_mib"), spec.get("gpu"))
     if d.kind == "cron":
         sched = spec.get("schedule")
-        tz = spec.get("timezone") or "UTC"
         if sched:
+            tz = spec.get("timezone") or "UTC"
             notes.append("next runs: " + format_fire_times(next_cron_fires(sched, tz, inp.now)))
-            runs = cron_runs_per_month(sched, tz, inp.now)
         else:
-            every = float(spec.get("every_seconds") or 0)
             notes.append(f"runs every {spec.get('every')} from each deploy "
                          "(a Period restarts when the app is redeployed)")
-            runs = HOURS_PER_MONTH * 3600 / every if every else 0.0
-        per_run = function_run_cost(float(spec.get("timeout") or 300), spec.get("cpu"),
-                                    spec.get("memory_mib"), inp.prices)
-        notes.append(f"cost: at most {money(runs * per_run)}/month ({runs:,.0f} runs, each "
-                     f"assumed to use its full {spec.get('timeout') or 300}s timeout at "
-                     f"{spec.get('cpu') or 0.125} CPU and {spec.get('memory_mib') or 128} MiB)")
+        notes.append(f"cost: at most {money(_cron_ceiling(spec, inp))}/month "
+                     f"({_cron_runs(spec, inp.now):,.0f} runs, each assumed to use its full "
+                     f"{spec.get('timeout') or 300}s timeout at {resources})")
     elif d.kind == "sandbox":
-        hour = sandbox_hour_cost(spec.get("cpu"), spec.get("memory_mib"), inp.prices)
+        hour = sandbox_hour_cost(spec.get("cpu"), spec.get("memory_mib"), inp.prices, spec.get("gpu"))
         notes.append(f"cost: {money(hour)} per sandbox-hour ({money(hour * HOURS_PER_MONTH)}/month "
-                     f"for one sandbox running all month) at {spec.get('cpu') or 0.125} CPU and "
-                     f"{spec.get('memory_mib') or 128} MiB")
+                     f"for one sandbox running all month) at {resources}")
+        monthly = _expected_cost(spec, inp.prices)
+        if monthly is not None:
+            notes.append(f"expected: {money(monthly)}/month ({_usage(spec)})")
     return tuple(notes)
+
+
+def _usage(spec: Mapping[str, Any]) -> str:
+    expected = spec["expected"]
+    runs = float(expected["runs_per_day"])
+    resources = describe_resources(spec.get("cpu"), spec.get("memory_mib"), spec.get("gpu"))
+    return f"{runs:,g} runs a day, {_age(float(expected['duration']))} each, at {resources}"
+
+
+def _costs(inp: DiffInput, live: Live, budget: float | None, acc: _Acc) -> None:
+    """The environment's monthly estimate (sandbox profiles' expected usage, crons' ceilings)
+    beside its actual spend, and a warning when the estimate exceeds the budget."""
+    sandboxes = {d.address: _expected_cost(d.spec, inp.prices) for d in inp.desired.values() if d.kind == "sandbox"}
+    crons = [_cron_ceiling(d.spec, inp) for d in inp.desired.values() if d.kind == "cron"]
+    if not sandboxes and not crons:
+        return
+    for address, monthly in sorted(sandboxes.items()):
+        if monthly is not None:
+            acc.notes.append(f"cost: {address} expected {money(monthly)}/month: "
+                             f"{_usage(inp.desired[address].spec)}")
+    expected = sum(m for m in sandboxes.values() if m is not None)
+    parts = [f"{money(expected)} expected for sandbox profiles"] if any(
+        m is not None for m in sandboxes.values()) else []
+    if crons:
+        parts.append(f"at most {money(sum(crons))} for crons (each run using its full timeout)")
+    total = expected + sum(crons)
+    if parts:
+        line = f"cost: about {money(total)}/month for this environment: {', '.join(parts)}"
+        if budget is not None:
+            line += f"; budget {money(budget)} per billing cycle"
+        acc.notes.append(f"{line}; prices: {inp.prices.source}")
+    if budget is not None and total > budget:
+        acc.warnings.append(f"the estimate of {money(total)}/month exceeds the budget of {money(budget)} "
+                            "per billing cycle (settings.budget): raise the budget or lower the usage")
+    acc.notes.append(_spend(live))
+
+
+def _spend(live: Live) -> str:
+    billing = live.billing
+    if live.details is None:
+        return "spend: none yet (the environment does not exist)"
+    last = (f"{money(billing.last_cycle_spend)} in {billing.last_cycle} (the last billing cycle)"
+            if billing.last_cycle_spend is not None else "last cycle not available (EnvironmentBillingSummary "
+            "did not answer)")
+    return f"spend: {last}, {money(live.details.current_cycle_usage)} so far this cycle"
+
+
+def _priced(inp: DiffInput, live: Live) -> DiffInput:
+    """The diff input with the target's published rates, when it publishes all harvest needs."""
+    rates = live.billing.rates
+    published = inp.prices.from_rates(rates, "the target's published rates (WorkspaceBillingRates)") \
+        if rates else None
+    if published is not None:
+        return replace(inp, prices=published)
+    why = "the target publishes no rates" if not rates else "the target's rates lack " + ", ".join(
+        k for k in RATE_KEYS if k not in rates)
+    return replace(inp, prices=replace(inp.prices, source=f"{inp.prices.source} ({why})"))
 
 
 def _compare_recorded(d: Desired | None, live: Live, rec: ResourceRecord | None, inp: DiffInput,
@@ -376,7 +489,7 @@ def _compare_snapshot(d: Desired | None, live: Live, rec: ResourceRecord | None,
     if d is None:
         if rec is not None:
             acc.changes.append(Change(address, kind, name, Action.DELETE, before=rec.spec,
-                                      reason="removed from the YAML; its images are forgotten"))
+                                      reason="removed from the YAML; its images are deleted"))
         return
     latest = rec.snapshots[-1] if rec and rec.snapshots else None
     if rec is None or latest is None:
@@ -407,6 +520,56 @@ def _compare_snapshot(d: Desired | None, live: Live, rec: ResourceRecord | None,
                                   reason="harvest settings only; the snapshot is kept"))
 
 
+#: A snapshot without `max_age` that expires sooner than this gets a warning.
+EXPIRY_WARNING_S = 7 * 86400
+
+
+def _snapshot_lifetimes(inp: DiffInput, state: StateRecord | None, acc: _Acc) -> None:
+    """Each made snapshot's age and expiry (notes), and a warning when its newest image would
+    expire before it is re-made: `max_age` after it was made, plus at most one run interval of
+    the `refresh-snapshots` cron."""
+    now = inp.now.timestamp()
+    gaps = [run_gap(d.spec.get("schedule"), d.spec.get("timezone"), d.spec.get("every_seconds"))
+            for d in inp.desired.values() if d.kind == "cron" and d.spec.get("task") == "refresh-snapshots"]
+    for address, d in sorted(inp.desired.items()):
+        rec = state.resources.get(address) if state else None
+        if d.kind != "snapshot" or rec is None or not rec.snapshots:
+            continue
+        newest = rec.snapshots[-1]
+        ends = "never expires" if not newest.expires_at else \
+            f"expires {_when(newest.expires_at)} (in {_age(newest.expires_at - now)})"
+        older = f"; {len(rec.snapshots) - 1} older kept" if len(rec.snapshots) > 1 else ""
+        acc.notes.append(f"{address}: newest image {newest.image_id} made {_age(now - newest.created_at)} "
+                         f"ago, {ends}{older}")
+        max_age = d.spec.get("max_age")
+        if not newest.expires_at or newest.expires_at <= now:
+            continue
+        if max_age:
+            remade = newest.created_at + float(max_age) + (min(gaps) if gaps else 0.0)
+            if newest.expires_at < remade:
+                acc.warnings.append(
+                    f"{address}: its newest image expires {_when(newest.expires_at)}, before it is "
+                    f"re-made (by {_when(remade)}: max_age {_age(float(max_age))} plus the refresh "
+                    "interval); raise `ttl` or lower `max_age`")
+        elif newest.expires_at - now < EXPIRY_WARNING_S:
+            acc.warnings.append(
+                f"{address}: its newest image expires {_when(newest.expires_at)} and nothing re-makes "
+                "it before (no `max_age`); set `max_age`, or `ttl: none` to keep snapshots for ever")
+
+
+def _budget(inp: DiffInput, live: Live) -> float | None:
+    """The environment's budget: the one the file sets, else the one Modal has."""
+    declared = inp.desired.get(f"settings.{inp.environment}")
+    if declared is not None and declared.spec.get("budget") is not None:
+        return float(declared.spec["budget"])
+    shown = live.details.settings.get("budget") if live.details is not None else None
+    return None if shown is None else float(shown)
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _age(seconds: float) -> str:
     seconds = int(seconds)
     if seconds >= 86400:
@@ -421,6 +584,7 @@ def _age(seconds: float) -> str:
 Comparer = Callable[[Desired | None, Live, ResourceRecord | None, DiffInput, _Acc, str], None]
 
 COMPARERS: dict[str, Comparer] = {
+    "settings": _compare_settings,
     "volume": _compare_volume,
     "secret": _compare_secret,
     "image": _compare_recorded,
@@ -512,6 +676,7 @@ def _prime_secret_hashes(inp: DiffInput, state: StateRecord | None) -> None:
 def compare(inp: DiffInput, live: Live) -> Plan:
     """The plan that makes `live` match `inp.desired` (renames and removals as the file says)."""
     acc = _Acc()
+    inp = _priced(inp, live)
     seen = live
     moves = find_moves(inp.moved, live)
     live = as_if_moved(live, moves)
@@ -531,6 +696,8 @@ def compare(inp: DiffInput, live: Live) -> Plan:
             continue
         rec = state.resources.get(address) if state else None
         comparer(inp.desired.get(address), live, rec, inp, acc, address)
+    _snapshot_lifetimes(inp, state, acc)
+    _costs(inp, live, _budget(inp, live), acc)
     acc.changes = mark_moves(acc.changes, moves, seen)
     functions_changed = any(c.kind in APP_PARTS for c in acc.changes)
     _compare_app(inp, live, state, acc, functions_changed)
@@ -555,4 +722,5 @@ def compare(inp: DiffInput, live: Live) -> Plan:
         warnings=tuple(acc.warnings),
         live_fingerprint=fingerprint(seen.fingerprint_data()),
         spec_digest=inp.spec_digest,
+        notes=tuple(acc.notes),
     )

@@ -46,6 +46,9 @@ class LiveFunction:
     volumes: dict[str, str] = field(default_factory=dict)  # mount path -> volume name
     secrets: tuple[str, ...] = ()
     block_network: bool = False
+    gpu: str | None = None  # "TYPE:COUNT"
+    region: list[str] | None = None
+    max_containers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,27 @@ class LiveImage:
 
 
 @dataclass(frozen=True)
+class LiveEnvironment:
+    """The environment as EnvironmentList shows it: its settings (the keys of
+    `spec.Settings`; None when Modal reports the setting unset) and this cycle's spend."""
+
+    environment_id: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    current_cycle_usage: float = 0.0
+
+
+@dataclass(frozen=True)
+class LiveBilling:
+    """What the target publishes about money: its rates (WorkspaceBillingRates, per unit per
+    hour) and the environment's spend in the last billing cycle (EnvironmentBillingSummary);
+    None where it did not answer."""
+
+    rates: dict[str, str] | None = None
+    last_cycle: str = ""  # "2026-10"
+    last_cycle_spend: float | None = None
+
+
+@dataclass(frozen=True)
 class Live:
     """Everything harvest read from one Modal environment for one plan."""
 
@@ -97,6 +121,8 @@ class Live:
     app: LiveApp | None = None
     images: dict[str, LiveImage] = field(default_factory=dict)  # by image id
     state: StateRecord | None = None
+    details: LiveEnvironment | None = None  # None when the environment does not exist
+    billing: LiveBilling = field(default_factory=LiveBilling)  # not part of the fingerprint
 
     def fingerprint_data(self) -> dict[str, Any]:
         """What a saved plan pins: the live facts the plan's decisions rest on (not timings
@@ -117,4 +143,5 @@ class Live:
             },
             "images": {i: img.exists for i, img in sorted(self.images.items())},
             "state_serial": None if self.state is None else self.state.serial,
+            **({"settings": dict(sorted(self.details.settings.items()))} if self.details else {}),
         }

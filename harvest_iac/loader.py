@@ -162,6 +162,7 @@ class _Session:
             return None
         self._check_header(doc)
         _resolve_relative_paths(doc, path)
+        self.problems.extend(_resolve_local_files(doc, path))
         return doc
 
     def _check_header(self, doc: Document) -> None:
@@ -263,7 +264,10 @@ def _merge_into(target: dict[str, Any], positions: dict[KeyPath, Where], child: 
 
 
 def _sections_null_to_empty(merged: _Merged) -> None:
-    """`volumes:` with nothing under it is no volumes; `agent-state:` with nothing is all defaults."""
+    """`volumes:` (or `settings:`) with nothing under it is empty; `agent-state:` with nothing is all
+    defaults."""
+    if "settings" in merged.data and merged.data["settings"] is None:
+        merged.data["settings"] = {}
     for section in SECTIONS:
         if section in merged.data and merged.data[section] is None:
             merged.data[section] = {}
@@ -283,6 +287,31 @@ def _resolve_relative_paths(doc: Document, path: Path) -> None:
         for entry in entries.values():
             if isinstance(entry, dict) and isinstance(entry.get(key), str) and entry[key].strip():
                 entry[key] = os.path.normpath(os.path.join(os.path.abspath(path.parent), entry[key]))
+
+
+def _resolve_local_files(doc: Document, path: Path) -> list[Problem]:
+    """An image's `files` are relative to the file that declares them: each becomes an absolute
+    path, a folder's ending with `/`; one that does not exist is a problem at its position."""
+    problems = []
+    images = doc.data.get("images")
+    for name, entry in (images.items() if isinstance(images, dict) else ()):
+        files = entry.get("files") if isinstance(entry, dict) else None
+        if not isinstance(files, dict):
+            continue
+        for remote, local in files.items():
+            if not isinstance(local, str) or not local.strip():
+                continue
+            target = os.path.normpath(os.path.join(os.path.abspath(path.parent), local))
+            if os.path.isdir(target):
+                files[remote] = target.rstrip("/") + "/"
+            elif os.path.isfile(target):
+                files[remote] = target
+            else:
+                where = doc.positions[("images", name, "files", remote)]
+                problems.append(Problem(doc.file, where.line, where.col,
+                                        f"{display_path(('images', name, 'files', remote))}: {local!r} is not a "
+                                        f"file or folder (looked for {target}); paths are relative to this file"))
+    return problems
 
 
 def _positioned(positions: Mapping[KeyPath, Where], path: KeyPath, at_key: bool,

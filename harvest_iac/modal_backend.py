@@ -13,6 +13,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +31,9 @@ from harvest_iac.naming import FUNCTION_KINDS, function_tag
 from harvest_iac.live import (
     Live,
     LiveApp,
+    LiveBilling,
     LiveDeployment,
+    LiveEnvironment,
     LiveFunction,
     LiveImage,
     LiveSecret,
@@ -64,6 +67,30 @@ def secret_from_proto(item: Any) -> LiveSecret:
         keys = tuple(sorted(item.metadata.keys))
     return LiveSecret(name=item.label, object_id=item.secret_id, keys=keys,
                       created_at=float(item.created_at))
+
+
+#: How EnvironmentUpdate spells `block_unauthenticated_resources` (an enum, not a bool).
+_BLOCK_UNAUTHENTICATED = {True: 2, False: 3}  # ..._BLOCK, ..._ALLOW
+
+
+def environment_from_proto(item: Any) -> LiveEnvironment:
+    """An EnvironmentListItem to the environment's settings (the keys of `spec.Settings`)."""
+
+    def optional(name: str) -> Any:
+        return getattr(item, name) if item.HasField(name) else None
+
+    return LiveEnvironment(
+        environment_id=item.environment_id,
+        settings={
+            "web_suffix": item.webhook_suffix,
+            "max_concurrent_tasks": optional("max_concurrent_tasks"),
+            "max_concurrent_gpus": optional("max_concurrent_gpus"),
+            "budget": optional("cycle_budget_dollars"),
+            "image_builder_version": optional("image_builder_version"),
+            "block_unauthenticated_resources": optional("block_unauthenticated_resources"),
+        },
+        current_cycle_usage=float(item.current_cycle_usage),
+    )
 
 
 def schedule_string(schedule: Any) -> str | None:
@@ -116,6 +143,10 @@ def function_from_proto(
                  for vm in fn.volume_mounts},
         secrets=tuple(sorted(secret_names.get(s, s) for s in fn.secret_ids)),
         block_network=bool(fn.block_network),
+        gpu=f"{res.gpu_config.gpu_type}:{res.gpu_config.count}" if res.gpu_config.count else None,
+        region=list(fn.scheduler_placement.regions) or None,
+        max_containers=(fn.autoscaler_settings.max_containers
+                        if fn.autoscaler_settings.HasField("max_containers") else None),
     )
 
 
@@ -288,6 +319,51 @@ async def _read_app(conn: Connection, req: ReadRequest, state: Awaitable[StateRe
     )
 
 
+async def _answer(call: Awaitable[Any]) -> Any:
+    """An RPC's answer, or None when the target refuses it (an older server, no permission)."""
+    try:
+        return await call
+    except TargetError:
+        raise
+    except BackendError:
+        return None
+
+
+async def _read_billing(conn: Connection, envs: Awaitable[Any], environment: str) -> LiveBilling:
+    """The published rates and the environment's spend in the last billing cycle."""
+    from datetime import datetime, timezone
+
+    from modal_proto import api_pb2
+
+    rates_t = asyncio.ensure_future(_answer(conn.call("WorkspaceBillingRates",
+                                                      api_pb2.WorkspaceBillingRatesRequest())))
+    try:
+        listed = await envs
+        found = [e for e in (listed.items if listed is not None else []) if e.name == environment]
+        this_cycle = datetime.now(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        last_cycle = (this_cycle - timedelta(days=1)).replace(day=1)
+        summary = None
+        if found:
+            request = api_pb2.EnvironmentBillingSummaryRequest(environment_id=found[0].environment_id)
+            request.start_timestamp.FromDatetime(last_cycle)
+            summary = await _answer(conn.call("EnvironmentBillingSummary", request))
+        rates = await rates_t
+    finally:
+        rates_t.cancel()
+    return LiveBilling(
+        rates=dict(rates.rates) if rates is not None and rates.rates else None,
+        last_cycle=last_cycle.strftime("%Y-%m"),
+        last_cycle_spend=_dollars(summary.metered_cost) if summary is not None else None,
+    )
+
+
+def _dollars(text: str) -> float | None:
+    try:
+        return float(text or 0)
+    except ValueError:
+        return None
+
+
 async def read_live(req: ReadRequest) -> Live:
     """Everything a plan needs, read concurrently. Runs in the caller's event loop."""
     from modal_proto import api_pb2
@@ -312,21 +388,25 @@ async def read_live(req: ReadRequest) -> Live:
 
         names_t = start(names())
         app_t = start(_read_app(conn, req, state_t, names_t))
-        envs, vols, secs, state, app = await asyncio.gather(envs_t, vols_t, secs_t, state_t, app_t)
+        billing_t = start(_read_billing(conn, envs_t, req.environment))
+        envs, vols, secs, state, app, billing = await asyncio.gather(
+            envs_t, vols_t, secs_t, state_t, app_t, billing_t)
         image_ids = set(req.image_ids)
         if state is not None:
             for rec in state.resources.values():
                 image_ids |= {s.image_id for s in rec.snapshots}
         images = await _check_images(conn, sorted(image_ids))
-        env_names = {e.name for e in envs.items} if envs is not None else set()
+        found = [e for e in (envs.items if envs is not None else []) if e.name == req.environment]
         return Live(
             environment=req.environment,
-            environment_exists=req.environment in env_names,
+            environment_exists=bool(found),
+            details=environment_from_proto(found[0]) if found else None,
             volumes={v.label: volume_from_proto(v) for v in vols if v.label not in INTERNAL_VOLUMES},
             secrets={s.label: secret_from_proto(s) for s in secs},
             app=app,
             images=images,
             state=state,
+            billing=billing,
         )
     except TargetError:
         raise
@@ -417,6 +497,31 @@ async def create_environment(conn: Connection, name: str) -> None:
         await conn.call("EnvironmentCreate", api_pb2.EnvironmentCreateRequest(name=name))
     except AlreadyExists:
         pass
+
+
+async def update_environment(conn: Connection, environment: str, settings: dict[str, Any]) -> None:
+    """Set the given settings (keys of `spec.Settings`) of an environment; others are left as
+    they are. The budget has its own RPC, which names the environment by id."""
+    from google.protobuf.wrappers_pb2 import StringValue
+    from modal_proto import api_pb2
+
+    update = api_pb2.EnvironmentUpdateRequest(current_name=environment)
+    if "web_suffix" in settings:
+        update.web_suffix.CopyFrom(StringValue(value=settings["web_suffix"]))
+    for key in ("max_concurrent_tasks", "max_concurrent_gpus", "image_builder_version"):
+        if key in settings:
+            setattr(update, key, settings[key])
+    if "block_unauthenticated_resources" in settings:
+        update.block_unauthenticated_resources = _BLOCK_UNAUTHENTICATED[  # type: ignore[assignment]
+            bool(settings["block_unauthenticated_resources"])]
+    if len(update.ListFields()) > 1:
+        await conn.call("EnvironmentUpdate", update, missing_ok=False)
+    if "budget" in settings:
+        found = await conn.call("EnvironmentGetOrCreate", api_pb2.EnvironmentGetOrCreateRequest(
+            deployment_name=environment), missing_ok=False)
+        await conn.call("EnvironmentSetBudget", api_pb2.EnvironmentSetBudgetRequest(
+            environment_id=found.environment_id, cycle_budget_dollars=float(settings["budget"])),
+            missing_ok=False)
 
 
 async def create_volume(conn: Connection, environment: str, name: str, version: int) -> LiveVolume:

@@ -56,3 +56,16 @@ def shipped_templates() -> Path:
         if (installed / APP_TEMPLATE).exists():
             return installed
     return source
+
+
+def project_path(path: str) -> str:
+    """A local path as generated code and the state record name it: relative to the project
+    folder (where harvest runs, and where apply runs `modal deploy`) when it lies inside it, so
+    the code, its hash and the record are the same on every machine; else as given. A folder's
+    trailing `/` is kept."""
+    if not os.path.isabs(path):
+        return path
+    rel = os.path.relpath(path, os.getcwd())
+    if rel.startswith(".."):
+        return path
+    return rel + "/" if path.endswith("/") and not rel.endswith("/") else rel

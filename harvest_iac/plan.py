@@ -20,7 +20,7 @@ from harvest_iac.secrethash import ValuesHash
 PLAN_FORMAT_VERSION = "1.0"
 
 #: The order resources are created / changed in (deletions run in reverse, last).
-KIND_ORDER = ("environment", "volume", "secret", "image", "app", "cron", "sandbox", "snapshot")
+KIND_ORDER = ("environment", "settings", "volume", "secret", "image", "app", "cron", "sandbox", "snapshot")
 
 
 class Action(str, Enum):
@@ -155,6 +155,7 @@ class Plan:
     live_fingerprint: str = ""
     spec_digest: str = ""
     format_version: str = PLAN_FORMAT_VERSION
+    notes: tuple[str, ...] = ()  # facts about the environment: snapshot ages, cost and spend
 
     @property
     def summary(self) -> Summary:
@@ -270,6 +271,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         ],
         "unmanaged": list(plan.unmanaged),
         "warnings": list(plan.warnings),
+        "notes": list(plan.notes),
         "change_summary": {"add": s.add, "change": s.change, "remove": s.destroy,
                            "import": s.imports, "forget": s.forget},
     }
@@ -313,6 +315,7 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
         drift=drift,
         unmanaged=tuple(data.get("unmanaged", [])),
         warnings=tuple(data.get("warnings", [])),
+        notes=tuple(data.get("notes", [])),
         live_fingerprint=data["live_fingerprint"],
         spec_digest=data["spec_digest"],
         format_version=data["format_version"],

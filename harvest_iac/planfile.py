@@ -65,6 +65,7 @@ class _PlanDoc(_Shape):
     resource_drift: list[_DriftDoc] = []
     unmanaged: list[str] = []
     warnings: list[str] = []
+    notes: list[str] = []
 
 
 class _PlanFile(_Shape):

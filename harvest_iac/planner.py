@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +69,8 @@ class Inputs:
     dockerfiles: dict[str, str]  # image name -> Dockerfile path
     moved: dict[str, str]  # `moved:` old address -> new address
     removed: dict[str, bool]  # `removed:` address -> destroy
+    local_files: dict[str, dict[str, str]] = field(default_factory=dict)  # image -> {remote: local}
+    python_sources: dict[str, list[str]] = field(default_factory=dict)  # image -> modules
 
 
 def inputs_from_loaded(loaded: LoadedEnvironment) -> Inputs:
@@ -96,6 +98,8 @@ def inputs_from_loaded(loaded: LoadedEnvironment) -> Inputs:
         dockerfiles={n: str(i.path) for n, i in spec.images.items() if i.path is not None},
         moved={m.source: m.to for m in spec.moved},
         removed={r.address: r.destroy for r in spec.removed},
+        local_files={n: dict(i.files) for n, i in spec.images.items() if i.files},
+        python_sources={n: list(i.python_source) for n, i in spec.images.items() if i.python_source},
     )
 
 
@@ -187,6 +191,75 @@ def with_dockerfile_digests(desired: dict[str, Desired], dockerfiles: Mapping[st
     return out
 
 
+class UnreadableLocalFiles(HarvestError):
+    def __init__(self, image: str, where: str, why: str) -> None:
+        self.image = image
+        self.where = where
+        super().__init__(f"image {image!r}: cannot read {why}")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _folder_digests(root: Path, remote: str, python_only: bool = False) -> dict[str, str]:
+    """Each file under `root` by its path in the container (`remote/...`); with `python_only`,
+    as `add_local_python_source` takes them: `.py` files, no dot-named files or folders."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        parts = path.relative_to(root).parts
+        if python_only and (path.suffix != ".py" or any(p.startswith(".") or p == "__pycache__" for p in parts)):
+            continue
+        if path.is_file():
+            out[f"{remote}/{'/'.join(parts)}"] = _sha256(path)
+    return out
+
+
+def _module_digests(module: str) -> dict[str, str]:
+    """A Python module's or package's files as `add_local_python_source` finds them (from the
+    folder harvest and `modal deploy` run in, then Python's path), by their path in the
+    container (`/root/...`)."""
+    import sys
+    from importlib.machinery import PathFinder
+
+    found = PathFinder.find_spec(module, [str(Path.cwd()), *sys.path])
+    if found is None or not (found.origin or found.submodule_search_locations):
+        raise FileNotFoundError(f"Python module {module!r} (not found from {Path.cwd()} or Python's path)")
+    if found.submodule_search_locations:
+        return _folder_digests(Path(list(found.submodule_search_locations)[0]), f"/root/{module}", python_only=True)
+    assert found.origin is not None
+    return {f"/root/{module}.py": _sha256(Path(found.origin))}
+
+
+def with_local_file_digests(desired: dict[str, Desired], local_files: Mapping[str, Mapping[str, str]],
+                            python_sources: Mapping[str, list[str]]) -> dict[str, Desired]:
+    """The files an image ships, digested file by file and keyed by their path in the container,
+    join the image's spec (`local_files`): an edited script plans the image and a redeploy, and
+    the plan names each file that changed."""
+    out = dict(desired)
+    for name in sorted(set(local_files) | set(python_sources)):
+        addr = f"image.{name}"
+        if addr not in out:
+            continue
+        digests: dict[str, str] = {}
+        where = ""
+        try:
+            for remote, local in sorted(local_files.get(name, {}).items()):
+                where = f"files.{remote}"
+                digests.update(_folder_digests(Path(local), remote) if local.endswith("/")
+                               else {remote: _sha256(Path(local))})
+            for module in python_sources.get(name, []):
+                where = "python_source"
+                digests.update(_module_digests(module))
+        except OSError as exc:
+            raise UnreadableLocalFiles(name, where, str(exc.strerror or exc) if exc.filename is None
+                                       else f"{exc.filename}: {exc.strerror}") from exc
+        out[addr] = replace(out[addr], spec={**out[addr].spec, "local_files": dict(sorted(digests.items()))})
+    return out
+
+
 @dataclass(frozen=True)
 class Prepared:
     """Everything a plan (and an apply) of one file needs besides live state: the file's
@@ -207,7 +280,15 @@ class Prepared:
 
     @property
     def app_digest(self) -> str:
-        return self.inputs.app_digest
+        """The hash of what is deployed: the rendered code and, when images ship local files,
+        their contents."""
+        files = {a: d.spec["local_files"] for a, d in sorted(self.desired.items())
+                 if d.kind == "image" and d.spec.get("local_files")}
+        if not files:
+            return self.inputs.app_digest
+        from harvest_iac.plan import fingerprint
+
+        return fingerprint({"code": self.inputs.app_digest, "local_files": files})
 
     @property
     def spec_digest(self) -> str:
@@ -227,12 +308,14 @@ def prepare_inputs(inputs: Inputs, environ: Mapping[str, str], loaded: Any = Non
     try:
         desired = with_dockerfile_digests(with_secret_keys(inputs.desired, values),
                                           inputs.dockerfiles)
-    except UnreadableDockerfile as exc:
+        desired = with_local_file_digests(desired, inputs.local_files, inputs.python_sources)
+    except (UnreadableDockerfile, UnreadableLocalFiles) as exc:
         if loaded is None:
             from harvest_iac.loader import load_file
 
             loaded = load_file(inputs.path)
-        raise SpecError([loaded.problem(f"image.{exc.image}.path", str(exc))]) from exc
+        where = "path" if isinstance(exc, UnreadableDockerfile) else exc.where
+        raise SpecError([loaded.problem(f"image.{exc.image}.{where}", str(exc))]) from exc
     return Prepared(inputs, desired, values, loaded)
 
 
@@ -305,7 +388,7 @@ def diff_input(prep: Prepared, *, target: str, environ: Mapping[str, str],
         source=inputs.path,
         target=target,
         desired=prep.desired,
-        app_digest=inputs.app_digest,
+        app_digest=prep.app_digest,
         secret_values=prep.secret_values,
         now=now or datetime.now(timezone.utc),
         cron_limit=cron_limit(environ),

@@ -146,6 +146,9 @@ def render_text(plans: Sequence[Plan], *, color: bool = False) -> str:
                 "as they stand.", fg="red"))
         if actionable:
             out.append(style(plan.summary.line(), bold=True))
+        if plan.notes:
+            out.append("")
+            out.extend(printable(f"Note: {n}") for n in plan.notes)
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
@@ -276,7 +279,9 @@ class _Layout:
 
     def _warnings(self) -> list[str]:
         lines = [f"> - `{p.environment}`: {w}" for p in self.plans for w in p.warnings]
-        return ["> [!WARNING]", *lines, ""] if lines else []
+        notes = [f"- `{p.environment}`: {n}" for p in self.plans for n in p.notes]
+        return ((["> [!WARNING]", *lines, ""] if lines else [])
+                + (["#### Notes", "", *notes, ""] if notes else []))
 
     def _details(self, plan: Plan, take: Callable[[Plan, str, str], bool]) -> list[str]:
         kept = [c for c in plan.actionable if take(plan, "changes", c.address)]

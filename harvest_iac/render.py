@@ -27,7 +27,7 @@ from typing import Any
 
 from harvest_iac.errors import HarvestError
 from harvest_iac.naming import function_tag, snapshot_image_name
-from harvest_iac.paths import APP_TEMPLATE, templates_dir
+from harvest_iac.paths import APP_TEMPLATE, project_path, templates_dir
 from harvest_iac.spec.models import Cron, EnvironmentSpec, Image, Sandbox
 from harvest_iac.state import LOCK_DICT, STATE_VOLUME, state_path
 
@@ -154,20 +154,17 @@ def _image_view(name: str, image: Image, names: Names) -> dict[str, Any]:
         "parent": None if image.parent is None else names.image[image.parent],
         "registry_secret": None if image.registry_secret is None else names.secret[image.registry_secret],
         "fb": Code(", force_build=True" if image.force_build else ""),
-        "dockerfile": None if image.path is None else dockerfile_path(image.path),
+        "dockerfile": None if image.path is None else project_path(image.path),
+        "local_files": _local_files(image),
     }
 
 
-def dockerfile_path(path: str) -> str:
-    """A Dockerfile path as the generated code names it: relative to the project folder
-    (where harvest runs, and where apply runs `modal deploy`) when it lies inside it, so the
-    code, and its hash, are the same on every machine; else as given."""
-    import os
-
-    if not os.path.isabs(path):
-        return path
-    rel = os.path.relpath(path, os.getcwd())
-    return path if rel.startswith("..") else rel
+def _local_files(image: Image) -> list[tuple[Code, str, str]]:
+    """(method, local path, remote path) of each `files` entry, in remote path order: a folder
+    (its resolved path ends with `/`) is added with `add_local_dir`, a file with `add_local_file`."""
+    return [(Code("add_local_dir" if local.endswith("/") else "add_local_file"),
+             project_path(local).rstrip("/") or ".", remote)
+            for remote, local in sorted(image.files.items())]
 
 
 def _cron_view(name: str, cron: Cron, names: Names) -> dict[str, Any]:
@@ -180,7 +177,27 @@ def _cron_view(name: str, cron: Cron, names: Names) -> dict[str, Any]:
         "volumes": _mounts(cron.volumes, names.volume),
         "volume_list": _objects(set(cron.volumes.values()), names.volume),
         "secrets": _objects(cron.secrets, names.secret),
+        "resources": [(Code(key), getattr(cron, key)) for key in CRON_RESOURCES
+                      if getattr(cron, key) is not None],
     }
+
+
+#: `@app.function` options a cron passes when it sets them.
+CRON_RESOURCES = ("cpu", "memory", "gpu", "region", "max_containers")
+
+#: `Sandbox.create` options a profile passes when it sets them (beside the ones always passed).
+SANDBOX_OPTIONS = ("gpu", "region", "cloud", "outbound_domain_allowlist", "outbound_cidr_allowlist",
+                   "inbound_cidr_allowlist", "encrypted_ports", "workdir", "env",
+                   "include_oidc_identity_token", "tags")
+
+
+def _sandbox_options(sb: Sandbox) -> list[tuple[Code, Any]]:
+    """(keyword, value) of each `Sandbox.create` option: the keywords are harvest's own names,
+    the values reach the code through `| py`."""
+    options: list[tuple[str, Any]] = [("idle_timeout", sb.idle_timeout), ("cpu", sb.cpu),
+                                      ("memory", sb.memory), ("block_network", sb.block_network)]
+    options += [(key, getattr(sb, key)) for key in SANDBOX_OPTIONS if getattr(sb, key) not in (None, [], {}, False)]
+    return [(Code(key), value) for key, value in options]
 
 
 def _sandbox_view(name: str, sb: Sandbox, spec: EnvironmentSpec, names: Names) -> dict[str, Any]:
@@ -193,6 +210,7 @@ def _sandbox_view(name: str, sb: Sandbox, spec: EnvironmentSpec, names: Names) -
         "image": names.image.get(sb.image),
         "volumes": _mounts(sb.volumes, names.volume),
         "secrets": _objects(sb.secrets, names.secret),
+        "options": _sandbox_options(sb),
         "function_timeout": min(int(math.ceil(sb.timeout)) + SANDBOX_FUNCTION_MARGIN_S, MAX_FUNCTION_TIMEOUT_S),
     }
 
@@ -236,7 +254,8 @@ def _context(spec: EnvironmentSpec) -> dict[str, Any]:
                     for n in sorted(spec.secrets)],
         "snapshots": [{"name": n, "snapshot": spec.snapshots[n], "image": names.image[spec.snapshots[n].image],
                        "volumes": _mounts(spec.snapshots[n].volumes, names.volume),
-                       "published": snapshot_image_name(n), "record": records[n]}
+                       "published": snapshot_image_name(n), "record": records[n],
+                       "ttl": records[n]["ttl"]}
                       for n in sorted(spec.snapshots)],
         "crons": [_cron_view(n, spec.crons[n], names) for n in sorted(spec.crons)],
         "sandboxes": [_sandbox_view(n, spec.sandboxes[n], spec, names) for n in sorted(spec.sandboxes)],

@@ -40,6 +40,7 @@ def state_path(app: str) -> str:
 class SnapshotRecord:
     image_id: str
     created_at: float  # unix seconds
+    expires_at: float = 0.0  # unix seconds; 0: never (made with `ttl: none`, or before ttls)
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,8 @@ def record_to_dict(rec: ResourceRecord) -> dict[str, Any]:
     if rec.created_at:
         out["created_at"] = rec.created_at
     if rec.snapshots:
-        out["snapshots"] = [{"image_id": s.image_id, "created_at": s.created_at}
+        out["snapshots"] = [{"image_id": s.image_id, "created_at": s.created_at,
+                             **({"expires_at": s.expires_at} if s.expires_at else {})}
                             for s in rec.snapshots]
     if rec.version is not None:
         out["version"] = rec.version
@@ -246,4 +248,5 @@ def _snapshot_from_dict(d: object, where: str) -> SnapshotRecord:
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a mapping, got {describe(d)}")
     return SnapshotRecord(_field(d, "image_id", str, f"{where}.image_id"),
-                          _field(d, "created_at", float, f"{where}.created_at"))
+                          _field(d, "created_at", float, f"{where}.created_at"),
+                          _field(d, "expires_at", float, f"{where}.expires_at", 0.0))

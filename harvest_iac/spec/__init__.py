@@ -20,6 +20,7 @@ __all__ = [
     "RetryPolicy",
     "Sandbox",
     "Secret",
+    "Settings",
     "Snapshot",
     "Volume",
 ]

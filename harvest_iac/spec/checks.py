@@ -57,6 +57,28 @@ def _image_problems(spec: EnvironmentSpec, names: Names) -> list[PathProblem]:
             problems.append(((*where, "registry_secret"),
                              _missing("secret", image.registry_secret, names["secrets"], "`secrets:`")))
     problems.extend(_image_cycles(spec))
+    problems.extend(_builds_after_local_files(spec))
+    return problems
+
+
+def _builds_after_local_files(spec: EnvironmentSpec) -> list[PathProblem]:
+    """Local files reach a container when it starts, after every build step: an image cannot
+    build on one that ships them (Modal refuses it at deploy)."""
+    problems: list[PathProblem] = []
+    for name, image in spec.images.items():
+        if not image.builds:
+            continue
+        seen: set[str] = set()
+        parent = image.parent
+        while parent is not None and parent in spec.images and parent not in seen:
+            seen.add(parent)
+            if spec.images[parent].ships_local_files:
+                problems.append((("images", name, "from"),
+                                 f"image {name!r} adds build steps to image {parent!r}, which ships local "
+                                 "files (`files`, `python_source`: added when a container starts, after every "
+                                 f"build step); move them to {name!r} or to an image layered on it"))
+                break
+            parent = spec.images[parent].parent
     return problems
 
 

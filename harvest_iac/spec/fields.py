@@ -212,7 +212,28 @@ def _mount_path(value: object) -> str:
     return path
 
 
+def _container_path(value: object) -> str:
+    path = _abs_path(value)
+    if path == "/" or path.endswith("/") or "//" in path or any(part in (".", "..") for part in path.split("/")):
+        raise fail(f"{path!r} must be a plain absolute path in the container, not / and without '..', '//' "
+                   "or a trailing '/', such as /root/jobs")
+    return path
+
+
+ContainerPath = Annotated[str, PlainValidator(_container_path), WithJsonSchema({"type": "string", "pattern": "^/."})]
 MountPath = Annotated[str, PlainValidator(_mount_path), WithJsonSchema({"type": "string", "pattern": "^/."})]
+
+
+def _module_name(value: object) -> str:
+    name = _str(value, "a module name")
+    if not name.isidentifier() or not name.isascii():
+        raise fail(f"{name!r} is not a top-level Python module or package name (as in `import jobs`); "
+                   "list the package, not a path or a dotted name")
+    return name
+
+
+ModuleName = Annotated[str, PlainValidator(_module_name),
+                       WithJsonSchema({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"})]
 
 
 def _python_version(value: object) -> str:
@@ -282,7 +303,26 @@ _DURATION_SCHEMA = WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN
 FunctionTimeout = Annotated[int | float, PlainValidator(_duration("timeout", 1, MAX_TIMEOUT_S)), _DURATION_SCHEMA]
 SandboxTimeout = Annotated[int | float, PlainValidator(_duration("timeout", 1, MAX_TIMEOUT_S)), _DURATION_SCHEMA]
 IdleTimeout = Annotated[int | float, PlainValidator(_duration("idle_timeout", 1, MAX_TIMEOUT_S)), _DURATION_SCHEMA]
+RunDuration = Annotated[int | float, PlainValidator(_duration("duration", 1, MAX_TIMEOUT_S)), _DURATION_SCHEMA]
 SnapshotAge = Annotated[int | float, PlainValidator(_duration("max_age", 60, None)), _DURATION_SCHEMA]
+
+
+def _snapshot_ttl(value: object) -> int | float | str:
+    if value == "none":
+        return "none"
+    try:
+        seconds = parse_duration(value)
+    except UnitError as exc:
+        raise fail(f"{exc}; or `none` to keep snapshots for ever") from None
+    if seconds < 3600:
+        raise fail(f"ttl {value} is under the minimum of 1h")
+    return seconds
+
+
+SnapshotTtl = Annotated[
+    int | float | str, PlainValidator(_snapshot_ttl),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"const": "none"}]}),
+]
 InitialDelay = Annotated[
     int | float, PlainValidator(_duration("initial_delay", 0, 60, "Modal's retry limit")), _DURATION_SCHEMA
 ]
@@ -341,6 +381,151 @@ def _backoff(value: object) -> float:
 
 
 Backoff = Annotated[float, PlainValidator(_backoff), WithJsonSchema({"type": "number", "minimum": 1, "maximum": 10})]
+
+
+# -- hardware, placement and network ---------------------------------------------------------
+#: Modal's GPU types (`gpu="T4"`, `"H100:8"`); `!` and `+` pin an exact H100 / B200 variant.
+GPU_TYPES = ("T4", "L4", "A10", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB", "H100", "H100!",
+             "H200", "B200", "B200+")
+MAX_GPU_COUNT = 8
+CLOUDS = ("aws", "gcp", "oci", "auto")
+_REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_DOMAIN = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$")
+_TAG = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
+
+
+def _gpu(value: object) -> str:
+    text = _str(value, "gpu")
+    name, colon, count = text.partition(":")
+    if name.upper() not in GPU_TYPES:
+        import difflib
+
+        close = difflib.get_close_matches(name.upper(), GPU_TYPES, n=1, cutoff=0.8)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise fail(f"unknown GPU {name!r}{hint} (Modal's GPUs: {', '.join(GPU_TYPES)}, with an optional "
+                   f":count such as \"A100:2\")")
+    if colon and not (count.isdigit() and 1 <= int(count) <= MAX_GPU_COUNT):
+        raise fail(f"GPU count {count!r} must be a whole number from 1 to {MAX_GPU_COUNT} (e.g. \"{name}:2\")")
+    return f"{name.upper()}{colon}{count}"
+
+
+Gpu = Annotated[str, PlainValidator(_gpu), WithJsonSchema({"type": "string", "pattern": "^[A-Za-z0-9-]+[!+]?(:[1-8])?$"})]
+
+
+def _regions(value: object) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise fail("region is a region name (\"us-east\") or a non-empty list of them")
+    for index, item in enumerate(items):
+        if not isinstance(item, str) or not _REGION.match(item):
+            raise fail(f"region {item!r} is not a Modal region name such as \"us-east\" or \"eu-west-1\"",
+                       field=None if isinstance(value, str) else index)
+    return list(items)
+
+
+Regions = Annotated[
+    list[str], PlainValidator(_regions),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}),
+]
+
+
+def _domain(value: object) -> str:
+    domain = _str(value, "a domain")
+    if not _DOMAIN.match(domain):
+        raise fail(f"{domain!r} is not a domain name such as \"api.openai.com\" or \"*.github.com\" "
+                   "(lowercase, no scheme, port or path)")
+    return domain
+
+
+Domain = Annotated[str, PlainValidator(_domain), WithJsonSchema({"type": "string", "pattern": _DOMAIN.pattern})]
+
+
+def _cidr(value: object) -> str:
+    import ipaddress
+
+    text = _str(value, "a CIDR block")
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise fail(f"{text!r} is not a CIDR block such as \"10.0.0.0/8\" or \"2001:db8::/32\" ({exc})") from None
+    return str(network)
+
+
+Cidr = Annotated[str, PlainValidator(_cidr), WithJsonSchema({"type": "string"})]
+Port = Annotated[int, PlainValidator(_bounded_int("port", 1, 65535)),
+                 WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 65535})]
+
+
+def _tag(what: str) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        text = _str(value, f"a tag {what}")
+        if not _TAG.match(text):
+            raise fail(f"tag {what} {text!r} must be 1-63 characters of letters, digits, '.', '_' and '-'")
+        return text
+
+    return check
+
+
+_TAG_SCHEMA = WithJsonSchema({"type": "string", "pattern": _TAG.pattern})
+TagKey = Annotated[str, PlainValidator(_tag("key")), _TAG_SCHEMA]
+TagValue = Annotated[str, PlainValidator(_tag("value")), _TAG_SCHEMA]
+
+
+# -- environment settings -----------------------------------------------------------------
+INT32_MAX = 2**31 - 1
+_WEB_SUFFIX = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)?$")
+_BUILDER_VERSION = re.compile(r"^([0-9]{4}\.[0-9]{2}|PREVIEW)$")
+KNOWN_BUILDER_VERSIONS = ("2023.12", "2024.04", "2024.10", "2025.06", "PREVIEW")
+
+
+def _web_suffix(value: object) -> str:
+    suffix = _str(value, "web_suffix")
+    if not _WEB_SUFFIX.match(suffix):
+        raise fail(f"web_suffix {suffix!r} is not valid in a URL: use up to 63 lowercase letters, digits "
+                   "and '-', not starting or ending with '-' (or \"\" for none)")
+    return suffix
+
+
+WebSuffix = Annotated[str, PlainValidator(_web_suffix),
+                      WithJsonSchema({"type": "string", "pattern": _WEB_SUFFIX.pattern})]
+MaxContainers = Annotated[int, PlainValidator(_bounded_int("max_containers", 1, INT32_MAX)),
+                          WithJsonSchema({"type": "integer", "minimum": 1, "maximum": INT32_MAX})]
+_CAP_SCHEMA = WithJsonSchema({"type": "integer", "minimum": 0, "maximum": INT32_MAX})
+TaskCap = Annotated[int, PlainValidator(_bounded_int("max_concurrent_tasks", 0, INT32_MAX)), _CAP_SCHEMA]
+GpuCap = Annotated[int, PlainValidator(_bounded_int("max_concurrent_gpus", 0, INT32_MAX)), _CAP_SCHEMA]
+
+
+def _budget(value: object) -> float:
+    dollars = _number(value, "budget")
+    if dollars <= 0:
+        raise fail(f"budget {dollars:g} must be a positive number of US dollars per billing cycle, e.g. 500")
+    return float(dollars)
+
+
+def _runs_per_day(value: object) -> float:
+    runs = _number(value, "runs_per_day")
+    if runs < 0:
+        raise fail(f"runs_per_day {runs:g} must not be negative")
+    return runs
+
+
+RunsPerDay = Annotated[float, PlainValidator(_runs_per_day), WithJsonSchema({"type": "number", "minimum": 0})]
+Budget = Annotated[float, PlainValidator(_budget), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
+
+
+def _builder_version(value: object) -> str:
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        raise fail(f"write the image builder version as a quoted string, like \"2025.06\" (unquoted, YAML "
+                   f"reads it as the number {value!r})")
+    version = _str(value, "image_builder_version")
+    if not _BUILDER_VERSION.match(version):
+        raise fail(f"image_builder_version {version!r} is not a Modal image builder version: use YYYY.MM "
+                   f"(known: {', '.join(KNOWN_BUILDER_VERSIONS)})")
+    return version
+
+
+BuilderVersion = Annotated[str, PlainValidator(_builder_version),
+                           WithJsonSchema({"type": "string", "pattern": _BUILDER_VERSION.pattern})]
 
 
 # -- crons ------------------------------------------------------------------------------

@@ -11,7 +11,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from harvest_iac.spec.models import LIFECYCLE, SECTIONS, EnvironmentSpec, RetryPolicy
+from harvest_iac.spec.models import (
+    LIFECYCLE,
+    SECTIONS,
+    EnvironmentSpec,
+    ExpectedUsage,
+    RetryPolicy,
+    Settings,
+)
 from harvest_iac.spec.units import describe
 
 Path = tuple[str | int, ...]
@@ -96,6 +103,10 @@ def model_at(path: Path) -> type[BaseModel] | None:
         return EnvironmentSpec
     if len(path) == 2 and path[0] in SECTIONS:
         return SECTIONS[str(path[0])]
+    if path == ("settings",):
+        return Settings
+    if len(path) == 3 and path[0] == "sandboxes" and path[2] == "expected":
+        return ExpectedUsage
     if len(path) == 2 and path[0] in LIFECYCLE and isinstance(path[1], int):
         return LIFECYCLE[str(path[0])]
     if len(path) == 3 and path[0] == "crons" and path[2] == "retries":

@@ -16,37 +16,56 @@ from harvest_iac.spec.fields import (
     AbsPath,
     AppName,
     Backoff,
+    Budget,
+    CLOUDS,
+    BuilderVersion,
+    Cidr,
     CommandCheck,
+    ContainerPath,
     Cpu,
     CronName,
     CronString,
+    Domain,
     EnvironmentName,
     EnvVarName,
     EnvVarReference,
     FormatVersion,
     FunctionTimeout,
+    Gpu,
+    GpuCap,
     IdleTimeout,
     ImageName,
     InitialDelay,
     Keep,
     MaxDelay,
+    MaxContainers,
     MaxRetries,
     Memory,
+    ModuleName,
     MountPath,
     MovedAddress,
     NonEmptyStr,
     Period,
+    Port,
     PythonVersion,
     RefName,
+    Regions,
     RemovedAddress,
+    RunDuration,
+    RunsPerDay,
     SandboxName,
     SandboxTimeout,
     SecretName,
     SnapshotAge,
     SnapshotName,
+    SnapshotTtl,
+    TagKey,
+    TagValue,
+    TaskCap,
     TimeZone,
     VolumeName,
     VolumeVersion,
+    WebSuffix,
     fail,
 )
 from harvest_iac.spec.names import is_env_var_name
@@ -82,6 +101,10 @@ class Image(_Model):
     env: dict[EnvVarName, str] = Field(default_factory=dict, description="environment variables (strings)")
     workdir: AbsPath | None = Field(None, description="working directory, absolute")
     force_build: bool = Field(False, description="rebuild the layers even when cached")
+    files: dict[ContainerPath, NonEmptyStr] = Field(
+        default_factory=dict, description="container path -> local file or folder, relative to this file")
+    python_source: list[ModuleName] = Field(
+        default_factory=list, description="local Python modules or packages, added under /root")
 
     @property
     def parent(self) -> str | None:
@@ -104,7 +127,20 @@ class Image(_Model):
             raise fail("`path` only applies to `from: dockerfile`", field="path")
         if self.python is not None and self.parent is not None:
             raise fail(f"a layered image inherits Python from image {self.base!r}; remove `python`", field="python")
+        twice = sorted({m for m in self.python_source if self.python_source.count(m) > 1})
+        if twice:
+            raise fail(f"module {twice[0]!r} is listed twice", field="python_source")
         return self
+
+    @property
+    def ships_local_files(self) -> bool:
+        """Whether containers of this image get local files (added at start, after every build step)."""
+        return bool(self.files or self.python_source)
+
+    @property
+    def builds(self) -> bool:
+        """Whether this image adds build steps to what it starts from."""
+        return bool(self.apt or self.pip or self.run or self.env or self.workdir is not None)
 
 
 class Volume(_Model):
@@ -170,7 +206,21 @@ class Snapshot(_Model):
     setup: list[NonEmptyStr] = Field(default_factory=list, description="shell commands run before the snapshot")
     volumes: Mounts = Field(default_factory=dict, description="mount path -> volume name")
     max_age: SnapshotAge | None = Field(None, description="re-made when older than this (seconds)")
-    keep: Keep = Field(1, description="how many past snapshots stay referenced")
+    keep: Keep = Field(1, description="how many past snapshots are kept (older ones are deleted)")
+    ttl: SnapshotTtl | None = Field(None, description="how long each snapshot lives (seconds), or none "
+                                                      "(for ever); default: see the README")
+
+
+#: Sandbox keys that need the network (refused with `block_network: true`).
+class ExpectedUsage(_Model):
+    """How much a sandbox profile is expected to run, to price it per month."""
+
+    runs_per_day: RunsPerDay = Field(description="sandboxes started a day")
+    duration: RunDuration = Field(description="how long each runs (seconds)")
+
+
+NETWORK_KEYS = ("outbound_domain_allowlist", "outbound_cidr_allowlist", "inbound_cidr_allowlist",
+                "encrypted_ports")
 
 
 class Sandbox(_Model):
@@ -184,13 +234,40 @@ class Sandbox(_Model):
     cpu: Cpu | None = Field(None, description="cores (Modal's default 0.125)")
     memory: Memory | None = Field(None, description="MiB (Modal's default 128MiB)")
     block_network: bool = Field(False, description="no network access")
+    gpu: Gpu | None = Field(None, description="a GPU type, e.g. T4, A100-80GB, H100:2")
+    region: Regions | None = Field(None, description="a region or regions, e.g. us-east")
+    cloud: Literal[CLOUDS] | None = Field(None, description="aws | gcp | oci | auto")  # type: ignore[valid-type]
+    outbound_domain_allowlist: list[Domain] | None = Field(
+        None, description="the only domains the sandbox may connect to")
+    outbound_cidr_allowlist: list[Cidr] | None = Field(
+        None, description="the only address blocks the sandbox may connect to")
+    inbound_cidr_allowlist: list[Cidr] | None = Field(
+        None, description="the only address blocks that may reach the sandbox's ports")
+    encrypted_ports: list[Port] = Field(default_factory=list, description="ports exposed through TLS tunnels")
+    workdir: AbsPath | None = Field(None, description="the working directory, absolute")
+    env: dict[EnvVarName, str] = Field(default_factory=dict, description="environment variables (not secrets)")
+    include_oidc_identity_token: bool = Field(False, description="give the sandbox an OIDC identity token")
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, description="tags on each sandbox")
+    expected: ExpectedUsage | None = Field(None, description="expected usage, priced per month by plan")
 
     @model_validator(mode="after")
     def _checks(self) -> Sandbox:
         _unique(self.secrets, "secret")
         if self.idle_timeout is not None and self.idle_timeout > self.timeout:
             raise fail("idle_timeout is longer than timeout; it would never apply", field="idle_timeout")
+        if self.expected is not None and self.expected.duration > self.timeout:
+            raise fail("expected.duration is longer than timeout: a sandbox is stopped at its timeout",
+                       field="expected")
+        for key in NETWORK_KEYS:
+            items = getattr(self, key) or []
+            if self.block_network and items:
+                raise fail(f"`{key}` cannot be used with `block_network: true` (no network at all); "
+                           "remove one of them", field=key)
+            twice = sorted({str(v) for v in items if items.count(v) > 1})
+            if twice:
+                raise fail(f"{twice[0]} is listed twice", field=key)
         return self
+
 
 
 class RetryPolicy(_Model):
@@ -245,6 +322,11 @@ class Cron(_Model):
     secrets: list[RefName] = Field(default_factory=list, description="secret names")
     task: Literal["refresh-snapshots", "reload-volumes"] | None = Field(None, description="a built-in task")
     command: Annotated[list[NonEmptyStr], CommandCheck] | None = Field(None, description="argv to run instead")
+    cpu: Cpu | None = Field(None, description="cores (Modal's default 0.125)")
+    memory: Memory | None = Field(None, description="MiB (Modal's default 128MiB)")
+    gpu: Gpu | None = Field(None, description="a GPU type, e.g. T4, A100-80GB, H100:2")
+    region: Regions | None = Field(None, description="a region or regions, e.g. us-east")
+    max_containers: MaxContainers | None = Field(None, description="at most this many runs at once")
 
     @model_validator(mode="before")
     @classmethod
@@ -272,6 +354,23 @@ class Cron(_Model):
     def every_seconds(self) -> int | float | None:
         """The period of `every:` in seconds, or None for a cron string."""
         return None if self.every is None else parse_duration(self.every)
+
+
+class Settings(_Model):
+    """The Modal environment's own settings. A key that is not written is not managed: harvest
+    neither reads it into the plan nor changes it."""
+
+    web_suffix: WebSuffix | None = Field(None, description="the suffix of the environment's web URLs")
+    max_concurrent_tasks: TaskCap | None = Field(None, description="containers and sandboxes at once")
+    max_concurrent_gpus: GpuCap | None = Field(None, description="GPUs in use at once")
+    budget: Budget | None = Field(None, description="US dollars per billing cycle")
+    image_builder_version: BuilderVersion | None = Field(None, description="e.g. \"2025.06\"")
+    block_unauthenticated_resources: bool | None = Field(
+        None, description="web endpoints and tunnels need authentication")
+
+    def declared(self) -> dict[str, Any]:
+        """The keys the file writes, with their values."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if v is not None}
 
 
 class Moved(_Model):
@@ -304,6 +403,8 @@ class EnvironmentSpec(_Model):
     harvest: FormatVersion = Field(description="format version; must be 1")
     environment: EnvironmentName = Field(description="the Modal environment everything lives in")
     app: AppName = Field(description="the Modal app the generated code is deployed as")
+    settings: Settings = Field(default_factory=lambda: Settings.model_validate({}),
+                               description="the Modal environment's settings")
     images: dict[ImageName, Image] = Field(default_factory=dict)
     volumes: dict[VolumeName, Volume] = Field(default_factory=dict)
     secrets: dict[SecretName, Secret] = Field(default_factory=dict)

@@ -123,7 +123,7 @@ def test_no_change_apply_makes_no_mutating_call(tmp_path: Path, modal_environmen
     called = {m for m in after if after[m] != before.get(m, 0)}
     reads = {"EnvironmentList", "VolumeList", "SecretList", "VolumeGetOrCreate", "VolumeGetFile2",
              "AppGetByDeploymentName", "AppGetTags", "AppDeploymentHistory", "AppGetLayout", "FunctionGet",
-             "ImageFromId"}
+             "ImageFromId", "WorkspaceBillingRates", "EnvironmentBillingSummary"}
     assert called and called <= reads, called - reads
     # VolumeGetOrCreate was a lookup (of the state volume): nothing was created
     assert sorted(v.object_id for v in modal.Volume.objects.list(

@@ -44,6 +44,8 @@ def kitchen_sink(environment: str = "staging", app: str = "kitchen-sink") -> dic
             "private": {"from": "registry", "ref": "ghcr.io/acme/agent:1.2", "registry_secret": "registry",
                         "python": "3.11"},
             "plain": {"from": "debian_slim"},
+            "code": {"from": "base", "files": {"/root/jobs": "jobs/", "/etc/agent/it's.json": "conf/it's.json"},
+                     "python_source": ["agentlib"]},
         },
         "volumes": {"agent-state": {"version": 2}, "scratch.v1": {"version": 1, "protect": False}},
         "secrets": {
@@ -59,6 +61,12 @@ def kitchen_sink(environment: str = "staging", app: str = "kitchen-sink") -> dic
             "agent": {"image": "warm", "volumes": {"/mnt/shared": "agent-state"}, "secrets": ["openai"],
                       "timeout": "1h", "idle_timeout": "10m", "cpu": 0.5, "memory": "1GiB"},
             "locked-down": {"image": "plain", "block_network": True, "timeout": "24h"},
+            "gpu-agent": {"image": "tools", "gpu": "a100-80gb:2", "region": ["us-east", "eu-west"],
+                          "cloud": "aws", "outbound_domain_allowlist": ["api.openai.com", "*.github.com"],
+                          "outbound_cidr_allowlist": ["10.0.0.0/8"], "inbound_cidr_allowlist": ["192.0.2.0/24"],
+                          "encrypted_ports": [8000, 8443], "workdir": "/work/agent",
+                          "env": {"MODE": HOSTILE[0], "PAYLOAD": HOSTILE[3]},
+                          "include_oidc_identity_token": True, "tags": {"team": "agents", "tier": "gpu"}},
         },
         "crons": {
             "refresh-environment": {"schedule": "*/30 * * * *", "timezone": "Europe/Paris",
@@ -69,8 +77,10 @@ def kitchen_sink(environment: str = "staging", app: str = "kitchen-sink") -> dic
                                     "task": "refresh-snapshots"},
             "refresh_environment": {"every": "30m", "task": "reload-volumes",
                                     "volumes": {"/mnt/shared": "agent-state", "/mnt/scratch": "scratch.v1"}},
-            "report.nightly": {"every": "1h30m", "retries": 2, "image": "tools",
-                               "command": ["python", "-c", HOSTILE[4], *HOSTILE]},
+            "report.nightly": {"every": "1h30m", "retries": 2, "image": "code",
+                               "command": ["python", "-c", HOSTILE[4], *HOSTILE],
+                               "cpu": 2.0, "memory": "4GiB", "gpu": "l4", "region": "us-east",
+                               "max_containers": 1},
         },
     }
 

@@ -97,7 +97,7 @@ def plan_view(spec: EnvironmentSpec, tag: str) -> dict[str, Any]:
                                              function_names=(tag,))))
     assert live.app is not None
     view = _function_view(live.app.functions[tag])
-    return {k: view[k] for k in ("schedule", "max_retries", "timeout", "volumes", "secrets")}
+    return {k: view[k] for k in cron_live_view(spec.crons[tag])}  # the keys the plan compares
 
 
 def test_dev_environment_deploys_as_the_plan_expects(modal_environment: str, tmp_path: Path) -> None:
@@ -145,6 +145,11 @@ def test_every_feature_deploys_and_reads_back_as_the_plan_expects(modal_environm
                                                                   tmp_path: Path) -> None:
     spec = spec_of(kitchen_sink(environment=modal_environment))
     create_inputs(spec)
+    build = tmp_path / "build"  # where `modal deploy` runs: the local files the images ship
+    for name, text in {"jobs/run.py": "print('run')\n", "conf/it's.json": "{}\n",
+                       "agentlib/__init__.py": "VERSION = 1\n"}.items():
+        (build / name).parent.mkdir(parents=True, exist_ok=True)
+        (build / name).write_text(text)
     deploy(spec, tmp_path)
     for name, cron in spec.crons.items():
         assert plan_view(spec, function_tag("cron", name)) == cron_live_view(cron)
@@ -240,6 +245,13 @@ def test_refresh_snapshots_makes_publishes_and_records_under_the_lock(
         assert module._refresh_snapshots("refresh", 300) == ["warm"]
     history = _read_state(env, "snapper").resources["snapshot.warm"].snapshots
     assert len(history) == 2 and history[0].image_id != history[1].image_id
+    # the one beyond `keep` is deleted from Modal; the kept ones live for the snapshot's ttl
+    assert made.image_id not in {h.image_id for h in history}
+    with pytest.raises(modal.exception.NotFoundError):
+        modal.Image.from_id(made.image_id).build()
+    for kept in history:
+        assert modal.Image.from_id(kept.image_id).build().object_id == kept.image_id
+    assert history[-1].expires_at == pytest.approx(history[-1].created_at + 7 * 86400, abs=5)
     assert modal.Image.from_name(snapshot_image_name("warm"), environment_name=env).build().object_id \
         == history[-1].image_id
     assert _sandboxes_running("snapper", env) == []

@@ -131,20 +131,21 @@ def test_trigger_without_a_running_local_modal_uses_the_data_dir(tmp_path: Path)
 
 
 def test_deleting_an_environment_stops_its_apps(local_modal: object, tmp_path: Path) -> None:
+    # a name no other test deploys: `_fires` sees every environment's schedules
     env = "rd-" + uuid.uuid4().hex[:10]
     modal.Environment.objects.create(env)
     app_py = tmp_path / "gone.py"
     app_py.write_text("import modal\napp = modal.App('rt-gone')\n"
                       "@app.function(schedule=modal.Period(hours=1), min_containers=1)\n"
-                      "def hourly() -> None:\n    pass\n")
+                      "def gone_hourly() -> None:\n    pass\n")
     modal_cli("deploy", str(app_py), "--env", env, cwd=tmp_path)
     runtime = local_modal.emulator.runtime  # type: ignore[attr-defined]
 
     def running() -> list[object]:
-        return [t for t in list(runtime.tasks.values()) if t.pool.config.name == "hourly"]
+        return [t for t in list(runtime.tasks.values()) if t.pool.config.name == "gone_hourly"]
 
     wait_until(lambda: len(running()) == 1)
-    assert "hourly" in _fires(local_modal)
+    assert "gone_hourly" in _fires(local_modal)
     modal_cli("environment", "delete", env, "--yes")
-    wait_until(lambda: "hourly" not in _fires(local_modal))
+    assert "gone_hourly" not in _fires(local_modal)
     wait_until(lambda: running() == [])

@@ -56,8 +56,8 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
       "env.yaml:8:15: crons.c.retries: unknown key `max_retries`; did you mean `max`?"]),
     ("unknown key that looks like pydantic's key marker",
      {"env.yaml": HEADER + "\"[key]\": 1\n"},
-     ["env.yaml:4:1: unknown key `[key]`; expected one of: harvest, environment, app, images, volumes, secrets, "
-      "snapshots, sandboxes, crons, moved, removed, extends (or an `x-` key, which is ignored)"]),
+     ["env.yaml:4:1: unknown key `[key]`; expected one of: harvest, environment, app, settings, images, volumes, "
+      "secrets, snapshots, sandboxes, crons, moved, removed, extends (or an `x-` key, which is ignored)"]),
     ("unknown key without a close match",
      {"env.yaml": HEADER + "volumes:\n  data:\n    size: 10GiB\n"},
      ["env.yaml:6:5: volumes.data: unknown key `size`; expected one of: version, protect"]),
@@ -105,6 +105,24 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
      {"env.yaml": HEADER + "volumes: {data: {}}\nsandboxes:\n  s:\n    image: i\n    volumes: {mnt/data: data}\n"
                            "images: {i: {from: debian_slim}}\n"},
      ["env.yaml:8:15: sandboxes.s.volumes[mnt/data]: 'mnt/data' must be an absolute path (starting with /)"]),
+    ("image file that does not exist",
+     {"env.yaml": HEADER + "images:\n  base:\n    from: debian_slim\n    files: {/root/jobs: jobz}\n"},
+     ["env.yaml:7:25: images.base.files[/root/jobs]: 'jobz' is not a file or folder (looked for <dir>/jobz); "
+      "paths are relative to this file"]),
+    ("image file put at the container's root",
+     {"env.yaml": HEADER + "images:\n  base:\n    from: debian_slim\n    files: {/: env.yaml}\n"},
+     ["env.yaml:7:13: images.base.files[/]: '/' must be a plain absolute path in the container, not / and "
+      "without '..', '//' or a trailing '/', such as /root/jobs"]),
+    ("python source as a dotted name",
+     {"env.yaml": HEADER + "images:\n  base:\n    from: debian_slim\n    python_source: [jobs.refresh]\n"},
+     ["env.yaml:7:21: images.base.python_source[0]: 'jobs.refresh' is not a top-level Python module or "
+      "package name (as in `import jobs`); list the package, not a path or a dotted name"]),
+    ("build steps after local files",
+     {"env.yaml": HEADER + "images:\n  base:\n    from: debian_slim\n    files: {/root/env.yaml: env.yaml}\n"
+                           "  agent:\n    from: base\n    pip: [requests]\n"},
+     ["env.yaml:9:11: images.agent.from: image 'agent' adds build steps to image 'base', which ships local "
+      "files (`files`, `python_source`: added when a container starts, after every build step); move them "
+      "to 'agent' or to an image layered on it"]),
     # -- references ----------------------------------------------------------------------
     ("sandbox image not declared",
      {"env.yaml": HEADER + "images:\n  agent: {from: debian_slim}\nsandboxes:\n  s:\n    image: agnet\n"},
@@ -167,6 +185,30 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
      {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n"
                            "    retries: {max: 3, max_delay: 2m}\n"},
      ["env.yaml:8:34: crons.c.retries.max_delay: max_delay 2m is over Modal's retry limit of 60s"]),
+    ("cron cpu over Modal's range",
+     {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    cpu: 100\n"},
+     ["env.yaml:8:10: crons.c.cpu: cpu 100 is outside Modal's range of 0.125 to 64 cores"]),
+    ("cron memory in decimal units",
+     {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    memory: 2GB\n"},
+     ["env.yaml:8:13: crons.c.memory: '2GB': use binary units MiB or GiB (Modal counts memory in MiB), "
+      "e.g. 2GiB"]),
+    ("cron GPU unknown",
+     {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    gpu: V100\n"},
+     ["env.yaml:8:10: crons.c.gpu: unknown GPU 'V100' (Modal's GPUs: T4, L4, A10, A10G, L40S, A100, "
+      "A100-40GB, A100-80GB, H100, H100!, H200, B200, B200+, with an optional :count such as \"A100:2\")"]),
+    ("cron region empty list",
+     {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    region: []\n"},
+     ["env.yaml:8:13: crons.c.region: region is a region name (\"us-east\") or a non-empty list of them"]),
+    ("cron max_containers zero",
+     {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    max_containers: 0\n"},
+     ["env.yaml:8:21: crons.c.max_containers: max_containers 0 is outside 1 to 2147483647"]),
+    ("snapshot ttl under an hour",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsnapshots:\n  warm:\n    image: i\n    ttl: 10m\n"},
+     ["env.yaml:8:10: snapshots.warm.ttl: ttl 10m is under the minimum of 1h"]),
+    ("snapshot ttl in words",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsnapshots:\n  warm:\n    image: i\n    ttl: forever\n"},
+     ["env.yaml:8:10: snapshots.warm.ttl: 'forever' is not a duration: write a number with a unit, such as "
+      "30s, 10m, 1h or 1h30m (units: ms, s, m, h, d); or `none` to keep snapshots for ever"]),
     # -- durations, sizes, limits --------------------------------------------------------
     ("duration without a unit",
      {"env.yaml": HEADER + "crons:\n  c:\n    every: 1h\n    task: reload-volumes\n    timeout: 300\n"},
@@ -213,6 +255,95 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
     ("from_env variable listed twice",
      {"env.yaml": HEADER + "secrets:\n  s:\n    from_env: [A, B, A]\n"},
      ["env.yaml:6:22: secrets.s.from_env[2]: variable 'A' is listed twice"]),
+    # -- sandbox profiles: hardware, placement, network ---------------------------------------
+    ("sandbox GPU misspelt",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    gpu: H10\n"},
+     ["env.yaml:8:10: sandboxes.s.gpu: unknown GPU 'H10'; did you mean 'H100'? (Modal's GPUs: T4, L4, A10, "
+      "A10G, L40S, A100, A100-40GB, A100-80GB, H100, H100!, H200, B200, B200+, with an optional :count such "
+      "as \"A100:2\")"]),
+    ("sandbox GPU count over 8",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    gpu: \"T4:9\"\n"},
+     ["env.yaml:8:10: sandboxes.s.gpu: GPU count '9' must be a whole number from 1 to 8 (e.g. \"T4:2\")"]),
+    ("sandbox region with capitals",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    region: [us-east, EU]\n"},
+     ["env.yaml:8:23: sandboxes.s.region[1]: region 'EU' is not a Modal region name such as \"us-east\" or "
+      "\"eu-west-1\""]),
+    ("sandbox cloud not Modal's",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    cloud: azure\n"},
+     ["env.yaml:8:12: sandboxes.s.cloud: expected 'aws', 'gcp', 'oci' or 'auto', got 'azure'"]),
+    ("sandbox allowlist with a URL",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    outbound_domain_allowlist: [\"https://api.openai.com\"]\n"},
+     ["env.yaml:8:33: sandboxes.s.outbound_domain_allowlist[0]: 'https://api.openai.com' is not a domain "
+      "name such as \"api.openai.com\" or \"*.github.com\" (lowercase, no scheme, port or path)"]),
+    ("sandbox CIDR with host bits",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    inbound_cidr_allowlist: [10.0.0.1/8]\n"},
+     ["env.yaml:8:30: sandboxes.s.inbound_cidr_allowlist[0]: '10.0.0.1/8' is not a CIDR block such as "
+      "\"10.0.0.0/8\" or \"2001:db8::/32\" (10.0.0.1/8 has host bits set)"]),
+    ("sandbox blocked network with an allowlist",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    block_network: true\n    outbound_cidr_allowlist: [10.0.0.0/8]\n"},
+     ["env.yaml:9:30: sandboxes.s.outbound_cidr_allowlist: `outbound_cidr_allowlist` cannot be used with "
+      "`block_network: true` (no network at all); remove one of them"]),
+    ("sandbox blocked network with a port",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    block_network: true\n    encrypted_ports: [8443]\n"},
+     ["env.yaml:9:22: sandboxes.s.encrypted_ports: `encrypted_ports` cannot be used with "
+      "`block_network: true` (no network at all); remove one of them"]),
+    ("sandbox port listed twice",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    encrypted_ports: [8443, 8443]\n"},
+     ["env.yaml:8:22: sandboxes.s.encrypted_ports: 8443 is listed twice"]),
+    ("sandbox port out of range",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    encrypted_ports: [70000]\n"},
+     ["env.yaml:8:23: sandboxes.s.encrypted_ports[0]: port 70000 is outside 1 to 65535"]),
+    ("sandbox relative workdir",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    workdir: work\n"},
+     ["env.yaml:8:14: sandboxes.s.workdir: 'work' must be an absolute path (starting with /)"]),
+    ("sandbox env value that is a number",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    env: {WORKERS: 4}\n"},
+     ["env.yaml:8:20: sandboxes.s.env.WORKERS: expected a string, got a number; quote it: \"4\""]),
+    ("sandbox tag with a space",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    tags: {team: a b}\n"},
+     ["env.yaml:8:18: sandboxes.s.tags.team: tag value 'a b' must be 1-63 characters of letters, digits, "
+      "'.', '_' and '-'"]),
+    ("sandbox expected usage longer than the timeout",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    timeout: 1m\n    expected: {runs_per_day: 1000, duration: 2m}\n"},
+     ["env.yaml:9:15: sandboxes.s.expected: expected.duration is longer than timeout: a sandbox is stopped "
+      "at its timeout"]),
+    ("sandbox expected usage misspelt",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    expected: {runs_a_day: 10, duration: 30s}\n"},
+     ["env.yaml:8:5: sandboxes.s.expected: missing required key `runs_per_day`",
+      "env.yaml:8:16: sandboxes.s.expected: unknown key `runs_a_day`; did you mean `runs_per_day`?"]),
+    ("sandbox expected runs negative",
+     {"env.yaml": HEADER + "images: {i: {from: debian_slim}}\nsandboxes:\n  s:\n    image: i\n    expected: {runs_per_day: -5, duration: 30s}\n"},
+     ["env.yaml:8:30: sandboxes.s.expected.runs_per_day: runs_per_day -5 must not be negative"]),
+    # -- environment settings ------------------------------------------------------------
+    ("settings: unknown key",
+     {"env.yaml": HEADER + "settings:\n  budjet: 500\n"},
+     ["env.yaml:5:3: settings: unknown key `budjet`; did you mean `budget`?"]),
+    ("settings: budget of zero",
+     {"env.yaml": HEADER + "settings:\n  budget: 0\n"},
+     ["env.yaml:5:11: settings.budget: budget 0 must be a positive number of US dollars per billing "
+      "cycle, e.g. 500"]),
+    ("settings: negative task cap",
+     {"env.yaml": HEADER + "settings:\n  max_concurrent_tasks: -1\n"},
+     ["env.yaml:5:25: settings.max_concurrent_tasks: max_concurrent_tasks -1 is outside 0 to 2147483647"]),
+    ("settings: fractional GPU cap",
+     {"env.yaml": HEADER + "settings:\n  max_concurrent_gpus: 1.5\n"},
+     ["env.yaml:5:24: settings.max_concurrent_gpus: max_concurrent_gpus must be a whole number, got a "
+      "number"]),
+    ("settings: unquoted builder version",
+     {"env.yaml": HEADER + "settings:\n  image_builder_version: 2024.10\n"},
+     ["env.yaml:5:26: settings.image_builder_version: write the image builder version as a quoted string, "
+      "like \"2025.06\" (unquoted, YAML reads it as the number 2024.1)"]),
+    ("settings: unknown builder version",
+     {"env.yaml": HEADER + "settings:\n  image_builder_version: latest\n"},
+     ["env.yaml:5:26: settings.image_builder_version: image_builder_version 'latest' is not a Modal image "
+      "builder version: use YYYY.MM (known: 2023.12, 2024.04, 2024.10, 2025.06, PREVIEW)"]),
+    ("settings: web suffix with capitals",
+     {"env.yaml": HEADER + "settings:\n  web_suffix: Prod_EU\n"},
+     ["env.yaml:5:15: settings.web_suffix: web_suffix 'Prod_EU' is not valid in a URL: use up to 63 "
+      "lowercase letters, digits and '-', not starting or ending with '-' (or \"\" for none)"]),
+    ("settings: yes is not a boolean",
+     {"env.yaml": HEADER + "settings:\n  block_unauthenticated_resources: yes\n"},
+     ["env.yaml:5:36: settings.block_unauthenticated_resources: expected true or false, got a string"]),
     # -- the file as a whole -------------------------------------------------------------
     ("unknown format version",
      {"env.yaml": "harvest: 2\nenvironment: dev\napp: agents\n"},

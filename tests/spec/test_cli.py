@@ -72,12 +72,24 @@ def test_schema_is_json_schema_that_describes_the_format(tmp_path: Path) -> None
     assert result.exit_code == 0
     schema = json.loads(result.output)
     assert schema["required"] == ["harvest"]
-    assert set(schema["properties"]) == {"harvest", "environment", "app", "extends", "images", "volumes",
-                                         "secrets", "snapshots", "sandboxes", "crons", "moved", "removed"}
+    assert set(schema["properties"]) == {"harvest", "environment", "app", "extends", "settings", "images",
+                                         "volumes", "secrets", "snapshots", "sandboxes", "crons", "moved",
+                                         "removed"}
+    assert set(schema["$defs"]["Settings"]["properties"]) == {
+        "web_suffix", "max_concurrent_tasks", "max_concurrent_gpus", "budget", "image_builder_version",
+        "block_unauthenticated_resources"}
     assert schema["$defs"]["Volume"]["additionalProperties"] is False
     assert set(schema["$defs"]["Image"]["properties"]) >= {"from", "python", "apt", "pip", "run", "env",
                                                           "workdir", "force_build", "ref", "registry_secret"}
     assert "anyOf" in json.dumps(schema["$defs"]["Cron"]["properties"]["retries"])
+    assert set(schema["$defs"]["Sandbox"]["properties"]) >= {
+        "gpu", "region", "cloud", "outbound_domain_allowlist", "outbound_cidr_allowlist",
+        "inbound_cidr_allowlist", "encrypted_ports", "workdir", "env", "include_oidc_identity_token", "tags",
+        "expected"}
+    assert set(schema["$defs"]["Cron"]["properties"]) >= {"cpu", "memory", "gpu", "region", "max_containers"}
+    assert set(schema["$defs"]["Image"]["properties"]) >= {"files", "python_source"}
+    assert set(schema["$defs"]["ExpectedUsage"]["properties"]) == {"runs_per_day", "duration"}
+    assert "none" in json.dumps(schema["$defs"]["Snapshot"]["properties"]["ttl"])
     assert schema["$defs"]["Moved"]["required"] == ["from", "to"]
     assert schema["$defs"]["Removed"]["required"] == ["address", "destroy"]
     assert schema["$defs"]["Removed"]["properties"]["destroy"]["type"] == "boolean"

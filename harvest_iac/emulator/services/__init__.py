@@ -4,6 +4,7 @@ services define the same method name (the first wins)."""
 from __future__ import annotations
 
 from harvest_iac.emulator.services.apps import AppService
+from harvest_iac.emulator.services.billing import BillingService
 from harvest_iac.emulator.services.classes import ClassService
 from harvest_iac.emulator.services.containers import ContainerService
 from harvest_iac.emulator.services.dicts import DictService
@@ -33,4 +34,5 @@ SERVICE_CLASSES: list[type] = [
     VolumeService,
     DictService,
     QueueService,
+    BillingService,
 ]

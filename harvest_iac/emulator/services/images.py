@@ -17,7 +17,8 @@ image to its layer. `force_build` makes a fresh image (new id) whose layer is bu
 (its key is salted with the id); later lookups of the recipe get the newest image.
 
 Snapshot images (a sandbox's filesystem captured into a directory) are registered by the
-sandbox service with `register_snapshot_image`; `image_fs_dir` finds the directory an
+sandbox service with `register_snapshot_image`, with their lifetime (`ttl`): an expired image
+is gone (NOT_FOUND), as is one deleted with ImageDelete; `image_fs_dir` finds the directory an
 image (or its nearest snapshot ancestor) starts from.
 """
 
@@ -71,6 +72,7 @@ CREATE TABLE IF NOT EXISTS image_tags (
     revision INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (env_id, tag)
 );
+CREATE TABLE IF NOT EXISTS image_expiry (image_id TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS image_tag_revisions (
     env_id TEXT NOT NULL,
     tag TEXT NOT NULL,
@@ -89,21 +91,63 @@ _WORKDIR = re.compile(r"^\s*WORKDIR\s+(\S+)", re.IGNORECASE)
 _IMAGE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+#: A snapshot's lifetime when the client names none (`ttl_seconds` 0), as Modal's since 1.5.0;
+#: a negative `ttl_seconds` (the client's `ttl=None`) keeps it for ever.
+DEFAULT_SNAPSHOT_TTL_S = 30 * 24 * 3600
+
+
 # -- the interface other services use ---------------------------------------------------
-def register_snapshot_image(emu: Emulator, env_id: str, fs_dir: Path, *, parent_id: str = "") -> str:
-    """Register an image whose filesystem is the directory `fs_dir` (a sandbox snapshot).
+def register_snapshot_image(emu: Emulator, env_id: str, fs_dir: Path, *, ttl_seconds: int = -1,
+                            parent_id: str = "") -> str:
+    """Register an image whose filesystem is the directory `fs_dir` (a sandbox snapshot), kept
+    `ttl_seconds` (0: Modal's default; negative: for ever), after which it is gone.
 
     Returns the new image id; the image is built (ready) at once. Joins the caller's
     transaction when there is one."""
     image_id = new_id("im")
+    now = time.time()
+    ttl = DEFAULT_SNAPSHOT_TTL_S if ttl_seconds == 0 else ttl_seconds
     with emu.store.tx():
         emu.store.run(
             "INSERT INTO images (id, env_id, recipe_key, definition, builder_version, fs_dir,"
             " parent_ids, status, build_log, created_at) VALUES (?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?)",
             image_id, env_id, IMAGE_BUILDER_VERSION, str(Path(fs_dir).resolve()), parent_id, SUCCESS,
-            "Snapshot of a sandbox filesystem\n", time.time(),
+            "Snapshot of a sandbox filesystem\n", now,
         )
+        if ttl > 0:
+            emu.store.run("INSERT INTO image_expiry (image_id, expires_at) VALUES (?, ?)", image_id, now + ttl)
     return image_id
+
+
+def image_row(emu: Emulator, image_id: str) -> Any:
+    """An image's row, or None when it does not exist, was deleted or has expired (an expired
+    image is deleted on the way)."""
+    row = emu.store.one("SELECT * FROM images WHERE id = ?", image_id)
+    if row is None:
+        return None
+    expiry = emu.store.one("SELECT expires_at FROM image_expiry WHERE image_id = ?", image_id)
+    if expiry is not None and expiry["expires_at"] <= time.time():
+        delete_image(emu, image_id)
+        return None
+    return row
+
+
+def delete_image(emu: Emulator, image_id: str) -> bool:
+    """Delete one image (not the layers it is built on; images built on it keep their own
+    ids); a snapshot's files go with it, once no other image uses them. Names published for
+    it stop resolving. False when there was none."""
+    with emu.store.tx():
+        row = emu.store.one("SELECT fs_dir FROM images WHERE id = ?", image_id)
+        if row is None:
+            return False
+        emu.store.run("DELETE FROM images WHERE id = ?", image_id)
+        emu.store.run("DELETE FROM image_expiry WHERE image_id = ?", image_id)
+        emu.store.run("DELETE FROM image_tags WHERE image_id = ?", image_id)
+        shared = row["fs_dir"] and emu.store.one("SELECT 1 FROM images WHERE fs_dir = ?", row["fs_dir"])
+    snapshots = (emu.data_dir / "snapshots").resolve()
+    if row["fs_dir"] and not shared and snapshots in Path(row["fs_dir"]).parents:
+        shutil.rmtree(row["fs_dir"], ignore_errors=True)
+    return True
 
 
 def image_fs_dir(emu: Emulator, image_id: str) -> Path | None:
@@ -116,7 +160,7 @@ def image_fs_dir(emu: Emulator, image_id: str) -> Path | None:
         if current in seen:
             continue
         seen.add(current)
-        row = emu.store.one("SELECT fs_dir, parent_ids FROM images WHERE id = ?", current)
+        row = image_row(emu, current)
         if row is None:
             continue
         if row["fs_dir"]:
@@ -156,8 +200,8 @@ def layers_for(emu: Emulator, image_id: str) -> tuple[list[Path], dict[str, str]
 
 
 def image_exists(emu: Emulator, image_id: str) -> bool:
-    """Whether an image id is known (any environment)."""
-    return emu.store.one("SELECT 1 FROM images WHERE id = ?", image_id) is not None
+    """Whether an image id is known (any environment), not deleted nor expired."""
+    return image_row(emu, image_id) is not None
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -302,6 +346,8 @@ class ImageService(Service):
     def _drop_environment(self, env_id: str) -> None:
         self.store.run("DELETE FROM image_tags WHERE env_id = ?", env_id)
         self.store.run("DELETE FROM image_tag_revisions WHERE env_id = ?", env_id)
+        self.store.run("DELETE FROM image_expiry WHERE image_id IN (SELECT id FROM images WHERE env_id = ?)",
+                       env_id)
         self.store.run("DELETE FROM images WHERE env_id = ?", env_id)
 
     def _env_for_app(self, app_id: str) -> str:
@@ -309,7 +355,7 @@ class ImageService(Service):
         return str(row["env_id"]) if row else self.emu.environment_id("")
 
     def _row(self, image_id: str) -> Any:
-        row = self.store.one("SELECT * FROM images WHERE id = ?", image_id)
+        row = image_row(self.emu, image_id)
         if row is None:
             raise GRPCError(Status.NOT_FOUND, f"Image '{image_id}' not found")
         return row
@@ -433,14 +479,9 @@ class ImageService(Service):
         return api_pb2.ImageFromIdResponse(image_id=row["id"], metadata=_metadata(row))
 
     def ImageDelete(self, req: api_pb2.ImageDeleteRequest, ctx: Ctx) -> empty_pb2.Empty:
-        """Delete one image (not the layers it is built on); a snapshot's files go with it.
-        Names published for it stop resolving; images built on it keep their own ids."""
-        row = self._row(req.image_id)
-        self.store.run("DELETE FROM images WHERE id = ?", req.image_id)
-        self.store.run("DELETE FROM image_tags WHERE image_id = ?", req.image_id)
-        snapshots = (self.emu.data_dir / "snapshots").resolve()
-        if row["fs_dir"] and Path(row["fs_dir"]).resolve().parent == snapshots:
-            shutil.rmtree(row["fs_dir"], ignore_errors=True)
+        """Delete one image (see `delete_image`); one unknown, deleted or expired is NOT_FOUND."""
+        if image_row(self.emu, req.image_id) is None or not delete_image(self.emu, req.image_id):
+            raise GRPCError(Status.NOT_FOUND, f"Image '{req.image_id}' not found")
         return empty_pb2.Empty()
 
     # -- named images ------------------------------------------------------------------
@@ -504,7 +545,7 @@ class ImageService(Service):
         row = self.store.one(
             "SELECT image_id FROM image_tags WHERE env_id = ? AND tag = ?", env_id, name_tag
         )
-        if row is None:
+        if row is None or image_row(self.emu, row["image_id"]) is None:
             raise GRPCError(Status.NOT_FOUND, f"Image '{req.tag}' not found")
         return api_pb2.ImageGetByTagResponse(image_id=row["image_id"])
 

@@ -287,7 +287,8 @@ class SandboxRouter:
         dest = self.emu.data_dir / "snapshots" / uuid.uuid4().hex
         await asyncio.to_thread(_copy_tree, live.root, dest)
         (dest / LAYER_SNAPSHOT).touch()
-        image_id = register_snapshot_image(self.emu, live.environment_id, dest, parent_id=live.image_id)
+        image_id = register_snapshot_image(self.emu, live.environment_id, dest, ttl_seconds=req.ttl_seconds,
+                                           parent_id=live.image_id)
         live.snapshots[key] = image_id
         return sr_pb2.TaskSnapshotFilesystemResponse(image_id=image_id)
 

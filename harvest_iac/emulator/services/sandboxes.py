@@ -73,6 +73,41 @@ LONG_POLL_MAX_S = 50.0
 KEEP_FINISHED = 200
 
 
+# -- what other services read: running sandboxes and metered usage -------------------------
+@dataclass(frozen=True)
+class Metered:
+    """Seconds one sandbox ran within a window, and the resources it asked for."""
+
+    seconds: float
+    cpu: float | None
+    memory_mib: int | None
+    gpu: str | None
+
+
+def running_sandboxes(store: Any, env_id: str) -> int:
+    """How many sandboxes of an environment are running."""
+    row = store.one("SELECT COUNT(*) AS n FROM sandboxes WHERE environment_id = ? AND status = ?",
+                    env_id, RUNNING)
+    return int(row["n"])
+
+
+def sandbox_usage(store: Any, env_id: str, start: float, end: float) -> list[Metered]:
+    """Each sandbox's running time within [start, end) (a running one up to now), with its
+    requested cpu, memory and GPU."""
+    now = time.time()
+    rows = store.all(
+        "SELECT definition, created_at, finished_at FROM sandboxes WHERE environment_id = ? "
+        "AND created_at < ? AND (finished_at IS NULL OR finished_at > ?)", env_id, end, start)
+    out = []
+    for row in rows:
+        seconds = min(row["finished_at"] or now, end) - max(row["created_at"], start)
+        res = api_pb2.Sandbox.FromString(row["definition"]).resources
+        gpu = f"{res.gpu_config.gpu_type}:{res.gpu_config.count}" if res.gpu_config.count else None
+        out.append(Metered(max(seconds, 0.0), res.milli_cpu / 1000 if res.milli_cpu else None,
+                           res.memory_mb or None, gpu))
+    return out
+
+
 # -- runtime state of one sandbox -----------------------------------------------------------
 @dataclass
 class LiveSandbox:
@@ -299,6 +334,7 @@ class SandboxService(SandboxRouter, Service):
             raise GRPCError(
                 Status.ALREADY_EXISTS, f"A sandbox named '{d.name}' is already running in this app"
             )
+        self._check_task_cap(env_id)
         env = self._secret_env(req.secret_sources, d.secret_ids)
         sandbox_id, task_id = _new_sandbox_id(), _new_task_id()
         root = self.sandbox_dir / sandbox_id / "root"
@@ -324,6 +360,21 @@ class SandboxService(SandboxRouter, Service):
             command_router_access=self.router_access(task_id),
         )
         return live, resp
+
+    def _check_task_cap(self, env_id: str) -> None:
+        """The environment's `max_concurrent_tasks`: at the cap, a new sandbox is refused with
+        RESOURCE_EXHAUSTED (the client raises `modal.exception.ResourceExhaustedError`)."""
+        from harvest_iac.emulator.services.environments import environment_settings
+
+        cap = environment_settings(self.store, env_id).get("max_concurrent_tasks")
+        if cap is None or running_sandboxes(self.store, env_id) < cap:
+            return
+        row = self.store.one("SELECT name FROM environments WHERE id = ?", env_id)
+        raise GRPCError(
+            Status.RESOURCE_EXHAUSTED,
+            f"Environment '{row['name'] if row else env_id}' is at its limit of {cap} concurrent tasks (max_concurrent_tasks); "
+            "wait for running tasks to finish or raise the limit",
+        )
 
     def router_access(self, task_id: str) -> api_pb2.CommandRouterAccess:
         """Where and how to reach the task command router: this server, with a JWT."""
