@@ -342,44 +342,13 @@ def test_app_with_nothing_left_to_deploy_is_stopped_only_with_permission(
 def test_in_a_terminal_apply_asks_and_only_yes_applies(tmp_path: Path,
                                                        modal_environment: str) -> None:
     """Through a pseudo-terminal: the plan is shown, `no` cancels, `yes` applies."""
-    import os
-    import pty
-    import select
-    import subprocess
-    import sys
-
-    from tests.integration.helpers import SECRETS_ENV
+    from tests.integration.helpers import in_terminal
 
     path = write_env(tmp_path, modal_environment)
 
     def run(answer: str) -> tuple[int, str]:
-        leader, follower = pty.openpty()
-        proc = subprocess.Popen([sys.executable, "-m", "harvest_iac", "apply", str(path),
-                                 "--target", "modal"], cwd=tmp_path, stdin=follower,
-                                stdout=follower, stderr=follower,
-                                env={**os.environ, **SECRETS_ENV})
-        os.close(follower)
-        out = b""
-        answered = False
-        while True:
-            ready, _, _ = select.select([leader], [], [], 60)
-            if not ready:
-                break
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-            if not answered and b"Only 'yes' will be accepted" in out:
-                os.write(leader, answer.encode() + b"\n")
-                answered = True
-        os.close(leader)
-        import re
-
-        text = re.sub(r"\x1b\[[0-9;]*m", "", out.decode(errors="replace"))  # colours on a TTY
-        return proc.wait(timeout=60), text
+        return in_terminal("apply", str(path), "--target", "modal", answer=answer,
+                           when=b"Only 'yes' will be accepted", cwd=tmp_path)
 
     code, out = run("no")
     assert code == 1 and "Plan: 8 to add, 0 to change, 0 to destroy." in out and "apply cancelled; nothing was changed" in out
