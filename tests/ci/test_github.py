@@ -195,6 +195,7 @@ def test_server_errors_and_rate_limits_are_tried_again_a_bounded_number_of_times
     assert str(gave_up.value) == ("GitHub API GET /repos/acme/infra/issues/7/comments: 503 Service "
                                   "Unavailable: Service Unavailable (gave up after 3 attempts)")
     assert waits == [1.0, 2.0] and len(gh.requests) == 3
+    assert TOKEN not in str(gave_up.value) and gave_up.value.__cause__ is None
 
     waits.clear()
     gh.failures.clear()
