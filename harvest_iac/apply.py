@@ -56,6 +56,7 @@ class ApplyOptions:
     allow_destroy: frozenset[str] = frozenset()
     lock_timeout: float = 0.0
     interactive: bool = False
+    reviewed: str | None = None  # --reviewed: the plan file reviewed in the pull request
 
 
 # -- guards ------------------------------------------------------------------------------
@@ -508,28 +509,33 @@ def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | Non
             "from a terminal, e.g. in CI), or run it in a terminal to confirm")
     saved: list[SavedPlan] | None = None
     if len(paths) == 1 and is_plan_file(paths[0]):
+        if opts.reviewed is not None:
+            raise HarvestError(
+                f"--reviewed compares a plan made now from the YAML with the reviewed one: give "
+                f"environment files or folders, not the plan file {paths[0]}")
         saved = [SavedPlan(paths[0], p) for p in _read_plan_file(Path(paths[0]))]
         paths = tuple(s.plan.source for s in saved)
+    reviewed = None if opts.reviewed is None else [
+        SavedPlan(opts.reviewed, p, reviewed=True) for p in _read_plan_file(Path(opts.reviewed))]
     environ = dict(os.environ)
     preps = load_prepared(paths, environ)
     check_inputs(preps, environ)  # every secret value readable, before any change
+    expected: list[SavedPlan | None] = [None] * len(preps)
     if saved is not None:
         preps = _prepared_for(saved, preps)
+        expected = list(saved)
+    elif reviewed is not None:
+        expected = list(_reviewed_for(reviewed, preps))
     choice = resolve_target(target_flag, environ)
     echo: Callable[[str], None] = lambda text: click.echo(text, err=True)
     if choice.notice:
         echo(choice.notice)
     applied: list[Plan] = []
     with Session(choice, Path.cwd()) as session:
-        for i, prep in enumerate(preps):
+        for prep, check in zip(preps, expected, strict=True):
             plan = plan_one(prep, session, target=choice.name, environ=environ)
-            expected = saved[i] if saved is not None else None
-            if expected is not None:
-                if expected.plan.live_fingerprint != plan.live_fingerprint:
-                    raise StalePlanError(
-                        f"live state of environment {plan.environment!r} moved since the plan was "
-                        "saved; run `harvest plan -o` again and review it")
-                expected.check(plan, prep, environ)
+            if check is not None:
+                check.before_lock(plan, prep, environ, echo)
             if not plan.summary.has_changes:
                 click.echo(f"{plan.environment}/{plan.app}: No changes. "
                            "Your infrastructure matches the configuration.")
@@ -546,17 +552,41 @@ def run_apply(paths: tuple[str, ...], opts: ApplyOptions, target_flag: str | Non
                 if answer.strip() != "yes":
                     raise HarvestError("apply cancelled; nothing was changed")
             applied.append(_apply_one(session, prep, plan, opts, environ, echo, choice.name,
-                                      expected))
+                                      check))
     github.publish(applied, environ, title="harvest apply")
     return 0
 
 
 @dataclass(frozen=True)
 class SavedPlan:
-    """One plan of a plan file: apply makes exactly its changes, or none."""
+    """One plan of a plan file: apply makes exactly its changes, or none. A saved plan
+    (`harvest apply plan.json`) also holds live state to where it was; a reviewed one
+    (`--reviewed plan.json`, saved by the pull request's plan job) lets live state move (another
+    merge applied meanwhile) as long as apply would still make exactly the reviewed changes."""
 
     file: str
     plan: Plan
+    reviewed: bool = False
+
+    @property
+    def label(self) -> str:
+        return "the reviewed plan" if self.reviewed else "the saved plan"
+
+    def before_lock(self, fresh: Plan, prep: Prepared, environ: Mapping[str, str],
+                    echo: Callable[[str], None]) -> None:
+        """The checks made on the plan made before the lock is taken. A reviewed plan has
+        nothing to check when there is nothing to apply (its changes are live already: the
+        apply job run again, or applied by hand before the merge)."""
+        if self.reviewed and not fresh.summary.has_changes:
+            if self.plan.actionable:
+                echo(f"{self.file}: the reviewed changes to {fresh.environment}/{fresh.app} are "
+                     "live already; nothing to apply")
+            return
+        if not self.reviewed and self.plan.live_fingerprint != fresh.live_fingerprint:
+            raise StalePlanError(
+                f"live state of environment {fresh.environment!r} moved since the plan was "
+                "saved; run `harvest plan -o` again and review it")
+        self.check(fresh, prep, environ)
 
     def check(self, fresh: Plan, prep: Prepared, environ: Mapping[str, str]) -> None:
         """Refuse (StalePlanError, one line) unless `fresh` makes the saved changes, secret
@@ -571,20 +601,41 @@ class SavedPlan:
             known = values.values if values is not None else None
             if saved.values_hash is None or known is None:
                 return None if saved.values_hash is None and known is None else (
-                    "the saved plan holds no hash of its values")
+                    f"{self.label} holds no hash of its values")
             check = hasher.check(known, saved.values_hash)
             if check.verdict is Verdict.UNVERIFIABLE:
-                return f"its values cannot be compared with the saved plan's ({check.why})"
+                return f"its values cannot be compared with {self.label}'s ({check.why})"
             if check.verdict is Verdict.CHANGED:
-                return "its values are not the ones the saved plan would set"
+                return f"its values are not the ones {self.label} would set"
             return None
 
-        differences = plan_differences(self.plan, fresh, values_differ)
-        if differences:
-            more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+        differences = plan_differences(self.plan, fresh, values_differ, self.label)
+        if not differences:
+            return
+        more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+        if self.reviewed:
             raise StalePlanError(
-                f"{self.file}: {differences[0]}{more}; the plan no longer shows what apply would "
-                f"do: run `harvest plan -o {self.file}` again and review it")
+                f"{self.file}: {differences[0]}{more}; apply refused, nothing was changed: what "
+                "was reviewed is not what apply would do now (did another change land since?); "
+                "plan it again in a pull request and review it")
+        raise StalePlanError(
+            f"{self.file}: {differences[0]}{more}; the plan no longer shows what apply would "
+            f"do: run `harvest plan -o {self.file}` again and review it")
+
+
+def _reviewed_for(reviewed: list[SavedPlan], preps: list[Prepared]) -> Iterator[SavedPlan]:
+    """The reviewed plan of each environment applied. One the file does not cover is refused,
+    changes or not: a change not reviewed is not applied."""
+    by_key = {(r.plan.environment, r.plan.app): r for r in reviewed}
+    for prep in preps:
+        environment, app = prep.inputs.environment, prep.inputs.app
+        found = by_key.get((environment, app))
+        if found is None:
+            raise StalePlanError(
+                f"{reviewed[0].file}: no reviewed plan for environment {environment!r} (app "
+                f"{app!r}) of {prep.path}; apply refused, nothing was changed: a change not "
+                "reviewed is not applied. Plan that file in the pull request (`harvest plan -o`)")
+        yield found
 
 
 def _prepared_for(saved: list[SavedPlan], preps: list[Prepared]) -> list[Prepared]:

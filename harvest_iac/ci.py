@@ -21,6 +21,8 @@ from harvest_iac.paths import shipped_templates
 
 ENVIRONMENTS_DIR = "environments"
 WORKFLOWS = ("harvest-plan.yml", "harvest-apply.yml", "harvest-drift.yml")
+#: The artifact holding the plan a pull request's plan job saved: what the apply job applies.
+PLAN_ARTIFACT = "harvest-plan"
 DRIFT_SCHEDULE = "23 */6 * * *"  # every 6 hours, off the top of the hour
 #: What every job takes from repository secrets, beside the secrets' own variables:
 #: the Modal token, and the key of the secret hashes in the state record.
@@ -99,6 +101,8 @@ def render_workflows(settings: Settings) -> dict[str, str]:
         "watched": settings.watched,
         "environments_dir": ENVIRONMENTS_DIR,
         "schedule": DRIFT_SCHEDULE,
+        "plan_workflow": WORKFLOWS[0],
+        "plan_artifact": PLAN_ARTIFACT,
     }
     return {name: env.get_template(f"{name}.j2").render(view) for name in WORKFLOWS}
 

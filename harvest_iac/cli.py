@@ -168,15 +168,23 @@ def drift(paths: tuple[str, ...], issue: bool, fmt: str, target: str | None,
                    "Protected volumes are never deleted.")
 @click.option("--lock-timeout", default="0s", show_default=True, metavar="DURATION",
               help="How long to wait for another apply's lock (e.g. 30s, 10m).")
+@click.option("--reviewed", type=click.Path(dir_okay=False), default=None, metavar="PLAN",
+              help="The plan file reviewed in the pull request (`harvest plan -o plan.json`): "
+                   "refuse unless apply makes exactly its changes for every environment applied.")
 @click.option("--target", type=click.Choice(["modal", "local"]), default=None,
               help="modal or local (see `harvest plan --help`).")
 @handles_errors
 def apply(paths: tuple[str, ...], auto_approve: bool, allow_destroy: tuple[str, ...],
-          lock_timeout: str, target: str | None) -> None:
+          lock_timeout: str, reviewed: str | None, target: str | None) -> None:
     """Make Modal match the YAML: volumes, secrets, the app deploy, snapshots.
 
     PATHS are environment files or folders (default: environments/), or one saved plan file
     (`harvest plan -o plan.json`), which is refused if live state moved since it was made.
+
+    With --reviewed PLAN (the merge job of CI), apply plans from the YAML as usual and
+    refuses, changing nothing, unless that plan makes the same changes (actions per address,
+    what each resource becomes, secret values by hash) as PLAN shows for the environment; an
+    environment PLAN does not cover is refused. Live state may have moved since PLAN was made.
     """
     from harvest_iac.apply import ApplyOptions, run_apply
     from harvest_iac.errors import HarvestError
@@ -187,7 +195,8 @@ def apply(paths: tuple[str, ...], auto_approve: bool, allow_destroy: tuple[str, 
     except UnitError as exc:
         raise HarvestError(f"--lock-timeout: {exc}") from exc
     opts = ApplyOptions(auto_approve=auto_approve, allow_destroy=frozenset(allow_destroy),
-                        lock_timeout=timeout, interactive=sys.stdin.isatty() and sys.stdout.isatty())
+                        lock_timeout=timeout, interactive=sys.stdin.isatty() and sys.stdout.isatty(),
+                        reviewed=reviewed)
     sys.exit(run_apply(paths, opts, target))
 
 

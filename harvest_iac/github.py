@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,6 +31,14 @@ DEFAULT_API_URL = "https://api.github.com"
 DRIFT_LABEL = "harvest-drift"
 #: GitHub refuses a step summary over 1 MiB.
 STEP_SUMMARY_LIMIT = 1024 * 1024
+#: A call GitHub answers with a server error (5xx) or rate limiting (429, or 403 with
+#: `Retry-After` or no requests left) is tried again, this many times in all: after the wait
+#: GitHub asks for (`Retry-After`, `x-ratelimit-reset`), else 1s, then 2s. A wait over a
+#: minute is not waited for. A POST is not tried again after a server error: it may have been
+#: made (a second comment); a refused one (rate limiting) is.
+RETRY_ATTEMPTS = 3
+RETRY_BACKOFF_S = 1.0
+RETRY_WAIT_MAX_S = 60.0
 
 Echo = Callable[[str], None]
 NOT_ON_ACTIONS = "not running on GitHub Actions (GITHUB_ACTIONS and GITHUB_REPOSITORY are not set)"
@@ -130,7 +139,9 @@ class Response:
 class Client:
     """The few GitHub REST calls harvest makes, for one repository."""
 
-    def __init__(self, api_url: str, repository: str, token: str) -> None:
+    def __init__(self, api_url: str, repository: str, token: str, *,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time) -> None:
         if not token.isascii() or not token.isprintable() or " " in token:
             raise GitHubError("GITHUB_TOKEN is not a token (it holds spaces, line breaks or "
                               "non-ASCII characters); pass `${{ github.token }}` as it is")
@@ -141,6 +152,8 @@ class Client:
         self.repo_path = f"/repos/{urllib.parse.quote(owner, safe='')}/{urllib.parse.quote(name, safe='')}"
         self._token = token
         self._opener = urllib.request.build_opener(_NoRedirect)
+        self._sleep = sleep
+        self._clock = clock
 
     def call(self, method: str, path: str, body: Any = None,
              query: Mapping[str, str] | None = None) -> Any:
@@ -170,15 +183,22 @@ class Client:
             **({"Content-Type": "application/json"} if data is not None else {}),
         })
         where = f"GitHub API {method} {urllib.parse.urlsplit(url).path}"
-        try:
-            with self._opener.open(request, timeout=30) as resp:
-                raw = resp.read()
-                link = resp.headers.get("Link", "")
-        except urllib.error.HTTPError as exc:
-            raise self._error(f"{where}: {exc.code} {exc.reason}{_explain(exc)}", exc.code) from None
-        except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise self._error(f"cannot reach the GitHub API at {self.api_url}: {reason}") from None
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                with self._opener.open(request, timeout=30) as resp:
+                    raw = resp.read()
+                    link = resp.headers.get("Link", "")
+                break
+            except urllib.error.HTTPError as exc:
+                wait = _retry_wait(method, exc.code, exc.headers, attempt, self._clock())
+                if wait is None or wait > RETRY_WAIT_MAX_S or attempt == RETRY_ATTEMPTS:
+                    raise self._error(f"{where}: {exc.code} {exc.reason}{_explain(exc)}"
+                                      f"{_gave_up(wait, attempt)}", exc.code) from None
+                exc.close()
+                self._sleep(wait)
+            except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                raise self._error(f"cannot reach the GitHub API at {self.api_url}: {reason}") from None
         try:
             parsed = json.loads(raw) if raw else None
         except ValueError:
@@ -189,12 +209,41 @@ class Client:
         return GitHubError(message.replace(self._token, "***"), status)
 
 
+def _rate_limited(status: int, headers: Any) -> bool:
+    return status == 429 or (status == 403 and (headers.get("Retry-After") is not None
+                                                or headers.get("x-ratelimit-remaining") == "0"))
+
+
+def _retry_wait(method: str, status: int, headers: Any, attempt: int, now: float) -> float | None:
+    """Seconds to wait before trying this answer's request again; None: it is not tried again."""
+    if not _rate_limited(status, headers) and not (status >= 500 and method != "POST"):
+        return None
+    try:
+        if headers.get("Retry-After") is not None:
+            return max(0.0, float(headers["Retry-After"]))
+        if headers.get("x-ratelimit-remaining") == "0" and headers.get("x-ratelimit-reset"):
+            return max(0.0, float(headers["x-ratelimit-reset"]) - now)
+    except ValueError:
+        pass  # not a number of seconds (an HTTP date): back off as for a server error
+    return RETRY_BACKOFF_S * 2 ** (attempt - 1)
+
+
+def _gave_up(wait: float | None, attempt: int) -> str:
+    if wait is None:
+        return ""
+    if wait > RETRY_WAIT_MAX_S:
+        return f" (GitHub asks to wait {wait:.0f}s; not waiting that long: run the job again later)"
+    return f" (gave up after {attempt} attempts)"
+
+
 def _explain(exc: urllib.error.HTTPError) -> str:
     """GitHub's own message, and what to do for the usual refusals."""
     try:
         message = str(json.loads(exc.read() or b"{}").get("message", ""))
     except (ValueError, AttributeError, OSError):
         message = ""
+    if _rate_limited(exc.code, exc.headers):
+        return f": {message}" if message else ""
     hint = {
         401: "the token is not valid; pass `GITHUB_TOKEN: ${{ github.token }}` to the step",
         403: "the workflow needs `permissions: pull-requests: write` (comments) or "

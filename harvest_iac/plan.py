@@ -194,13 +194,13 @@ def order_changes(changes: list[Change]) -> tuple[Change, ...]:
     return tuple(forward + deletes)
 
 
-def plan_differences(saved: Plan, fresh: Plan, values_differ: Callable[[Change], str | None]
-                     ) -> list[str]:
+def plan_differences(saved: Plan, fresh: Plan, values_differ: Callable[[Change], str | None],
+                     label: str = "the saved plan") -> list[str]:
     """How `fresh` differs from `saved` (empty: apply would do exactly what `saved` shows).
     Compared per address: the action, what the resource becomes (`after`), and for secrets
     the values, through `values_differ(saved_change)` (None when they are the same; compared
     by hash: a plan holds no value). The environment's creation is left out: apply makes it
-    before it takes the lock."""
+    before it takes the lock. `label` names `saved` in the lines ("the reviewed plan")."""
     before = {c.address: c for c in saved.actionable if c.kind != "environment"}
     now = {c.address: c for c in fresh.actionable if c.kind != "environment"}
     out = []
@@ -209,12 +209,12 @@ def plan_differences(saved: Plan, fresh: Plan, values_differ: Callable[[Change],
         if old is None or new is None or old.action is not new.action:
             was = f"would {old.action.value} it" if old else "does not change it"
             will = f"would now {new.action.value} it" if new else "would now leave it alone"
-            out.append(f"{address}: the saved plan {was}, apply {will}")
+            out.append(f"{address}: {label} {was}, apply {will}")
         elif old.previous_address != new.previous_address:
-            out.append(f"{address}: the saved plan renames it from {old.previous_address}, apply would "
+            out.append(f"{address}: {label} renames it from {old.previous_address}, apply would "
                        f"now rename it from {new.previous_address}")
         elif fingerprint(old.after) != fingerprint(new.after):
-            out.append(f"{address}: what it would become is not what the saved plan shows")
+            out.append(f"{address}: what it would become is not what {label} shows")
         elif (old.values_hash or new.values_hash) and (why := values_differ(old)):
             out.append(f"{address}: {why}")
     return out

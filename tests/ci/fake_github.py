@@ -38,6 +38,14 @@ class State:
     next_id: int = 1000
 
 
+@dataclass
+class Failure:
+    status: int
+    message: str
+    times: int
+    headers: dict[str, str]
+
+
 class HTTPFailure(Exception):
     def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None,
                  headers: dict[str, str] | None = None) -> None:
@@ -56,7 +64,7 @@ class FakeGitHub:
         self.repository = repository
         self.state = State()
         self.requests: list[Recorded] = []
-        self.fail_next: dict[tuple[str, str], tuple[int, str]] = {}  # (method, path regex)
+        self.failures: dict[tuple[str, str], Failure] = {}  # (method, path regex): see fail()
         self.redirect: dict[str, str] = {}  # path -> Location (answered with 301)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -81,6 +89,12 @@ class FakeGitHub:
 
     def add_comment(self, issue: int, body: str, login: str = "someone") -> dict[str, Any]:
         return self._new_comment(issue, body, login)
+
+    def fail(self, method: str, pattern: str, status: int, message: str, *, times: int = 1,
+             headers: dict[str, str] | None = None) -> None:
+        """Answer the next `times` requests of `method` to a path matching `pattern` with this
+        error (and these headers, e.g. `Retry-After`)."""
+        self.failures[(method, pattern)] = Failure(status, message, times, headers or {})
 
     def add_label(self, name: str) -> None:
         self.state.labels[name] = {"name": name, "color": "ededed"}
@@ -131,10 +145,12 @@ class FakeGitHub:
                 record.body = body = self._check(req.command, split.path, headers, raw)
                 if split.path in self.redirect:
                     return 301, None, {"Location": self.redirect[split.path]}
-                for (method, pattern), (status, message) in list(self.fail_next.items()):
+                for (method, pattern), failure in list(self.failures.items()):
                     if method == req.command and re.fullmatch(pattern, split.path):
-                        del self.fail_next[(method, pattern)]
-                        raise HTTPFailure(status, message)
+                        failure.times -= 1
+                        if failure.times == 0:
+                            del self.failures[(method, pattern)]
+                        raise HTTPFailure(failure.status, failure.message, headers=failure.headers)
                 return self._route(req.command, split.path, query, body)
             except HTTPFailure as exc:
                 doc: dict[str, Any] = {"message": exc.message,

@@ -74,7 +74,8 @@ def test_what_the_workflows_do(project: Path) -> None:
     for doc in docs.values():
         assert doc["permissions"] == {}
     assert plan["jobs"]["plan"]["permissions"] == {"contents": "read", "pull-requests": "write"}
-    assert apply["jobs"]["apply"]["permissions"] == {"contents": "read"}
+    assert apply["jobs"]["apply"]["permissions"] == {"contents": "read", "pull-requests": "read",
+                                                     "actions": "read"}
     assert drift["jobs"]["drift"]["permissions"] == {"contents": "read", "issues": "write"}
 
     runs = {name: [s.get("run") for s in doc["jobs"][next(iter(doc["jobs"]))]["steps"]]
@@ -83,11 +84,25 @@ def test_what_the_workflows_do(project: Path) -> None:
         "python -m pip install .", "harvest validate environments",
         "harvest plan environments --target modal --comment -o plan.json", None]
     assert runs["harvest-apply.yml"][-1] == (
-        'harvest apply "$HARVEST_FILE" --target modal --auto-approve --lock-timeout 10m')
+        'if [ -n "$HARVEST_REVIEWED" ]; then set -- --reviewed "$HARVEST_REVIEWED"; fi\n'
+        'harvest apply "$HARVEST_FILE" "$@" --target modal --auto-approve --lock-timeout 10m\n')
     assert runs["harvest-drift.yml"][-1] == (
         'harvest drift environments --target modal --issue || test "$?" -eq 2')
     upload = plan["jobs"]["plan"]["steps"][-1]
-    assert upload["with"]["path"] == "plan.json"
+    assert upload["with"] == {"name": "harvest-plan", "path": "plan.json", "if-no-files-found": "ignore"}
+    # the apply job downloads what the merged pull request's plan run uploaded, and applies it
+    # with --reviewed; with no reviewed plan it fails unless the repository opts out
+    reviewed, *_, last = apply["jobs"]["apply"]["steps"]
+    assert reviewed["id"] == "reviewed" and runs["harvest-apply.yml"][0] == reviewed["run"]
+    script = reviewed["run"]
+    assert 'gh api "repos/$GITHUB_REPOSITORY/commits/$GITHUB_SHA/pulls"' in script
+    assert "--workflow harvest-plan.yml --commit \"$head\"" in script
+    assert "gh run download \"$run\" --repo \"$GITHUB_REPOSITORY\" --name harvest-plan" in script
+    assert 'echo "plan=$RUNNER_TEMP/reviewed/plan.json" >> "$GITHUB_OUTPUT"' in script
+    assert 'if [ "$HARVEST_APPLY_UNREVIEWED" = true ]' in script and "exit 1" in script
+    assert reviewed["env"] == {"GH_TOKEN": "${{ github.token }}",
+                               "HARVEST_APPLY_UNREVIEWED": "${{ vars.HARVEST_APPLY_UNREVIEWED }}"}
+    assert last["env"]["HARVEST_REVIEWED"] == "${{ steps.reviewed.outputs.plan }}"
 
     job = apply["jobs"]["apply"]
     assert job["strategy"]["matrix"]["include"] == [
@@ -102,13 +117,15 @@ def test_what_the_workflows_do(project: Path) -> None:
                 assert len(sha) == 40 and sha in {p.sha for p in PINS.values()}, step
             assert "${{" not in (step.get("run") or ""), step  # values reach scripts via env
             for name, value in (step.get("env") or {}).items():
-                if name not in ("GITHUB_TOKEN", "HARVEST_FILE"):
+                if name not in ("GITHUB_TOKEN", "HARVEST_FILE", "GH_TOKEN", "HARVEST_REVIEWED",
+                                "HARVEST_APPLY_UNREVIEWED"):
                     assert value == f"${{{{ secrets.{name} }}}}"
 
 
 def lint(workflows: Path) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
     files = sorted(str(p) for p in workflows.glob("*.yml"))
-    actionlint = subprocess.run([tool("actionlint"), "-no-color", *files],
+    actionlint = subprocess.run([tool("actionlint"), "-no-color", f"-shellcheck={tool('shellcheck')}",
+                                 *files],
                                 capture_output=True, text=True, timeout=120)
     zizmor = subprocess.run(
         [tool("zizmor"), "--offline", "--persona", "pedantic", "--no-progress", "--color", "never",
@@ -130,9 +147,11 @@ def test_the_linters_do_catch_what_ci_init_avoids(tmp_path: Path) -> None:
     (tmp_path / "bad.yml").write_text(
         "name: bad\non: pull_request\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
         "      - uses: actions/checkout@v4\n"
-        '      - run: echo "${{ github.event.pull_request.title }}"\n')
+        '      - run: echo "${{ github.event.pull_request.title }}"\n'
+        '      - run: gh run download $RUN\n')
     actionlint, zizmor = lint(tmp_path)
     assert actionlint.returncode != 0 and "potentially untrusted" in actionlint.stdout
+    assert "SC2086" in actionlint.stdout  # shellcheck runs on the scripts
     assert zizmor.returncode != 0
     assert "template-injection" in zizmor.stdout and "unpinned-uses" in zizmor.stdout
 

@@ -147,7 +147,7 @@ def test_a_big_plan_is_cut_at_a_resource_boundary(gh: FakeGitHub, tmp_path: Path
 
 def test_github_refusals_are_one_line_without_the_token(gh: FakeGitHub, tmp_path: Path) -> None:
     environ = actions_env(gh, tmp_path)
-    gh.fail_next[("POST", r".*/comments")] = (403, "Resource not accessible by integration")
+    gh.fail("POST", r".*/comments", 403, "Resource not accessible by integration")
     with pytest.raises(GitHubError) as refused:
         github.comment([plan_for("dev")], environ, Lines())
     message = str(refused.value)
@@ -166,6 +166,51 @@ def test_github_refusals_are_one_line_without_the_token(gh: FakeGitHub, tmp_path
     for exc in (refused.value, too_big.value, unauthorized.value):
         assert TOKEN not in str(exc) and "\n" not in str(exc)
         assert exc.__cause__ is None and exc.__suppress_context__
+
+
+def test_server_errors_and_rate_limits_are_tried_again_a_bounded_number_of_times(
+        gh: FakeGitHub) -> None:
+    waits: list[float] = []
+    client = Client(gh.url, gh.repository, TOKEN, sleep=waits.append, clock=lambda: 1000.0)
+    comments = r".*/issues/7/comments"
+
+    gh.fail("GET", comments, 502, "Server Error")
+    assert client.call("GET", f"/issues/{PR}/comments") == []
+    assert waits == [1.0] and len(gh.requests) == 2
+
+    waits.clear()
+    gh.fail("GET", comments, 403, "API rate limit exceeded", times=2,
+            headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1004"})
+    gh.fail("POST", comments, 429, "You have exceeded a secondary rate limit",
+            headers={"Retry-After": "3"})
+    assert client.call("GET", f"/issues/{PR}/comments") == []
+    assert client.call("POST", f"/issues/{PR}/comments", {"body": "once"})["body"] == "once"
+    assert waits == [4.0, 4.0, 3.0]
+
+    waits.clear()
+    gh.requests.clear()
+    gh.fail("GET", comments, 503, "Service Unavailable", times=5)
+    with pytest.raises(GitHubError) as gave_up:
+        client.call("GET", f"/issues/{PR}/comments")
+    assert str(gave_up.value) == ("GitHub API GET /repos/acme/infra/issues/7/comments: 503 Service "
+                                  "Unavailable: Service Unavailable (gave up after 3 attempts)")
+    assert waits == [1.0, 2.0] and len(gh.requests) == 3
+    assert TOKEN not in str(gave_up.value) and gave_up.value.__cause__ is None
+
+    waits.clear()
+    gh.failures.clear()
+    gh.fail("GET", comments, 429, "slow down", headers={"Retry-After": "3600"})
+    with pytest.raises(GitHubError, match=r"429 Too Many Requests: slow down \(GitHub asks to wait "
+                                          r"3600s; not waiting that long: run the job again later\)$"):
+        client.call("GET", f"/issues/{PR}/comments")
+    gh.fail("POST", comments, 502, "Server Error")  # the comment may have been made: not again
+    gh.fail("PATCH", r".*/issues/comments/\d+", 403, "Resource not accessible by integration")
+    for method, path in (("POST", f"/issues/{PR}/comments"), ("PATCH", "/issues/comments/1")):
+        with pytest.raises(GitHubError) as refused:
+            client.call(method, path, {"body": "x"})
+        assert TOKEN not in str(refused.value) and "\n" not in str(refused.value)
+        assert "attempts" not in str(refused.value)
+    assert waits == [] and not gh.failures
 
 
 def test_unreachable_api_and_redirects_keep_the_token_home(gh: FakeGitHub, tmp_path: Path) -> None:

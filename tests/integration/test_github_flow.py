@@ -82,7 +82,7 @@ def test_pull_request_plan_comment_summary_and_outputs(tmp_path: Path, modal_env
 def test_a_failed_comment_fails_the_step_after_the_plan(tmp_path: Path, modal_environment: str,
                                                         gh: FakeGitHub) -> None:
     path = write_env(tmp_path, modal_environment)
-    gh.fail_next[("POST", r".*/comments")] = (403, "Resource not accessible by integration")
+    gh.fail("POST", r".*/comments", 403, "Resource not accessible by integration")
     proc = harvest("plan", str(path), "--target", "modal", "--comment", "--detailed-exitcode",
                    env=ci_env(gh, tmp_path), cwd=tmp_path)
     assert proc.returncode == 1
