@@ -230,9 +230,9 @@ def _compare_secret(d: Desired | None, live: Live, rec: ResourceRecord | None, i
                                   values_hash=values_hash()))
         return
     recorded_keys = list(rec.spec.get("keys", []))
-    if rec.object_id and ls.object_id != rec.object_id or (
-        rec.created_at and ls.created_at and abs(ls.created_at - rec.created_at) > 1e-3
-    ):
+    recreated = bool(rec.object_id and ls.object_id != rec.object_id or (
+        rec.created_at and ls.created_at and abs(ls.created_at - rec.created_at) > 1e-3))
+    if recreated:
         acc.drift.append(Drift(address, kind, name,
                                "was re-created outside of harvest (its values may differ)"))
     elif list(ls.keys) != recorded_keys:
@@ -244,7 +244,9 @@ def _compare_secret(d: Desired | None, live: Live, rec: ResourceRecord | None, i
     fields = list(_fields({"keys": list(ls.keys)}, {"keys": keys}))
     reason = None
     if known is not None:
-        reason = _values_reason(address, inp.hasher, known, recorded, acc)
+        reason = _values_reason(address, inp.hasher, known, recorded, acc) or (
+            "re-created outside of harvest: apply puts the declared values again"
+            if recreated else None)
         if reason:
             fields.append(FieldChange("values", SENSITIVE, SENSITIVE))
     if fields:

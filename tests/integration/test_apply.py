@@ -250,6 +250,19 @@ def test_dotenv_secret_keys_and_value_changes(tmp_path: Path, modal_environment:
     assert "registry" in keys
     code, text = plan_text(str(path), "--target", "modal", cwd=tmp_path)
     assert code == 0, text
+    # Re-created by hand with another value: drift, and apply puts the declared values back.
+    modal.Secret.objects.delete("registry", environment_name=env)
+    modal.Secret.objects.create("registry", {"REGISTRY_USER": "bot", "REGISTRY_PASSWORD": "hand"},
+                                environment_name=env)
+    code, text = plan_text(str(path), "--target", "modal", cwd=tmp_path)
+    assert code == 2 and "re-created outside of harvest" in text, text
+    apply_ok(str(path), "--target", "modal", cwd=tmp_path)
+    assert plan_text(str(path), "--target", "modal", cwd=tmp_path)[0] == 0
+    app = modal.App.lookup("reader", create_if_missing=True, environment_name=env)
+    sb = modal.Sandbox.create("sh", "-c", "echo $REGISTRY_PASSWORD", app=app, secrets=[
+        modal.Secret.from_name("registry", environment_name=env)])
+    sb.wait()
+    assert sb.stdout.read().strip() == "pw-DO-NOT-PRINT-9"
     (tmp_path / ".env.registry").write_text("REGISTRY_USER=bot\nREGISTRY_PASSWORD=pw2-DO-NOT-7\n")
     code, text = plan_text(str(path), "--target", "modal", cwd=tmp_path)
     assert code == 2 and "# secret.registry will be updated in place" in text

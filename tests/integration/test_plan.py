@@ -98,6 +98,11 @@ def test_drift_volume_deleted_secret_recreated_and_key_lost(tmp_path: Path,
     assert drift["secret.openai"] == "was re-created outside of harvest (its values may differ)"
     assert drift["secret.github"] == "lost key(s) EXTRA outside of harvest"
     assert addresses(plan)["volume.agent-state"] == "create"
+    # Its values may differ from the declared ones: apply puts them again, though their hash
+    # matches the record.
+    openai = next(c for c in plan.changes if c.address == "secret.openai")
+    assert openai.action.value == "update" and openai.reason.startswith("re-created outside")
+    assert [f.path for f in openai.fields] == ["values"]
 
 
 def test_secret_value_change_is_an_update_without_the_value(tmp_path: Path,
