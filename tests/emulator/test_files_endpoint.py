@@ -22,7 +22,7 @@ from modal_proto import api_pb2
 
 from harvest_iac.emulator.auth import issue_container_token
 from harvest_iac.emulator.server import LocalModal
-from tests.conftest import raw_rpc
+from tests.conftest import modal_cli, raw_rpc
 from tests.emulator.test_restart_and_faults import run_client
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -178,3 +178,48 @@ def test_unreferenced_file_bytes_are_collected_on_start_and_periodically(tmp_pat
         while digests["kept"] in _stored(data_dir) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert digests["kept"] not in _stored(data_dir)
+
+
+BIG_RESULT_APP = '''
+import modal
+
+app = modal.App("gc-results")
+
+
+@app.function()
+def big(n: int) -> bytes:
+    return b"r" * n
+'''
+
+
+def test_a_spawned_calls_result_outlives_the_hour_of_its_blob(tmp_path: Path) -> None:
+    """A spawned call's result over 8 KiB goes through a blob; the caller may read it long
+    after the blob's hour, so garbage collection keeps it while the call is held."""
+    data_dir = tmp_path / "state"
+    (tmp_path / "gc_app.py").write_text(BIG_RESULT_APP)
+    with LocalModal(data_dir, gc_interval_s=0.2) as lm:
+        modal_cli("deploy", str(tmp_path / "gc_app.py"), env_extra=lm.client_env(), cwd=tmp_path)
+        call_id = run_client(lm, """
+            import modal
+            call = modal.Function.from_name("gc-results", "big").spawn(100_000)
+            assert len(call.get()) == 100_000
+            print(call.object_id)
+        """).strip()
+        marker, _ = _new_blob(10, lm.client_env())  # never used: collected
+        _age_blob_ids(data_dir, 2 * 3600)
+        _age_files(data_dir, 2 * 3600)
+        deadline = time.monotonic() + 60
+        while marker in _blob_ids(data_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker not in _blob_ids(data_dir)
+        assert run_client(lm, f"""
+            import modal
+            print(len(modal.FunctionCall.from_id({call_id!r}).get()))
+        """).strip() == "100000"
+
+
+def _blob_ids(data_dir: Path) -> set[str]:
+    with sqlite3.connect(data_dir / "state.sqlite3") as db:
+        ids = {row[0] for row in db.execute("SELECT id FROM blobs")}
+    db.close()
+    return ids

@@ -12,7 +12,8 @@ so outputs always carry retry count 0, the count the client expects then.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import empty_pb2
 from grpclib.const import Status
@@ -25,6 +26,9 @@ from harvest_iac.emulator.runtime.calls import Status as RunStatus
 from harvest_iac.emulator.services.function_runtime import function_config
 from harvest_iac.emulator.services.results import generic_result
 from harvest_iac.emulator.tokens import issue_jwt, verify_jwt
+
+if TYPE_CHECKING:
+    from harvest_iac.emulator.server import Emulator
 
 OUTPUTS_POLL_MAX_S = 50.0
 MAX_INPUTS_OUTSTANDING = 1000
@@ -46,8 +50,30 @@ def output_item(output: Output) -> api_pb2.FunctionGetOutputsItem:
     )
 
 
+def blobs_of(call: Call) -> Iterable[str]:
+    """The blob ids a call still needs: its pending inputs' arguments, its results and its
+    generator items that went through blobs."""
+    for inp in call.inputs.values():
+        if not inp.done:
+            yield api_pb2.FunctionInput.FromString(inp.body).args_blob_id
+    for output in call.outputs:
+        if output.result.body:
+            yield api_pb2.GenericResult.FromString(output.result.body).data_blob_id
+    for body in call.data_out.values():
+        yield api_pb2.DataChunk.FromString(body).data_blob_id
+
+
 class InvocationService(Service):
     """Function calls from the caller's side."""
+
+    def __init__(self, emu: Emulator) -> None:
+        super().__init__(emu)
+        # A spawned call's result is read when the caller wants it (maybe days later): the
+        # blobs of the calls the local Modal still holds outlive the blobs' usual hour.
+        emu.blob_roots.append(self._blobs_in_use)
+
+    def _blobs_in_use(self) -> set[str]:
+        return {b for call in list(self.emu.runtime.calls.values()) for b in blobs_of(call) if b}
 
     # -- tokens --------------------------------------------------------------------------
     def _input_jwt(self, inp: Input) -> str:
