@@ -35,6 +35,7 @@ from harvest_iac.live import Live, LiveFunction
 from harvest_iac.naming import function_tag
 from harvest_iac.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan, fingerprint, order_changes
 from harvest_iac.secrethash import SecretHasher, ValuesHash, Verdict
+from harvest_iac.spec.fields import NO_BUDGET
 from harvest_iac.state import ResourceRecord, StateRecord
 
 
@@ -276,6 +277,8 @@ def _compare_settings(d: Desired | None, live: Live, rec: ResourceRecord | None,
         return  # no longer written: no longer managed, left as it is
     shown = live.details.settings if live.details is not None else {}
     now = {key: shown.get(key) for key in d.spec}
+    if d.spec.get("budget") == NO_BUDGET and now["budget"] is None:
+        now["budget"] = NO_BUDGET  # no budget is what `budget: none` asks for
     recorded = rec.spec if rec is not None else {}
     drifted = sorted(k for k in d.spec if k in recorded and recorded[k] != now[k])
     if drifted and live.details is not None:
@@ -561,7 +564,8 @@ def _budget(inp: DiffInput, live: Live) -> float | None:
     """The environment's budget: the one the file sets, else the one Modal has."""
     declared = inp.desired.get(f"settings.{inp.environment}")
     if declared is not None and declared.spec.get("budget") is not None:
-        return float(declared.spec["budget"])
+        budget = declared.spec["budget"]
+        return None if budget == NO_BUDGET else float(budget)
     shown = live.details.settings.get("budget") if live.details is not None else None
     return None if shown is None else float(shown)
 

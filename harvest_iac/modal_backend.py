@@ -39,6 +39,7 @@ from harvest_iac.live import (
     LiveSecret,
     LiveVolume,
 )
+from harvest_iac.spec.fields import NO_BUDGET
 from harvest_iac.state import LOCK_DICT, STATE_VOLUME, StateRecord, state_path
 from harvest_iac.targets import LOCAL_DATA_DIR, TargetChoice
 
@@ -519,9 +520,12 @@ async def update_environment(conn: Connection, environment: str, settings: dict[
     if "budget" in settings:
         found = await conn.call("EnvironmentGetOrCreate", api_pb2.EnvironmentGetOrCreateRequest(
             deployment_name=environment), missing_ok=False)
-        await conn.call("EnvironmentSetBudget", api_pb2.EnvironmentSetBudgetRequest(
-            environment_id=found.environment_id, cycle_budget_dollars=float(settings["budget"])),
-            missing_ok=False)
+        budget = api_pb2.EnvironmentSetBudgetRequest(environment_id=found.environment_id)
+        if settings["budget"] == NO_BUDGET:
+            budget.clear_budget = True
+        else:
+            budget.cycle_budget_dollars = float(settings["budget"])
+        await conn.call("EnvironmentSetBudget", budget, missing_ok=False)
 
 
 async def create_volume(conn: Connection, environment: str, name: str, version: int) -> LiveVolume:
