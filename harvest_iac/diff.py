@@ -508,6 +508,9 @@ def _compare_snapshot(d: Desired | None, live: Live, rec: ResourceRecord | None,
     fields = list(_fields(rec.spec, d.spec))
     if any(f.path in SNAPSHOT_RECIPE for f in fields):
         reasons.append("its recipe changed")
+    edited = _shipped_changes(fields)
+    if edited and "image_contents" in rec.spec:  # (a record from before it was kept: not a change)
+        reasons.append("what its image ships changed: " + ", ".join(edited))
     age = inp.now.timestamp() - latest.created_at
     max_age = d.spec.get("max_age")
     if max_age and age > float(max_age):
@@ -521,6 +524,16 @@ def _compare_snapshot(d: Desired | None, live: Live, rec: ResourceRecord | None,
         acc.changes.append(Change(address, kind, name, Action.UPDATE, before=rec.spec,
                                   after=d.spec, fields=tuple(fields),
                                   reason="harvest settings only; the snapshot is kept"))
+
+
+def _shipped_changes(fields: list[FieldChange]) -> list[str]:
+    """The files (and Dockerfiles) of a snapshot's image chain that changed, by name."""
+    names: set[str] = set()
+    for f in fields:
+        key, _, sub = f.path.partition(".")
+        if key == "image_contents":
+            names |= {sub} if sub else set(f.before or {}) | set(f.after or {})
+    return sorted(names)
 
 
 #: A snapshot without `max_age` that expires sooner than this gets a warning.
