@@ -9,6 +9,9 @@ through them.
   the input's output.
 * A call's cancellation is delivered to the containers running its inputs (their heartbeat),
   or ends them when asked.
+* A container starts only when its environment has room for it (`Accounting`: its
+  `max_concurrent_tasks`, its budget); without room the inputs wait in the queue and each tick
+  tries again. The accounting hears of every container's start and end (to meter it).
 
 Containers are started only through the `Launcher`; their process runs Modal's own
 container entrypoint. The pool of a function is keyed by its function id (a bound class
