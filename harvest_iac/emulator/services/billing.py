@@ -116,8 +116,10 @@ class BillingService(Service):
     def __init__(self, emu: Emulator) -> None:
         super().__init__(emu)
         emu.runtime.accounting = Meter(emu)
-        emu.environment_delete_hooks.append(
-            lambda env_id: self.store.run("DELETE FROM function_container_runs WHERE environment_id = ?", env_id))
+        emu.environment_delete_hooks.append(self._drop_environment)
+
+    def _drop_environment(self, env_id: str) -> None:
+        self.store.run("DELETE FROM function_container_runs WHERE environment_id = ?", env_id)
 
     async def on_start(self) -> None:
         """Containers an earlier local Modal left running are gone: their runs end now."""
