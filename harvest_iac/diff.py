@@ -32,10 +32,9 @@ from harvest_iac.estimate import (
 )
 from harvest_iac.lifecycle import APP_PARTS, as_if_moved, find_moves, mark_moves, mark_removed
 from harvest_iac.live import Live, LiveFunction
-from harvest_iac.naming import function_tag
+from harvest_iac.naming import NO_BUDGET, function_tag
 from harvest_iac.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan, fingerprint, order_changes
 from harvest_iac.secrethash import SecretHasher, ValuesHash, Verdict
-from harvest_iac.spec.fields import NO_BUDGET
 from harvest_iac.state import ResourceRecord, StateRecord
 
 

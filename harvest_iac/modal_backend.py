@@ -27,7 +27,7 @@ from harvest_iac.modal_rpc import (
     one_line,
     unreachable,
 )
-from harvest_iac.naming import FUNCTION_KINDS, function_tag
+from harvest_iac.naming import FUNCTION_KINDS, NO_BUDGET, function_tag
 from harvest_iac.live import (
     Live,
     LiveApp,
@@ -39,7 +39,6 @@ from harvest_iac.live import (
     LiveSecret,
     LiveVolume,
 )
-from harvest_iac.spec.fields import NO_BUDGET
 from harvest_iac.state import LOCK_DICT, STATE_VOLUME, StateRecord, state_path
 from harvest_iac.targets import LOCAL_DATA_DIR, TargetChoice
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BeforeValidator, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from harvest_iac.naming import RESERVED_NAMES
+from harvest_iac.naming import NO_BUDGET, RESERVED_NAMES
 from harvest_iac.spec import names
 from harvest_iac.spec.units import (
     DURATION_PATTERN,
@@ -493,10 +493,6 @@ MaxContainers = Annotated[int, PlainValidator(_bounded_int("max_containers", 1, 
 _CAP_SCHEMA = WithJsonSchema({"type": "integer", "minimum": 0, "maximum": INT32_MAX})
 TaskCap = Annotated[int, PlainValidator(_bounded_int("max_concurrent_tasks", 0, INT32_MAX)), _CAP_SCHEMA]
 GpuCap = Annotated[int, PlainValidator(_bounded_int("max_concurrent_gpus", 0, INT32_MAX)), _CAP_SCHEMA]
-
-
-NO_BUDGET = "none"
-"""`budget: none`: the environment has no budget (one set earlier is cleared)."""
 
 
 def _budget(value: object) -> float | str:
