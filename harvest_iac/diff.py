@@ -445,6 +445,17 @@ def _costs(inp: DiffInput, live: Live, budget: float | None, acc: _Acc) -> None:
     acc.notes.append(_spend(live))
 
 
+def _budget_reached(live: Live, acc: _Acc) -> None:
+    """A warning when this cycle's spend has reached the budget Modal holds now: nothing new
+    starts in the environment (sandboxes, calls, scheduled runs) until it is raised or cleared."""
+    budget = live.details.settings.get("budget") if live.details is not None else None
+    if budget is None or live.details is None or live.details.current_cycle_usage < budget:
+        return
+    acc.warnings.append(f"the environment's spend this cycle ({money(live.details.current_cycle_usage)}) has "
+                        f"reached its budget of {money(budget)}: nothing new starts in it (sandboxes, "
+                        "function calls, scheduled runs) until the budget is raised or cleared (`budget: none`)")
+
+
 def _spend(live: Live) -> str:
     billing = live.billing
     if live.details is None:
@@ -714,6 +725,7 @@ def compare(inp: DiffInput, live: Live) -> Plan:
         comparer(inp.desired.get(address), live, rec, inp, acc, address)
     _snapshot_lifetimes(inp, state, acc)
     _costs(inp, live, _budget(inp, live), acc)
+    _budget_reached(live, acc)
     acc.changes = mark_moves(acc.changes, moves, seen)
     functions_changed = any(c.kind in APP_PARTS for c in acc.changes)
     _compare_app(inp, live, state, acc, functions_changed)

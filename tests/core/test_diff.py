@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from harvest_iac.diff import Desired, DiffInput, SecretValues, compare
-from harvest_iac.live import Live, LiveApp, LiveFunction, LiveImage, LiveSecret, LiveVolume
+from harvest_iac.live import Live, LiveApp, LiveEnvironment, LiveFunction, LiveImage, LiveSecret, LiveVolume
 from harvest_iac.plan import Action
 from harvest_iac.secrethash import SecretHasher
 from harvest_iac.state import ResourceRecord, SnapshotRecord, StateRecord
@@ -116,6 +116,18 @@ def test_a_snapshot_holds_the_files_and_dockerfiles_of_its_whole_image_chain() -
     assert out["snapshot.warm"].spec["image_contents"] == {
         "/root/run.py": "sha256:f", "Dockerfile of image.base": "sha256:d"}
     assert "image_contents" not in out["snapshot.plain"].spec
+
+
+def test_a_budget_reached_is_a_warning() -> None:
+    def warnings(usage: float) -> list[str]:
+        details = LiveEnvironment("en-1", {"budget": 20.0}, current_cycle_usage=usage)
+        return list(compare(inp([]), Live("dev", True, details=details)).warnings)
+
+    assert not warnings(19.5)
+    assert warnings(20.25) == [
+        "the environment's spend this cycle ($20.25) has reached its budget of $20.00: nothing new starts "
+        "in it (sandboxes, function calls, scheduled runs) until the budget is raised or cleared "
+        "(`budget: none`)"]
 
 
 def test_function_changed_outside_harvest_is_drift_and_an_update() -> None:
