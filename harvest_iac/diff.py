@@ -32,7 +32,7 @@ from harvest_iac.estimate import (
 )
 from harvest_iac.lifecycle import APP_PARTS, as_if_moved, find_moves, mark_moves, mark_removed
 from harvest_iac.live import Live, LiveFunction
-from harvest_iac.naming import function_tag
+from harvest_iac.naming import NO_BUDGET, function_tag
 from harvest_iac.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan, fingerprint, order_changes
 from harvest_iac.secrethash import SecretHasher, ValuesHash, Verdict
 from harvest_iac.state import ResourceRecord, StateRecord
@@ -278,6 +278,8 @@ def _compare_settings(d: Desired | None, live: Live, rec: ResourceRecord | None,
         return  # no longer written: no longer managed, left as it is
     shown = live.details.settings if live.details is not None else {}
     now = {key: shown.get(key) for key in d.spec}
+    if d.spec.get("budget") == NO_BUDGET and now["budget"] is None:
+        now["budget"] = NO_BUDGET  # no budget is what `budget: none` asks for
     recorded = rec.spec if rec is not None else {}
     drifted = sorted(k for k in d.spec if k in recorded and recorded[k] != now[k])
     if drifted and live.details is not None:
@@ -445,6 +447,17 @@ def _costs(inp: DiffInput, live: Live, budget: float | None, acc: _Acc) -> None:
     acc.notes.append(_spend(live))
 
 
+def _budget_reached(live: Live, acc: _Acc) -> None:
+    """A warning when this cycle's spend has reached the budget Modal holds now: nothing new
+    starts in the environment (sandboxes, calls, scheduled runs) until it is raised or cleared."""
+    budget = live.details.settings.get("budget") if live.details is not None else None
+    if budget is None or live.details is None or live.details.current_cycle_usage < budget:
+        return
+    acc.warnings.append(f"the environment's spend this cycle ({money(live.details.current_cycle_usage)}) has "
+                        f"reached its budget of {money(budget)}: nothing new starts in it (sandboxes, "
+                        "function calls, scheduled runs) until the budget is raised or cleared (`budget: none`)")
+
+
 def _spend(live: Live) -> str:
     billing = live.billing
     if live.details is None:
@@ -507,6 +520,9 @@ def _compare_snapshot(d: Desired | None, live: Live, rec: ResourceRecord | None,
     fields = list(_fields(rec.spec, d.spec))
     if any(f.path in SNAPSHOT_RECIPE for f in fields):
         reasons.append("its recipe changed")
+    edited = _shipped_changes(fields)
+    if edited and "image_contents" in rec.spec:  # (a record from before it was kept: not a change)
+        reasons.append("what its image ships changed: " + ", ".join(edited))
     age = inp.now.timestamp() - latest.created_at
     max_age = d.spec.get("max_age")
     if max_age and age > float(max_age):
@@ -520,6 +536,16 @@ def _compare_snapshot(d: Desired | None, live: Live, rec: ResourceRecord | None,
         acc.changes.append(Change(address, kind, name, Action.UPDATE, before=rec.spec,
                                   after=d.spec, fields=tuple(fields),
                                   reason="harvest settings only; the snapshot is kept"))
+
+
+def _shipped_changes(fields: list[FieldChange]) -> list[str]:
+    """The files (and Dockerfiles) of a snapshot's image chain that changed, by name."""
+    names: set[str] = set()
+    for f in fields:
+        key, _, sub = f.path.partition(".")
+        if key == "image_contents":
+            names |= {sub} if sub else set(f.before or {}) | set(f.after or {})
+    return sorted(names)
 
 
 #: A snapshot without `max_age` that expires sooner than this gets a warning.
@@ -563,7 +589,8 @@ def _budget(inp: DiffInput, live: Live) -> float | None:
     """The environment's budget: the one the file sets, else the one Modal has."""
     declared = inp.desired.get(f"settings.{inp.environment}")
     if declared is not None and declared.spec.get("budget") is not None:
-        return float(declared.spec["budget"])
+        budget = declared.spec["budget"]
+        return None if budget == NO_BUDGET else float(budget)
     shown = live.details.settings.get("budget") if live.details is not None else None
     return None if shown is None else float(shown)
 
@@ -700,6 +727,7 @@ def compare(inp: DiffInput, live: Live) -> Plan:
         comparer(inp.desired.get(address), live, rec, inp, acc, address)
     _snapshot_lifetimes(inp, state, acc)
     _costs(inp, live, _budget(inp, live), acc)
+    _budget_reached(live, acc)
     acc.changes = mark_moves(acc.changes, moves, seen)
     functions_changed = any(c.kind in APP_PARTS for c in acc.changes)
     _compare_app(inp, live, state, acc, functions_changed)

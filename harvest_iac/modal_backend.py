@@ -27,7 +27,7 @@ from harvest_iac.modal_rpc import (
     one_line,
     unreachable,
 )
-from harvest_iac.naming import FUNCTION_KINDS, function_tag
+from harvest_iac.naming import FUNCTION_KINDS, NO_BUDGET, function_tag
 from harvest_iac.live import (
     Live,
     LiveApp,
@@ -519,9 +519,12 @@ async def update_environment(conn: Connection, environment: str, settings: dict[
     if "budget" in settings:
         found = await conn.call("EnvironmentGetOrCreate", api_pb2.EnvironmentGetOrCreateRequest(
             deployment_name=environment), missing_ok=False)
-        await conn.call("EnvironmentSetBudget", api_pb2.EnvironmentSetBudgetRequest(
-            environment_id=found.environment_id, cycle_budget_dollars=float(settings["budget"])),
-            missing_ok=False)
+        budget = api_pb2.EnvironmentSetBudgetRequest(environment_id=found.environment_id)
+        if settings["budget"] == NO_BUDGET:
+            budget.clear_budget = True
+        else:
+            budget.cycle_budget_dollars = float(settings["budget"])
+        await conn.call("EnvironmentSetBudget", budget, missing_ok=False)
 
 
 async def create_volume(conn: Connection, environment: str, name: str, version: int) -> LiveVolume:

@@ -14,6 +14,9 @@ STATE_VOLUME = "harvest-state"
 LOCK_DICT = "harvest-locks"
 RESERVED_NAMES = (STATE_VOLUME, LOCK_DICT)
 
+#: `budget: none` under `settings:`: the environment has no budget (one set before is cleared).
+NO_BUDGET = "none"
+
 
 def function_tag(kind: str, name: str) -> str:
     """The deployed function's name for a cron or a sandbox profile.

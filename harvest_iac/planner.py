@@ -260,6 +260,28 @@ def with_local_file_digests(desired: dict[str, Desired], local_files: Mapping[st
     return out
 
 
+def with_snapshot_image_contents(desired: dict[str, Desired]) -> dict[str, Desired]:
+    """What a snapshot's image chain holds beyond its recipe (the Dockerfiles and the local
+    files its images ship, by digest) joins the snapshot's spec (`image_contents`): editing a
+    file the image ships re-makes the snapshot, and the plan names the file."""
+    out = dict(desired)
+    for addr, d in desired.items():
+        if d.kind != "snapshot":
+            continue
+        contents: dict[str, str] = {}
+        seen: set[str] = set()
+        image = desired.get(f"image.{d.spec.get('image')}")
+        while image is not None and image.name not in seen:
+            seen.add(image.name)
+            contents.update(image.spec.get("local_files", {}))
+            if image.spec.get("dockerfile_sha256"):
+                contents[f"Dockerfile of image.{image.name}"] = image.spec["dockerfile_sha256"]
+            image = desired.get(f"image.{image.spec.get('from')}")
+        if contents:
+            out[addr] = replace(d, spec={**d.spec, "image_contents": dict(sorted(contents.items()))})
+    return out
+
+
 @dataclass(frozen=True)
 class Prepared:
     """Everything a plan (and an apply) of one file needs besides live state: the file's
@@ -316,7 +338,7 @@ def prepare_inputs(inputs: Inputs, environ: Mapping[str, str], loaded: Any = Non
             loaded = load_file(inputs.path)
         where = "path" if isinstance(exc, UnreadableDockerfile) else exc.where
         raise SpecError([loaded.problem(f"image.{exc.image}.{where}", str(exc))]) from exc
-    return Prepared(inputs, desired, values, loaded)
+    return Prepared(inputs, with_snapshot_image_contents(desired), values, loaded)
 
 
 def prepare(loaded: LoadedEnvironment, environ: Mapping[str, str]) -> Prepared:

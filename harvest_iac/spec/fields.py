@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BeforeValidator, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from harvest_iac.naming import RESERVED_NAMES
+from harvest_iac.naming import NO_BUDGET, RESERVED_NAMES
 from harvest_iac.spec import names
 from harvest_iac.spec.units import (
     DURATION_PATTERN,
@@ -495,10 +495,16 @@ TaskCap = Annotated[int, PlainValidator(_bounded_int("max_concurrent_tasks", 0, 
 GpuCap = Annotated[int, PlainValidator(_bounded_int("max_concurrent_gpus", 0, INT32_MAX)), _CAP_SCHEMA]
 
 
-def _budget(value: object) -> float:
+def _budget(value: object) -> float | str:
+    if value == NO_BUDGET:
+        return NO_BUDGET
+    if isinstance(value, str):
+        raise fail(f"budget must be a number of US dollars per billing cycle (e.g. 500), or `none` for no "
+                   f"budget; got {describe(value)}")
     dollars = _number(value, "budget")
     if dollars <= 0:
-        raise fail(f"budget {dollars:g} must be a positive number of US dollars per billing cycle, e.g. 500")
+        raise fail(f"budget {dollars:g} must be a positive number of US dollars per billing cycle, e.g. 500 "
+                   "(or `none` for no budget)")
     return float(dollars)
 
 
@@ -510,7 +516,8 @@ def _runs_per_day(value: object) -> float:
 
 
 RunsPerDay = Annotated[float, PlainValidator(_runs_per_day), WithJsonSchema({"type": "number", "minimum": 0})]
-Budget = Annotated[float, PlainValidator(_budget), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
+Budget = Annotated[float | str, PlainValidator(_budget), WithJsonSchema(
+    {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": NO_BUDGET}]})]
 
 
 def _builder_version(value: object) -> str:

@@ -363,7 +363,7 @@ class Settings(_Model):
     web_suffix: WebSuffix | None = Field(None, description="the suffix of the environment's web URLs")
     max_concurrent_tasks: TaskCap | None = Field(None, description="containers and sandboxes at once")
     max_concurrent_gpus: GpuCap | None = Field(None, description="GPUs in use at once")
-    budget: Budget | None = Field(None, description="US dollars per billing cycle")
+    budget: Budget | None = Field(None, description="US dollars per billing cycle, or none")
     image_builder_version: BuilderVersion | None = Field(None, description="e.g. \"2025.06\"")
     block_unauthenticated_resources: bool | None = Field(
         None, description="web endpoints and tunnels need authentication")

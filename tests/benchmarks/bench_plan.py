@@ -5,7 +5,9 @@ managed resources, at 0 and 20 ms of injected RPC latency, against the local Mod
 
 A tenth of the resources are crons (functions of the deployed app), the rest half volumes,
 half secrets, all declared in one environment file and applied for real first. Prints a table; the goal is
-1,000 resources at 20 ms under 2 s: a few round trips deep whatever N is.
+1,000 resources at 20 ms under 2 s: a few round trips deep whatever N is. The last column counts
+the RPCs of a whole `harvest plan` process (the CLI, as a user runs it), read from the local
+Modal's `GET /_stats` before and after.
 
 Secret hashes are computed afresh for every run, as in a new `harvest plan` process: keyed (cheap)
 when HARVEST_STATE_KEY is set, else one scrypt per managed secret.
@@ -14,6 +16,7 @@ when HARVEST_STATE_KEY is set, else one scrypt per managed secret.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -82,11 +85,38 @@ def main() -> None:
                 rpcs = lm.stats()["total"] - before
                 changes = len(plan.actionable)
             lm.faults.latency_ms = 0
-            rows.append((n, latency, min(times), sorted(times)[len(times) // 2], rpcs, changes))
+            rows.append((n, latency, min(times), sorted(times)[len(times) // 2], rpcs, changes,
+                         _cli_plan_rpcs(lm, path, work, environ)))
     lm.stop()
-    print(f"{'resources':>9} {'latency':>8} {'best s':>8} {'median s':>9} {'RPCs':>6} {'changes':>8}")
-    for n, lat, best, med, rpcs, changes in rows:
-        print(f"{n:>9} {lat:>6.0f}ms {best:>8.3f} {med:>9.3f} {rpcs:>6} {changes:>8}")
+    print(f"{'resources':>9} {'latency':>8} {'best s':>8} {'median s':>9} {'RPCs':>6} {'changes':>8} "
+          f"{'CLI RPCs':>9}")
+    for n, lat, best, med, rpcs, changes, cli in rows:
+        print(f"{n:>9} {lat:>6.0f}ms {best:>8.3f} {med:>9.3f} {rpcs:>6} {changes:>8} {cli:>9}")
+
+
+def _stats_total(lm: object) -> int:
+    """The local Modal's RPC count, from its `GET /_stats` (the workspace token in the headers)."""
+    import urllib.request
+
+    emu = lm.emulator  # type: ignore[attr-defined]
+    request = urllib.request.Request(f"{emu.http_url}/_stats", headers={
+        "x-modal-token-id": emu.token_id, "x-modal-token-secret": emu.token_secret})
+    with urllib.request.urlopen(request) as resp:
+        return int(json.load(resp)["total"])
+
+
+def _cli_plan_rpcs(lm: object, path: Path, work: Path, environ: dict[str, str]) -> int:
+    """RPCs of one `harvest plan` process (no input cache: it parses and renders too)."""
+    import subprocess
+
+    before = _stats_total(lm)
+    proc = subprocess.run([sys.executable, "-m", "harvest_iac", "plan", str(path), "--target", "modal",
+                           "--detailed-exitcode"], cwd=work, env={**environ, "HARVEST_NO_CACHE": "1"},
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"harvest plan of {path.name} did not find the environment unchanged:\n{proc.stdout}"
+                 f"{proc.stderr[-3000:]}")
+    return _stats_total(lm) - before
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from harvest_iac.diff import Desired, DiffInput, SecretValues, compare
-from harvest_iac.live import Live, LiveApp, LiveFunction, LiveImage, LiveSecret, LiveVolume
+from harvest_iac.live import Live, LiveApp, LiveEnvironment, LiveFunction, LiveImage, LiveSecret, LiveVolume
 from harvest_iac.plan import Action
 from harvest_iac.secrethash import SecretHasher
 from harvest_iac.state import ResourceRecord, SnapshotRecord, StateRecord
@@ -80,6 +80,54 @@ def test_snapshot_older_than_max_age_is_remade_and_a_missing_image_is_drift() ->
     gone = Live("dev", True, images={"im-1": LiveImage("im-1", False)}, state=state)
     plan = compare(inp([d]), gone)
     assert [dr.what for dr in plan.drift] == ["image im-1 no longer exists in Modal"]
+
+
+def test_a_snapshot_is_remade_when_what_its_image_ships_changes_not_when_first_recorded() -> None:
+    spec = {"image": "agent", "image_recipe": "sha256:r", "setup": [], "volumes": {}, "keep": 1}
+    shipped = {**spec, "image_contents": {"/root/jobs/run.py": "sha256:1", "/etc/a.json": "sha256:2"}}
+    made = NOW.timestamp() - 60
+
+    def change_for(recorded: dict[str, object], desired: dict[str, object]) -> object:
+        state = StateRecord.new("dev", "app").with_resource(
+            "snapshot.warm", ResourceRecord(spec=recorded, snapshots=(SnapshotRecord("im-1", made),)))
+        live = Live("dev", True, images={"im-1": LiveImage("im-1", True)}, state=state)
+        plan = compare(inp([Desired("snapshot.warm", "snapshot", "warm", desired)]), live)
+        return next(c for c in plan.changes if c.address == "snapshot.warm")
+
+    edited = change_for(shipped, {**spec, "image_contents": {**shipped["image_contents"],  # type: ignore[dict-item]
+                                                              "/root/jobs/run.py": "sha256:3"}})
+    assert edited.reason == "re-made: what its image ships changed: /root/jobs/run.py"  # type: ignore[attr-defined]
+    gone = change_for(shipped, spec)
+    assert gone.reason == "re-made: what its image ships changed: /etc/a.json, /root/jobs/run.py"  # type: ignore[attr-defined]
+    older_record = change_for(spec, shipped)  # a record written before harvest kept it
+    assert older_record.reason == "harvest settings only; the snapshot is kept"  # type: ignore[attr-defined]
+
+
+def test_a_snapshot_holds_the_files_and_dockerfiles_of_its_whole_image_chain() -> None:
+    from harvest_iac.planner import with_snapshot_image_contents
+
+    desired = {d.address: d for d in [
+        Desired("image.base", "image", "base", {"from": "dockerfile", "dockerfile_sha256": "sha256:d"}),
+        Desired("image.jobs", "image", "jobs", {"from": "base", "local_files": {"/root/run.py": "sha256:f"}}),
+        Desired("snapshot.warm", "snapshot", "warm", {"image": "jobs", "setup": []}),
+        Desired("snapshot.plain", "snapshot", "plain", {"image": "other", "setup": []}),
+    ]}
+    out = with_snapshot_image_contents(desired)
+    assert out["snapshot.warm"].spec["image_contents"] == {
+        "/root/run.py": "sha256:f", "Dockerfile of image.base": "sha256:d"}
+    assert "image_contents" not in out["snapshot.plain"].spec
+
+
+def test_a_budget_reached_is_a_warning() -> None:
+    def warnings(usage: float) -> list[str]:
+        details = LiveEnvironment("en-1", {"budget": 20.0}, current_cycle_usage=usage)
+        return list(compare(inp([]), Live("dev", True, details=details)).warnings)
+
+    assert not warnings(19.5)
+    assert warnings(20.25) == [
+        "the environment's spend this cycle ($20.25) has reached its budget of $20.00: nothing new starts "
+        "in it (sandboxes, function calls, scheduled runs) until the budget is raised or cleared "
+        "(`budget: none`)"]
 
 
 def test_function_changed_outside_harvest_is_drift_and_an_update() -> None:

@@ -1,7 +1,8 @@
 """Images that ship the team's own code (`files:`, `python_source:`): deployed with the files
 (the local Modal holds them in the function's mounts), no changes in a new process; a cron's
 script edited, a file added, a module edited: each planned as the image's change, naming the
-file, and a redeploy; a missing local path refused at its position."""
+file, a redeploy, and the re-making of the snapshot built on the image; a missing local path
+refused at its position."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ crons:
     every: 1h
     image: jobs
     command: ["python", "/root/jobs/refresh.py"]
+snapshots:
+  warm: {{image: jobs}}
 """
 
 
@@ -73,6 +76,9 @@ def test_local_files_deploy_and_edits_redeploy(tmp_path: Path, modal_environment
     assert "# image.jobs will be updated in place" in text
     assert f'~ local_files./root/jobs/refresh.py = "sha256:{digest[:12]}..." -> "sha256:' in text
     assert "# app.agents will be updated in place" in text and "~ code_hash" in text
+    assert "# snapshot.warm will be updated in place" in text
+    assert "re-made: what its image ships changed: /root/jobs/refresh.py" in text
+    assert f'~ image_contents./root/jobs/refresh.py = "sha256:{digest[:12]}..." -> "sha256:' in text
     _run("apply", tmp_path)
     assert _run("plan", tmp_path)[0] == 0
     assert _shipped(env, local_modal.emulator)["/root/jobs/refresh.py"] == hashlib.sha256(  # type: ignore[attr-defined]

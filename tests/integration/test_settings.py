@@ -30,7 +30,8 @@ volumes:
 """
 
 
-def _write(tmp_path: Path, env: str, *, suffix: str = "agents-a", tasks: int = 2, budget: int = 50) -> Path:
+def _write(tmp_path: Path, env: str, *, suffix: str = "agents-a", tasks: int = 2,
+           budget: int | str = 50) -> Path:
     path = tmp_path / "env.yaml"
     path.write_text(BODY.format(env=env, suffix=suffix, tasks=tasks, budget=budget))
     return path
@@ -90,6 +91,14 @@ def test_settings_apply_change_and_drift(tmp_path: Path, modal_environment: str)
     assert _plan(path)[0] == 0
     item = _listed(env)
     assert (item.webhook_suffix, item.max_concurrent_tasks, item.max_concurrent_gpus) == ("agents-a", 5, 4)
+
+    # `budget: none` clears the budget, and then there is nothing to do
+    _write(tmp_path, env, tasks=5, budget="none")
+    code, text = _plan(path)
+    assert code == 2 and '~ budget = 80.0 -> "none"' in text, text
+    _apply(path)
+    assert not _listed(env).HasField("cycle_budget_dollars")
+    assert _plan(path)[0] == 0
 
 
 def test_the_local_modal_keeps_settings_and_enforces_the_task_cap(modal_environment: str) -> None:

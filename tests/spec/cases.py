@@ -321,7 +321,11 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
     ("settings: budget of zero",
      {"env.yaml": HEADER + "settings:\n  budget: 0\n"},
      ["env.yaml:5:11: settings.budget: budget 0 must be a positive number of US dollars per billing "
-      "cycle, e.g. 500"]),
+      "cycle, e.g. 500 (or `none` for no budget)"]),
+    ("settings: budget as a word other than none",
+     {"env.yaml": HEADER + "settings:\n  budget: unlimited\n"},
+     ["env.yaml:5:11: settings.budget: budget must be a number of US dollars per billing cycle (e.g. 500), "
+      "or `none` for no budget; got a string"]),
     ("settings: negative task cap",
      {"env.yaml": HEADER + "settings:\n  max_concurrent_tasks: -1\n"},
      ["env.yaml:5:25: settings.max_concurrent_tasks: max_concurrent_tasks -1 is outside 0 to 2147483647"]),

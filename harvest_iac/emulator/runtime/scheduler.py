@@ -9,6 +9,9 @@ through them.
   the input's output.
 * A call's cancellation is delivered to the containers running its inputs (their heartbeat),
   or ends them when asked.
+* A container starts only when its environment has room for it (`Accounting`: its
+  `max_concurrent_tasks`, its budget); without room the inputs wait in the queue and each tick
+  tries again. The accounting hears of every container's start and end (to meter it).
 
 Containers are started only through the `Launcher`; their process runs Modal's own
 container entrypoint. The pool of a function is keyed by its function id (a bound class
@@ -31,7 +34,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harvest_iac.emulator.runtime.calls import RETRYABLE, Call, Input, Output, Pulse, Result, Status
 from harvest_iac.emulator.runtime.function_containers import Container, ContainerPlan, remove_leftovers
@@ -74,6 +77,16 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What each container of a function asks for (None: Modal's default)."""
+
+    cpu: float | None = None
+    memory_mib: int | None = None
+    gpu: str | None = None
+    """`TYPE:count`."""
+
+
+@dataclass(frozen=True)
 class FunctionConfig:
     """How the runtime runs one function (or one bound class instance)."""
 
@@ -95,6 +108,8 @@ class FunctionConfig:
     scaledown_window_s: float = DEFAULT_SCALEDOWN_S
     concurrency: int = 1
     single_use: bool = False
+    environment_id: str = ""
+    resources: Resources = Resources()
 
 
 @dataclass(eq=False)
@@ -151,6 +166,18 @@ class Pool:
         return [t for t in self.tasks.values() if not t.draining]
 
 
+class Accounting(Protocol):
+    """The environment's side of containers: how many more may start in an environment
+    (its task cap, its budget), and each container's start and end (metered)."""
+
+    def room(self, environment_id: str) -> int | None:
+        """How many more containers may start in the environment now (None: no limit)."""
+
+    def started(self, task: Task) -> None: ...
+
+    def ended(self, task: Task) -> None: ...
+
+
 CANCELLED = Result(Status.TERMINATED, message="The function call was cancelled")
 # A reply to a container asking for inputs: the inputs, or KILL (stop asking, exit).
 KILL = None
@@ -182,6 +209,7 @@ class Scheduler:
         self._background: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.closing = False
+        self.accounting: Accounting | None = None
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -260,8 +288,19 @@ class Scheduler:
         limit = pool.config.max_containers or self.local_max_containers
         starting = sum(1 for t in live if not t.polled)
         room = min(limit - len(live), MAX_STARTING - starting)
-        for _ in range(max(0, min(limit - len(live), max(min(want, room), warm)))):
+        count = max(0, min(limit - len(live), max(min(want, room), warm)))
+        for _ in range(min(count, self._environment_room(pool) if count else 0)):
             self._start_task(pool)
+
+    def _environment_room(self, pool: Pool) -> int:
+        """Containers the pool's environment lets start now: over its task cap (or its budget)
+        the inputs wait in the queue; each tick tries again."""
+        room = self.accounting.room(pool.config.environment_id) if self.accounting else None
+        return self.local_max_containers if room is None else max(0, room)
+
+    def running_in(self, environment_id: str) -> int:
+        """Containers of the environment's functions, starting, running or stopping."""
+        return sum(1 for t in self.tasks.values() if t.pool.config.environment_id == environment_id)
 
     @staticmethod
     def _would_help(pool: Pool, live: list[Task]) -> bool:
@@ -289,6 +328,8 @@ class Scheduler:
         task = Task(task_id, pool, container)
         pool.tasks[task_id] = task
         self.tasks[task_id] = task
+        if self.accounting is not None:
+            self.accounting.started(task)
         self._spawn(self._run(task))
         return task
 
@@ -323,6 +364,8 @@ class Scheduler:
         pool = task.pool
         pool.tasks.pop(task.task_id, None)
         self.tasks.pop(task.task_id, None)
+        if self.accounting is not None:
+            self.accounting.ended(task)
         for timer in task.timers.values():
             timer.cancel()
         failure = task.result or Result(Status.FAILURE, message=self._crash_message(task, code))

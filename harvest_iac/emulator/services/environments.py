@@ -113,7 +113,7 @@ class EnvironmentService(Service):
         """An environment as EnvironmentList (and EnvironmentUpdate) show it: its settings and
         this billing cycle's metered spend."""
         from harvest_iac.emulator.services.billing import cycle_usage
-        from harvest_iac.emulator.services.sandboxes import running_sandboxes
+        from harvest_iac.emulator.services.limits import running_tasks
 
         env_id = str(row["id"])
         name = name or str(row["name"])
@@ -123,7 +123,7 @@ class EnvironmentService(Service):
             name=name, webhook_suffix=_web_suffix(settings, name), created_at=row["created_at"],
             default=bool(row["is_default"]), environment_id=env_id,
             image_builder_version=_builder_version(settings), current_cycle_usage=usage,
-            current_concurrent_tasks=running_sandboxes(self.store, env_id),
+            current_concurrent_tasks=running_tasks(self.emu, env_id),
         )
         for key in ("max_concurrent_tasks", "max_concurrent_gpus"):
             if settings.get(key) is not None:

@@ -26,6 +26,7 @@ from harvest_iac.emulator.runtime.scheduler import (
     DEFAULT_SCALEDOWN_S,
     DEFAULT_TIMEOUT_S,
     FunctionConfig,
+    Resources,
     RetryPolicy,
 )
 from harvest_iac.emulator.runtime.schedules import Cron, Period, Schedule
@@ -36,6 +37,7 @@ from harvest_iac.emulator.services.functions import (
     function_data,
     function_handle_metadata,
 )
+from harvest_iac.emulator.services.limits import budget_reached
 from harvest_iac.emulator.services.mounts import mount_files
 from harvest_iac.emulator.services.named import environment_name
 from harvest_iac.emulator.services.secrets import secret_values_or_404
@@ -64,7 +66,7 @@ def function_config(emu: Emulator, function_id: str) -> FunctionConfig:
 
 def _config(emu: Emulator, pool_key: str, function_id: str, serialized_params: bytes,
             options: api_pb2.FunctionOptions) -> FunctionConfig:
-    row = emu.store.one("SELECT app_id, name, definition_id FROM functions WHERE id = ?", function_id)
+    row = emu.store.one("SELECT app_id, env_id, name, definition_id FROM functions WHERE id = ?", function_id)
     if row is None:
         raise GRPCError(Status.NOT_FOUND, f"Function '{function_id}' not found")
     if not row["definition_id"]:
@@ -93,7 +95,15 @@ def _config(emu: Emulator, pool_key: str, function_id: str, serialized_params: b
                                  or DEFAULT_SCALEDOWN_S),
         concurrency=max(fn.max_concurrent_inputs, fn.target_concurrent_inputs, 1),
         single_use=fn.single_use_containers or fn.max_inputs == 1,
+        environment_id=str(row["env_id"]), resources=resources_of(fn.resources),
     )
+
+
+def resources_of(res: api_pb2.Resources) -> Resources:
+    """What each container asks for (Modal's default where the definition says nothing)."""
+    gpu = res.gpu_config
+    return Resources(cpu=res.milli_cpu / 1000 if res.milli_cpu else None, memory_mib=res.memory_mb or None,
+                     gpu=f"{gpu.gpu_type}:{gpu.count}" if gpu.count else None)
 
 
 def refresh_app(emu: Emulator, app_id: str) -> None:
@@ -147,8 +157,13 @@ def refresh_schedules(emu: Emulator, app_id: str) -> None:
 
 
 def run_scheduled(emu: Emulator, function_id: str) -> None:
-    """A tick: call the function with no arguments, as a spawned call."""
+    """A tick: call the function with no arguments, as a spawned call (none while the
+    environment is over its budget)."""
     config = function_config(emu, function_id)
+    refused = budget_reached(emu, config.environment_id)
+    if refused:
+        log.warning("scheduled run of %s skipped: %s", config.name, refused)
+        return
     emu.runtime.configure(config)
     call = emu.runtime.new_call(config.key, config.app_id, config.function_id,
                                 api_pb2.FUNCTION_CALL_INVOCATION_TYPE_ASYNC)

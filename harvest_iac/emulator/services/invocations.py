@@ -24,6 +24,7 @@ from harvest_iac.emulator.base import Ctx, Service, streaming
 from harvest_iac.emulator.runtime.calls import Call, Input, Output
 from harvest_iac.emulator.runtime.calls import Status as RunStatus
 from harvest_iac.emulator.services.function_runtime import function_config
+from harvest_iac.emulator.services.limits import check_can_start
 from harvest_iac.emulator.services.results import generic_result
 from harvest_iac.emulator.tokens import issue_jwt, verify_jwt
 
@@ -103,6 +104,7 @@ class InvocationService(Service):
     def FunctionMap(self, req: api_pb2.FunctionMapRequest, ctx: Ctx) -> api_pb2.FunctionMapResponse:
         runtime = self.emu.runtime
         config = function_config(self.emu, req.function_id)
+        check_can_start(self.emu, config.environment_id, sandbox=False)
         runtime.configure(config)
         call = runtime.new_call(config.key, config.app_id, config.function_id,
                                 req.function_call_invocation_type)

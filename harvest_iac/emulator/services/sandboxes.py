@@ -44,6 +44,7 @@ from harvest_iac.emulator.runtime.containers import Container, ContainerError
 from harvest_iac.emulator.runtime.fs_tools import resolve_in_root
 from harvest_iac.emulator.runtime.launcher import ContainerSpec, Mount
 from harvest_iac.emulator.runtime.processes import Proc
+from harvest_iac.emulator.services.limits import check_can_start
 from harvest_iac.emulator.services.sandbox_router import SandboxRouter
 from harvest_iac.emulator.services.sandbox_volumes import VolumeLink, commit, copy_in, read_links, scan
 from harvest_iac.emulator.store import dumps, new_id
@@ -334,7 +335,7 @@ class SandboxService(SandboxRouter, Service):
             raise GRPCError(
                 Status.ALREADY_EXISTS, f"A sandbox named '{d.name}' is already running in this app"
             )
-        self._check_task_cap(env_id)
+        check_can_start(self.emu, env_id, sandbox=True)
         env = self._secret_env(req.secret_sources, d.secret_ids)
         sandbox_id, task_id = _new_sandbox_id(), _new_task_id()
         root = self.sandbox_dir / sandbox_id / "root"
@@ -360,21 +361,6 @@ class SandboxService(SandboxRouter, Service):
             command_router_access=self.router_access(task_id),
         )
         return live, resp
-
-    def _check_task_cap(self, env_id: str) -> None:
-        """The environment's `max_concurrent_tasks`: at the cap, a new sandbox is refused with
-        RESOURCE_EXHAUSTED (the client raises `modal.exception.ResourceExhaustedError`)."""
-        from harvest_iac.emulator.services.environments import environment_settings
-
-        cap = environment_settings(self.store, env_id).get("max_concurrent_tasks")
-        if cap is None or running_sandboxes(self.store, env_id) < cap:
-            return
-        row = self.store.one("SELECT name FROM environments WHERE id = ?", env_id)
-        raise GRPCError(
-            Status.RESOURCE_EXHAUSTED,
-            f"Environment '{row['name'] if row else env_id}' is at its limit of {cap} concurrent tasks (max_concurrent_tasks); "
-            "wait for running tasks to finish or raise the limit",
-        )
 
     def router_access(self, task_id: str) -> api_pb2.CommandRouterAccess:
         """Where and how to reach the task command router: this server, with a JWT."""
