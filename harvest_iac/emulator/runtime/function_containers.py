@@ -26,6 +26,7 @@ CODE_DIR = "/root"
 ENTRYPOINT = ("-m", "modal._container_entrypoint")
 _READ_CHUNK = 64 * 1024
 STDERR_TAIL = 4096
+LEFTOVER_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,11 @@ class Container:
         proc = self._process
         assert proc is not None and proc.stdout is not None and proc.stderr is not None
         pumps = asyncio.gather(self._pump(proc.stdout, 1), self._pump(proc.stderr, 2))
-        self.returncode = await proc.wait()
+        exit = asyncio.ensure_future(proc.wait())  # done once it exited and its pipes closed
+        while not (await asyncio.wait({exit}, timeout=LEFTOVER_CHECK_S))[0]:
+            if proc.returncode is not None:  # processes it started hold its output open:
+                _kill_group(proc.pid)  # they end with the container, as in Modal's
+        self.returncode = exit.result()
         try:
             await asyncio.wait_for(pumps, 2.0)
         except asyncio.TimeoutError:
@@ -147,11 +152,15 @@ class Container:
         proc = self._process
         if proc is None or proc.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
+        _kill_group(proc.pid, sig)
 
     def remove(self) -> None:
         shutil.rmtree(self.root.parent, ignore_errors=True)
+
+
+def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
 
 
 def remove_leftovers(container_dir: Path) -> None:

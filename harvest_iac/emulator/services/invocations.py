@@ -12,6 +12,7 @@ so outputs always carry retry count 0, the count the client expects then.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import empty_pb2
@@ -20,8 +21,9 @@ from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
 from harvest_iac.emulator.base import Ctx, Service, streaming
-from harvest_iac.emulator.runtime.calls import Call, Input, Output
+from harvest_iac.emulator.runtime.calls import Call, DataStream, Input, Output
 from harvest_iac.emulator.runtime.calls import Status as RunStatus
+from harvest_iac.emulator.runtime.scheduler import Scheduler
 from harvest_iac.emulator.services.function_runtime import function_config
 from harvest_iac.emulator.services.results import generic_result
 from harvest_iac.emulator.tokens import issue_jwt, verify_jwt
@@ -35,6 +37,19 @@ JWT_LIFETIME_S = 7 * 24 * 3600.0
 def _entry(last_entry_id: str) -> int:
     head = last_entry_id.split("-", 1)[0]
     return int(head) if head.isdigit() else 0
+
+
+async def send_data(stream: Any, runtime: Scheduler, which: Callable[[Call], DataStream]) -> None:
+    """Stream a call's data chunks (`which` of its streams) after the index asked for, for as
+    long as the call lives."""
+    req: api_pb2.FunctionCallGetDataRequest = await stream.recv_message()
+    call = runtime.calls.get(req.function_call_id)
+    last = int(req.last_index)
+    while call is not None and call.call_id in runtime.calls:
+        for index, body in which(call).after(last):
+            await stream.send_message(api_pb2.DataChunk.FromString(body))
+            last = index
+        await call.changed.wait(DATA_OUT_POLL_S)
 
 
 def output_item(output: Output) -> api_pb2.FunctionGetOutputsItem:
@@ -156,15 +171,7 @@ class InvocationService(Service):
 
     @streaming
     async def FunctionCallGetDataOut(self, stream: Any, ctx: Ctx) -> None:
-        req: api_pb2.FunctionCallGetDataRequest = await stream.recv_message()
-        runtime = self.emu.runtime
-        call = runtime.calls.get(req.function_call_id)
-        last = int(req.last_index)
-        while call is not None and call.call_id in runtime.calls:
-            for index, body in call.data_after(last):
-                await stream.send_message(api_pb2.DataChunk.FromString(body))
-                last = index
-            await call.changed.wait(DATA_OUT_POLL_S)
+        await send_data(stream, self.emu.runtime, lambda call: call.data_out)
 
     # -- managing calls ------------------------------------------------------------------
     def FunctionCallCancel(self, req: api_pb2.FunctionCallCancelRequest, ctx: Ctx) -> empty_pb2.Empty:
