@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from harvest_iac.emulator.runtime.launcher import ContainerSpec, Launcher, Mount, host_path
+from harvest_iac.emulator.runtime.launcher import ContainerSpec, HostCommand, Launcher, Mount, host_path
 
 ARGUMENTS_PATH = "/.modal/container_arguments.bin"
 PID_FILE = "pid"
@@ -96,6 +96,9 @@ class Container:
         self.returncode: int | None = None
         self.exited = asyncio.Event()
         self.stderr_tail = b""
+        self.command: HostCommand | None = None
+        """How its process was started (`modal container exec` starts others alike)."""
+        self.isolated = False
 
     @property
     def pid(self) -> int | None:
@@ -106,6 +109,7 @@ class Container:
         if plan.fill is not None:
             await asyncio.to_thread(plan.fill)
         command = launcher.prepare(container_spec(launcher, self.root, plan))
+        self.command, self.isolated = command, launcher.isolated
         self._process = await asyncio.create_subprocess_exec(
             *command.argv, env=command.env, cwd=str(command.cwd),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -152,15 +156,16 @@ class Container:
         proc = self._process
         if proc is None or proc.returncode is not None:
             return
-        _kill_group(proc.pid, sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
 
     def remove(self) -> None:
         shutil.rmtree(self.root.parent, ignore_errors=True)
 
 
-def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+        os.killpg(pid, signal.SIGKILL)
 
 
 def remove_leftovers(container_dir: Path) -> None:

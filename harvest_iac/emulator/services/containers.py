@@ -137,6 +137,15 @@ class ContainerService(Service):
             )
         return api_pb2.ContainerStopResponse()
 
+    def TaskGetCommandRouterAccess(
+        self, req: api_pb2.TaskGetCommandRouterAccessRequest, ctx: Ctx
+    ) -> api_pb2.TaskGetCommandRouterAccessResponse:
+        """Where `modal container exec` reaches a function container: the task command router."""
+        if req.task_id not in self.emu.runtime.tasks:
+            raise GRPCError(Status.NOT_FOUND, f"Container '{req.task_id}' not found (or already stopped)")
+        access = self._sandboxes().router_access(req.task_id)
+        return api_pb2.TaskGetCommandRouterAccessResponse(url=access.url, jwt=access.jwt)
+
     def TaskGetInfo(self, req: api_pb2.TaskGetInfoRequest, ctx: Ctx) -> api_pb2.TaskGetInfoResponse:
         task = self.emu.runtime.tasks.get(req.task_id)
         if task is not None:
