@@ -76,6 +76,8 @@ def test_app_logs_of_a_deployed_app_follow_until_it_stops(env: str) -> None:
     try:
         assert modal.Function.from_name("rt-run", "square", environment_name=env).remote(5) == 25
         assert "in the container: squaring 5" in modal_cli("app", "logs", "rt-run", "--env", env).stdout
+        since = modal_cli("app", "logs", "rt-run", "--since", "1h", "--env", env).stdout
+        assert "in the container: squaring 5" in since
         modal_cli("app", "stop", "rt-run", "--yes", "--env", env)
         out, _ = follow.communicate(timeout=60)  # the stream ends once the app has stopped
     finally:
