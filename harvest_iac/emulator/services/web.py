@@ -88,12 +88,14 @@ class WebService(Service):
         call = await self._start_call(key, scope)
         runtime = self.emu.runtime
         feeder = asyncio.get_running_loop().create_task(self._feed(call, requests))
+        responded = False
         try:
             async for message in self._responses(call):
                 yield message
+                responded = message["type"] == "http.response.body" and not message["more_body"]
         finally:
             feeder.cancel()
-            if not call.finished:  # the client went away
+            if not call.finished and not responded:  # the client went away mid-request
                 self._put_in(call, {"type": "http.disconnect"})
                 runtime.cancel(call, terminate_containers=False)
             runtime.clear(call)
