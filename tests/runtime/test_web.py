@@ -82,6 +82,8 @@ def test_an_asgi_app_answers_with_its_status_headers_and_body(deployed: Deployed
     streamed = request(url + "/stream")
     assert streamed.body == b"one two three" and streamed.headers["transfer-encoding"] == "chunked"
     assert request(url + "/boom").status == 500
+    with pytest.raises(http.client.IncompleteRead):  # failed after it started: cut short
+        request(url + "/halfway")
 
 
 def test_a_request_body_is_streamed_to_the_app(deployed: Deployed) -> None:

@@ -122,6 +122,14 @@ class _Reply:
                 await self.response.write_eof()
                 self.done = True
 
+    def cut(self) -> web.StreamResponse:
+        """The response cannot be completed: the connection is dropped, so the client sees it
+        cut short rather than a complete, truncated body."""
+        assert self.response is not None
+        if self.request.transport is not None:
+            self.request.transport.abort()
+        return self.response
+
     async def finish(self) -> web.StreamResponse:
         """The response, ended (an app that sent a start but no body gets an empty one)."""
         if self.response is None:
@@ -193,7 +201,7 @@ class WebFront:
                 await reply.relay(message)
         except WebError as exc:
             if reply.started:
-                raise
+                return reply.cut()
             return _plain(exc.status, exc.message)
         finally:
             with contextlib.suppress(Exception):

@@ -70,6 +70,14 @@ def decode_asgi(asgi: api_pb2.Asgi) -> Message | None:
     return None
 
 
+def _request_input(scope: Message, method: str) -> bytes:
+    """The call's input: the scope as the user's app gets it (without proxy auth headers)."""
+    scope = {**scope, "headers": [h for h in scope["headers"] if h[0] not in AUTH_HEADERS]}
+    args = pickle.dumps(((scope,), {}), protocol=PICKLE_PROTOCOL)
+    return api_pb2.FunctionInput(args=args, data_format=api_pb2.DATA_FORMAT_PICKLE,
+                                 method_name=method).SerializeToString()
+
+
 class WebService(Service):
     """Runs each request to a web endpoint as a call of its function."""
 
@@ -110,17 +118,13 @@ class WebService(Service):
             config = function_config(self.emu, function_id)
             webhook = self._webhook(function_id, method)
         except GRPCError as exc:
-            raise WebError(_UNAVAILABLE.get(exc.status, 500), f"{exc.message}") from None
+            raise WebError(_UNAVAILABLE.get(exc.status, 500), str(exc.message)) from None
         self._authorize(webhook, config.app_id, scope)
         runtime = self.emu.runtime
         runtime.configure(config)
         call = runtime.new_call(config.key, config.app_id, config.function_id,
                                 api_pb2.FUNCTION_CALL_INVOCATION_TYPE_SYNC)
-        scope = {**scope, "headers": [h for h in scope["headers"] if h[0] not in AUTH_HEADERS]}
-        args = pickle.dumps(((scope,), {}), protocol=PICKLE_PROTOCOL)
-        request = api_pb2.FunctionInput(args=args, data_format=api_pb2.DATA_FORMAT_PICKLE,
-                                        method_name=method)
-        runtime.add_inputs(call, [(0, request.SerializeToString())])
+        runtime.add_inputs(call, [(0, _request_input(scope, method))])
         return call
 
     async def _published(self, function_id: str) -> None:

@@ -22,6 +22,10 @@ async def asgi_echo(scope, receive, send):  # type: ignore[no-untyped-def]
         more = message.get("more_body", False)
     if scope["path"] == "/boom":
         raise RuntimeError("the endpoint failed")
+    if scope["path"] == "/halfway":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise RuntimeError("the endpoint failed halfway")
     if scope["path"] == "/stream":
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain")]})
