@@ -1,8 +1,11 @@
 """`modal container exec` in a function container: commands started beside the container's
-own process, with its environment and in its folders, each a `processes.Proc` as in a
-sandbox, and each killed (with its process group) when the container ends.
+own process, with its environment, each a `processes.Proc` as in a sandbox, and each killed
+(with its process group) when the container ends.
 
-Containers on the host only: one the launcher isolates (bubblewrap) has no way in yet.
+A container on the host: the command runs on the host, in the container's folder. A container
+the launcher isolated (bubblewrap): the command enters the namespaces of the container's
+entrypoint and its root with `nsenter` (util-linux), joining its user namespace first when
+bubblewrap made one (unprivileged), so it sees what the container sees.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ import asyncio
 import contextlib
 import itertools
 import os
+import shutil
 import signal
 from collections.abc import Mapping
+from pathlib import Path
 
 from harvest_iac.emulator.runtime.function_containers import Container
 from harvest_iac.emulator.runtime.launcher import host_path
@@ -47,12 +52,13 @@ class FunctionExec:
         command = self.container.command
         if command is None or not self.running:
             return None, {}, "the container has stopped"
-        if self.container.isolated:
-            return None, {}, "exec into an isolated function container is not supported yet"
-        cwd = host_path(self.container.root, proc.cwd) if proc.cwd else command.cwd
+        how = self._entered(proc) if self.container.isolated else self._beside(proc, command.cwd)
+        if isinstance(how, str):
+            return None, {}, how
+        argv, cwd = how
         try:
             process = await asyncio.create_subprocess_exec(
-                *proc.argv, env={**command.env, **env}, cwd=str(cwd), start_new_session=True,
+                *argv, env={**command.env, **env}, cwd=str(cwd), start_new_session=True,
                 stdin=_STDIO[stdio[0]], stdout=_STDIO[stdio[1]], stderr=_STDIO[stdio[2]],
             )
         except OSError as exc:
@@ -64,6 +70,26 @@ class FunctionExec:
             self._watch = asyncio.ensure_future(self._end_with_container())
         readers = {fd: r for fd, r in ((STDOUT, process.stdout), (STDERR, process.stderr)) if r is not None}
         return process.stdin, readers, None
+
+    def _beside(self, proc: Proc, workdir: Path) -> tuple[list[str], Path]:
+        """On the host: in the container's folder for the workdir asked for, else in its own."""
+        return proc.argv, host_path(self.container.root, proc.cwd) if proc.cwd else workdir
+
+    def _entered(self, proc: Proc) -> tuple[list[str], Path] | str:
+        """Through `nsenter`, into the entrypoint's namespaces (those that are not ours) and
+        root; in the workdir asked for, else in the entrypoint's."""
+        nsenter = shutil.which("nsenter")
+        target = _entrypoint(self.container.pid) if self.container.pid is not None else None
+        if nsenter is None:
+            return "exec into an isolated container needs nsenter (util-linux)"
+        if target is None:
+            return "the container's entrypoint is not running"
+        argv = [nsenter, f"--target={target}"]
+        argv += [flag for kind, flag in _NAMESPACES if _namespace(target, kind) != _namespace(os.getpid(), kind)]
+        if "--user" in argv:
+            argv.append("--preserve-credentials")
+        workdir = f"--wd={host_path(self.container.root, proc.cwd)}" if proc.cwd else "--wd"
+        return [*argv, "--root", workdir, "--", *proc.argv], self.container.root
 
     async def _reap(self, proc: Proc, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
@@ -82,3 +108,38 @@ class FunctionExec:
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+_NAMESPACES = (("user", "--user"), ("mnt", "--mount"), ("uts", "--uts"), ("ipc", "--ipc"),
+               ("net", "--net"), ("pid", "--pid"))
+_LAUNCHER = "bwrap"
+
+
+def _namespace(pid: int, kind: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return ""
+
+
+def _entrypoint(pid: int) -> int | None:
+    """The container's first process of its own: down the first children from the launched
+    process, the first that is not bubblewrap (None when gone)."""
+    current: int | None = pid
+    while current is not None and _comm(current) == _LAUNCHER:
+        current = min(_children(current), default=None)
+    return current if current is not None and _comm(current) else None
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
