@@ -4,19 +4,21 @@ own process, with its environment, each a `processes.Proc` as in a sandbox, and 
 
 A container on the host: the command runs on the host, in the container's folder. A container
 the launcher isolated (bubblewrap): the command enters the namespaces of the container's
-entrypoint and its root with `nsenter` (util-linux), joining its user namespace first when
-bubblewrap made one (unprivileged), so it sees what the container sees.
+entrypoint and its root with `nsenter` (util-linux), joining first the user namespace that
+owns them when bubblewrap made one (unprivileged), so it sees what the container sees.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import os
 import shutil
 import signal
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from harvest_iac.emulator.runtime.function_containers import Container
@@ -25,6 +27,15 @@ from harvest_iac.emulator.runtime.processes import STDERR, STDOUT, Proc
 
 _STDIO = {"fd": asyncio.subprocess.PIPE, "null": asyncio.subprocess.DEVNULL,
           "stdout": asyncio.subprocess.STDOUT}
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """How to start a command: its argv, the host folder it starts in, fds it inherits."""
+
+    argv: list[str]
+    cwd: Path
+    fds: tuple[int, ...] = ()
 
 
 class FunctionExec:
@@ -55,14 +66,17 @@ class FunctionExec:
         how = self._entered(proc) if self.container.isolated else self._beside(proc, command.cwd)
         if isinstance(how, str):
             return None, {}, how
-        argv, cwd = how
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv, env={**command.env, **env}, cwd=str(cwd), start_new_session=True,
+                *how.argv, env={**command.env, **env}, cwd=str(how.cwd), pass_fds=how.fds,
+                start_new_session=True,
                 stdin=_STDIO[stdio[0]], stdout=_STDIO[stdio[1]], stderr=_STDIO[stdio[2]],
             )
         except OSError as exc:
             return None, {}, exc.strerror or str(exc)
+        finally:
+            for fd in how.fds:
+                os.close(fd)
         proc.ident = str(next(self._ids))
         self._processes[proc.ident] = process
         asyncio.ensure_future(self._reap(proc, process))
@@ -71,11 +85,11 @@ class FunctionExec:
         readers = {fd: r for fd, r in ((STDOUT, process.stdout), (STDERR, process.stderr)) if r is not None}
         return process.stdin, readers, None
 
-    def _beside(self, proc: Proc, workdir: Path) -> tuple[list[str], Path]:
+    def _beside(self, proc: Proc, workdir: Path) -> _Launch:
         """On the host: in the container's folder for the workdir asked for, else in its own."""
-        return proc.argv, host_path(self.container.root, proc.cwd) if proc.cwd else workdir
+        return _Launch(proc.argv, host_path(self.container.root, proc.cwd) if proc.cwd else workdir)
 
-    def _entered(self, proc: Proc) -> tuple[list[str], Path] | str:
+    def _entered(self, proc: Proc) -> _Launch | str:
         """Through `nsenter`, into the entrypoint's namespaces (those that are not ours) and
         root; in the workdir asked for, else in the entrypoint's."""
         nsenter = shutil.which("nsenter")
@@ -85,11 +99,13 @@ class FunctionExec:
         if target is None:
             return "the container's entrypoint is not running"
         argv = [nsenter, f"--target={target}"]
+        users = _user_namespace(target)
+        if users is not None:
+            argv += [f"--user=/proc/self/fd/{users}", "--preserve-credentials"]
         argv += [flag for kind, flag in _NAMESPACES if _namespace(target, kind) != _namespace(os.getpid(), kind)]
-        if "--user" in argv:
-            argv.append("--preserve-credentials")
         workdir = f"--wd={host_path(self.container.root, proc.cwd)}" if proc.cwd else "--wd"
-        return [*argv, "--root", workdir, "--", *proc.argv], self.container.root
+        argv += ["--root", workdir, "--", *proc.argv]
+        return _Launch(argv, self.container.root, (users,) if users is not None else ())
 
     async def _reap(self, proc: Proc, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
@@ -110,8 +126,10 @@ class FunctionExec:
                 os.killpg(process.pid, signal.SIGKILL)
 
 
-_NAMESPACES = (("user", "--user"), ("mnt", "--mount"), ("uts", "--uts"), ("ipc", "--ipc"),
-               ("net", "--net"), ("pid", "--pid"))
+_NAMESPACES = (("mnt", "--mount"), ("uts", "--uts"), ("ipc", "--ipc"), ("net", "--net"),
+               ("pid", "--pid"))
+NS_GET_PARENT = 0xB702
+"""ioctl on a user namespace's fd: an fd of its parent namespace."""
 _LAUNCHER = "bwrap"
 
 
@@ -120,6 +138,26 @@ def _namespace(pid: int, kind: str) -> str:
         return os.readlink(f"/proc/{pid}/ns/{kind}")
     except OSError:
         return ""
+
+
+def _user_namespace(pid: int) -> int | None:
+    """An fd of the user namespace to join for the others of `pid`: on the chain from its own
+    up to ours, the one right below ours (bubblewrap, unprivileged, makes its namespaces in
+    one user namespace and runs the command in another inside it); None when `pid` is in ours."""
+    own = os.stat("/proc/self/ns/user")
+    fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
+    while not os.path.samestat(os.fstat(fd), own):
+        try:
+            parent = fcntl.ioctl(fd, NS_GET_PARENT)
+        except OSError:  # no parent we may see: join the highest we reached
+            return fd
+        if os.path.samestat(os.fstat(parent), own):
+            os.close(parent)
+            return fd
+        os.close(fd)
+        fd = parent
+    os.close(fd)
+    return None
 
 
 def _entrypoint(pid: int) -> int | None:
