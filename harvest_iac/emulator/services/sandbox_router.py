@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -27,7 +27,8 @@ from modal_proto import api_pb2, task_command_router_pb2 as sr_pb2
 from harvest_iac.emulator.auth import ROUTER
 from harvest_iac.emulator.base import Ctx, streaming
 from harvest_iac.emulator.runtime.function_exec import FunctionExec
-from harvest_iac.emulator.runtime.processes import STDERR, STDOUT, Proc
+from harvest_iac.emulator.runtime.function_containers import Container as FunctionContainer
+from harvest_iac.emulator.runtime.processes import STDERR, STDOUT, Proc, Spawner
 from harvest_iac.emulator.runtime.rootfs import LAYER_SNAPSHOT
 
 if TYPE_CHECKING:
@@ -43,13 +44,19 @@ _SANDBOX_FD = {
 }
 
 
+class ExecSpawner(Spawner, Protocol):
+    """What starts a task's commands (a sandbox's agent, a function container's exec)."""
+
+    def tool_argv(self, argv: list[str]) -> list[str]: ...
+
+
 @dataclass(eq=False)
 class ExecTarget:
     """What `exec` needs of a task: what starts its processes, those it started, its
     default workdir, the env of a command (given the request's own), whether it runs, and
     how to note activity (a sandbox's idle timeout)."""
 
-    spawner: Any
+    spawner: ExecSpawner
     execs: dict[str, Proc]
     workdir: str
     env: Callable[[dict[str, str]], dict[str, str]]
@@ -69,6 +76,9 @@ class SandboxRouter:
 
     def _task(self: SandboxService, ctx: Ctx, task_id: str) -> LiveSandbox:
         self._check_token(ctx, task_id)
+        return self._live_task(task_id)
+
+    def _live_task(self: SandboxService, task_id: str) -> LiveSandbox:
         sandbox_id = self.by_task.get(task_id)
         live = self.live.get(sandbox_id) if sandbox_id else None
         if live is None:
@@ -85,17 +95,27 @@ class SandboxRouter:
         """Where `exec` runs in a task: a sandbox, or a function container."""
         self._check_token(ctx, task_id)
         task = self.emu.runtime.tasks.get(task_id)
-        if task_id in self.by_task or task is None:
-            live = self._task(ctx, task_id)
-            assert live.container is not None
-            return ExecTarget(live.container, live.execs, live.workdir,
-                              lambda extra: self.process_env(live, extra),
-                              not live.done.is_set(), lambda: setattr(live, "last_activity", time.monotonic()))
-        found = self.function_execs.get(task_id)
-        if found is None or found.container is not task.container:
-            found = self.function_execs[task_id] = FunctionExec(task.container)
+        if task is None or task_id in self.by_task:
+            return self._sandbox_target(self._live_task(task_id))
+        return self._function_target(task_id, task.container)
+
+    def _sandbox_target(self: SandboxService, live: LiveSandbox) -> ExecTarget:
+        assert live.container is not None
+
+        def touch() -> None:
+            live.last_activity = time.monotonic()
+
+        return ExecTarget(live.container, live.execs, live.workdir,
+                          lambda extra: self.process_env(live, extra), not live.done.is_set(), touch)
+
+    def _function_target(self: SandboxService, task_id: str, container: FunctionContainer) -> ExecTarget:
+        """A function container's commands run with its own env (plus the request's), in its
+        workdir unless the request names one."""
         for gone in [t for t in self.function_execs if t not in self.emu.runtime.tasks]:
             del self.function_execs[gone]
+        found = self.function_execs.get(task_id)
+        if found is None or found.container is not container:
+            found = self.function_execs[task_id] = FunctionExec(container)
         return ExecTarget(found, found.execs, "", dict, found.running, lambda: None)
 
     @staticmethod
