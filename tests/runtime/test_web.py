@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -95,6 +96,18 @@ def test_a_request_body_is_streamed_to_the_app(deployed: Deployed) -> None:
         assert (resp.status, resp.read()) == (201, b"POST /chunks ? " + b"a" * 70000 + b"bc")
     finally:
         conn.close()
+
+
+def test_a_client_that_goes_away_cancels_the_call(deployed: Deployed) -> None:
+    address = urlparse(deployed.url("echo"))
+    conn = http.client.HTTPConnection(address.hostname or "", address.port, timeout=60)
+    conn.request("GET", "/forever")
+    assert conn.getresponse().read(5) == b"tick\n"
+    conn.close()
+    deadline = time.monotonic() + 30
+    while "the client went away" not in modal_cli("app", "logs", "rt-web", "--env", deployed.env).stdout:
+        assert time.monotonic() < deadline, "the call was not cancelled"
+        time.sleep(0.5)
 
 
 def test_wsgi_and_fastapi_endpoints(deployed: Deployed) -> None:

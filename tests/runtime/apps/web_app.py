@@ -1,6 +1,7 @@
 """Web endpoints the runtime tests deploy: a hand-written ASGI app, a WSGI app, FastAPI
 endpoints and a `web_server` (`python -m http.server`, on the port RT_WEB_PORT names)."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -26,6 +27,15 @@ async def asgi_echo(scope, receive, send):  # type: ignore[no-untyped-def]
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
         raise RuntimeError("the endpoint failed halfway")
+    if scope["path"] == "/forever":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": b"tick\n", "more_body": True})
+                await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            print("the client went away", flush=True)
+            raise
     if scope["path"] == "/stream":
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain")]})
