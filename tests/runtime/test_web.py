@@ -22,9 +22,10 @@ from urllib.parse import urlparse
 
 import modal
 import pytest
+from modal_proto import api_pb2
 
 from harvest_iac.emulator.server import free_port
-from tests.conftest import modal_cli
+from tests.conftest import modal_cli, raw_rpc
 
 APP = Path(__file__).parent / "apps" / "web_app.py"
 ENDPOINTS = ("echo", "hello", "add", "secret_word", "files")
@@ -118,11 +119,23 @@ def test_wsgi_and_fastapi_endpoints(deployed: Deployed) -> None:
     assert (added.status, json.loads(added.body)) == (200, {"sum": 5})
 
 
+def block_unauthenticated(env: str, choice: int) -> None:
+    raw_rpc("EnvironmentUpdate", api_pb2.EnvironmentUpdateRequest(
+        current_name=env, block_unauthenticated_resources=choice))  # type: ignore[arg-type]
+
+
 def test_proxy_auth_needs_the_local_modals_token(deployed: Deployed) -> None:
     url = deployed.url("secret_word")
     assert request(url).status == 401
     token = {"Modal-Key": os.environ["MODAL_TOKEN_ID"], "Modal-Secret": os.environ["MODAL_TOKEN_SECRET"]}
     assert request(url, headers=token).body == b'"swordfish"'
+    hello = deployed.url("hello")  # no proxy auth of its own, but its environment blocks
+    block_unauthenticated(deployed.env, api_pb2.ENVIRONMENT_BLOCK_UNAUTHENTICATED_RESOURCES_BLOCK)
+    try:
+        assert request(hello).status == 401 and request(hello, headers=token).status == 202
+    finally:
+        block_unauthenticated(deployed.env, api_pb2.ENVIRONMENT_BLOCK_UNAUTHENTICATED_RESOURCES_INHERIT)
+    assert request(hello).status == 202
 
 
 def test_a_web_server_is_reached_through_modals_proxy(deployed: Deployed) -> None:
