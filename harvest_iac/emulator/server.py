@@ -154,7 +154,8 @@ class Emulator:
         # Function containers still run on the host: the sandboxes' launcher does not yet
         # give them the venv that holds `modal` (the README's fidelity table says so).
         self.runtime = Scheduler(self.data_dir, HostLauncher(), new_id=new_id,
-                                 max_containers=int(os.environ.get("HARVEST_MAX_CONTAINERS", "8")))
+                                 max_containers=int(os.environ.get("HARVEST_MAX_CONTAINERS", "8")),
+                                 web_host=host)
         self.services: list[Service] = []
         self._server: grpclib.server.Server | None = None
         self._http: Any = None
@@ -198,6 +199,10 @@ class Emulator:
     @property
     def http_url(self) -> str:
         return f"http://{self._url_host}:{self.http_port}"
+
+    def local_url(self, port: int) -> str:
+        """The URL of another port of this local Modal (a web endpoint's)."""
+        return f"http://{self._url_host}:{port}"
 
     @property
     def _url_host(self) -> str:

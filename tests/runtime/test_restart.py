@@ -1,6 +1,6 @@
 """No container outlives the local Modal: stopping it stops them; one killed outright leaves
 them behind, and the next one started on the same data directory ends them. Calls live in
-memory: after a restart a call made before is gone."""
+memory: after a restart a call made before is gone; a web endpoint keeps its URL."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,12 +33,23 @@ def pid() -> int:
 def nap() -> None:
     import time
     time.sleep(600)
+
+
+@app.function()
+@modal.asgi_app()
+def site():
+    async def page(scope, receive, send):
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"still here"})
+    return page
 '''
 CALL = """
 import json, sys, modal
 pid = modal.Function.from_name("rt-restart", "pid").remote()
 call = modal.Function.from_name("rt-restart", "nap").spawn()
-print(json.dumps({"pid": pid, "call": call.object_id}))
+url = modal.Function.from_name("rt-restart", "site").get_web_url()
+print(json.dumps({"pid": pid, "call": call.object_id, "url": url}))
 """
 GET = """
 import sys, modal
@@ -87,6 +99,9 @@ def test_containers_end_with_the_local_modal_even_when_it_was_killed(tmp_path: P
         assert not any((data / "containers").glob("ta-*"))
         assert python(GET, exports, started["call"]).strip() == "expired"  # calls live in memory
         again = json.loads(python(CALL, exports))
+        assert again["url"] == started["url"]  # a web endpoint keeps its port
+        with urllib.request.urlopen(again["url"], timeout=60) as page:
+            assert page.read() == b"still here"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     assert not alive(again["pid"])

@@ -76,6 +76,8 @@ def test_app_logs_of_a_deployed_app_follow_until_it_stops(env: str) -> None:
     try:
         assert modal.Function.from_name("rt-run", "square", environment_name=env).remote(5) == 25
         assert "in the container: squaring 5" in modal_cli("app", "logs", "rt-run", "--env", env).stdout
+        since = modal_cli("app", "logs", "rt-run", "--since", "1h", "--env", env).stdout
+        assert "in the container: squaring 5" in since
         modal_cli("app", "stop", "rt-run", "--yes", "--env", env)
         out, _ = follow.communicate(timeout=60)  # the stream ends once the app has stopped
     finally:
@@ -94,3 +96,14 @@ def test_container_stop(env: str) -> None:
     modal_cli("container", "stop", running, "--yes")
     wait_until(lambda: running not in containers(env))
     assert modal.Function.from_name("rt-run", "square", environment_name=env).remote(3) == 9
+
+
+def test_container_exec_runs_a_command_in_a_function_container(env: str) -> None:
+    modal_cli("deploy", str(APP), "--env", env, cwd=APP.parent)
+    assert modal.Function.from_name("rt-run", "square", environment_name=env).remote(6) == 36
+    (running,) = [c["container_id"] for c in json.loads(
+        modal_cli("container", "list", "--env", env, "--json").stdout)]
+    code = "import os, sys; print(os.environ['MODAL_TASK_ID'], os.path.isfile('run_app.py')); print('err', file=sys.stderr)"
+    ran = modal_cli("container", "exec", running, "--", "python", "-c", code)
+    assert ran.stdout.split()[:2] == [running, "True"] and "err" in ran.stdout + ran.stderr
+    modal_cli("app", "stop", "rt-run", "--yes", "--env", env)

@@ -3,7 +3,8 @@
 A call (`.remote()`, `.spawn()`, `.map()`, a schedule's tick) owns inputs; each input ends
 with one output, appended to the call's output log under a growing entry number, which is
 what callers read (by index, or after an entry they have already seen). Generators also
-append data chunks. Payloads are opaque bytes here: the API services encode and decode them.
+append data chunks, and a web request's body comes in as data chunks. Payloads are opaque
+bytes here: the API services encode and decode them.
 
 None of this survives a restart of the local Modal: a call made before it is forgotten.
 """
@@ -60,6 +61,26 @@ class Pulse:
 
 
 @dataclass(eq=False)
+class DataStream:
+    """Chunks of a call's data, by index from 1: a generator's items (out), a web request's
+    body (in). Each put wakes whoever waits on the call."""
+
+    changed: Pulse
+    chunks: dict[int, bytes] = field(default_factory=dict)
+
+    def put(self, chunks: list[tuple[int, bytes]]) -> None:
+        for index, body in chunks:
+            self.chunks.setdefault(index, body)
+        self.changed.fire()
+
+    def append(self, body: bytes) -> None:
+        self.put([(len(self.chunks) + 1, body)])
+
+    def after(self, index: int) -> list[tuple[int, bytes]]:
+        return sorted((i, b) for i, b in self.chunks.items() if i > index)
+
+
+@dataclass(eq=False)
 class Input:
     """One input of a call, and its current attempt."""
 
@@ -88,7 +109,7 @@ class Output:
 
 @dataclass(eq=False)
 class Call:
-    """A function call: its inputs (pending or done), outputs and generator data."""
+    """A function call: its inputs (pending or done), outputs, and data streams."""
 
     call_id: str
     pool_key: str
@@ -101,12 +122,17 @@ class Call:
     outputs: list[Output] = field(default_factory=list)
     declared_inputs: int | None = None
     """How many inputs the caller says it sent (spawn_map's FunctionFinishInputs)."""
-    data_out: dict[int, bytes] = field(default_factory=dict)
     cancelled: bool = False
     cleared: bool = False
     unfinished: int = 0
     """Inputs without their output yet."""
     changed: Pulse = field(default_factory=Pulse)
+    data_out: DataStream = field(init=False)
+    data_in: DataStream = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_out = DataStream(self.changed)
+        self.data_in = DataStream(self.changed)
 
     def add(self, inp: Input) -> None:
         self.inputs[inp.input_id] = inp
@@ -143,11 +169,3 @@ class Call:
 
     def outputs_between(self, start: int, end: int) -> list[Output]:
         return [o for o in self.outputs if start <= o.idx <= end]
-
-    def put_data(self, chunks: list[tuple[int, bytes]]) -> None:
-        for index, body in chunks:
-            self.data_out.setdefault(index, body)
-        self.changed.fire()
-
-    def data_after(self, index: int) -> list[tuple[int, bytes]]:
-        return sorted((i, b) for i, b in self.data_out.items() if i > index)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from harvest_iac.emulator.runtime.launcher import ContainerSpec, Launcher, Mount, host_path
+from harvest_iac.emulator.runtime.launcher import ContainerSpec, HostCommand, Launcher, Mount, host_path
 
 ARGUMENTS_PATH = "/.modal/container_arguments.bin"
 PID_FILE = "pid"
@@ -26,6 +26,7 @@ CODE_DIR = "/root"
 ENTRYPOINT = ("-m", "modal._container_entrypoint")
 _READ_CHUNK = 64 * 1024
 STDERR_TAIL = 4096
+LEFTOVER_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class Container:
         self.returncode: int | None = None
         self.exited = asyncio.Event()
         self.stderr_tail = b""
+        self.command: HostCommand | None = None
+        """How its process was started (`modal container exec` starts others alike)."""
+        self.isolated = False
 
     @property
     def pid(self) -> int | None:
@@ -105,6 +109,7 @@ class Container:
         if plan.fill is not None:
             await asyncio.to_thread(plan.fill)
         command = launcher.prepare(container_spec(launcher, self.root, plan))
+        self.command, self.isolated = command, launcher.isolated
         self._process = await asyncio.create_subprocess_exec(
             *command.argv, env=command.env, cwd=str(command.cwd),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -118,7 +123,11 @@ class Container:
         proc = self._process
         assert proc is not None and proc.stdout is not None and proc.stderr is not None
         pumps = asyncio.gather(self._pump(proc.stdout, 1), self._pump(proc.stderr, 2))
-        self.returncode = await proc.wait()
+        exit = asyncio.ensure_future(proc.wait())  # done once it exited and its pipes closed
+        while not (await asyncio.wait({exit}, timeout=LEFTOVER_CHECK_S))[0]:
+            if proc.returncode is not None:  # processes it started hold its output open:
+                _kill_group(proc.pid)  # they end with the container, as in Modal's
+        self.returncode = exit.result()
         try:
             await asyncio.wait_for(pumps, 2.0)
         except asyncio.TimeoutError:
@@ -152,6 +161,11 @@ class Container:
 
     def remove(self) -> None:
         shutil.rmtree(self.root.parent, ignore_errors=True)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def remove_leftovers(container_dir: Path) -> None:

@@ -1,5 +1,6 @@
 """Processes in a local container: an entrypoint or an exec'd command, started by the
-container's agent (`containers.Container`), with its output buffered in memory so readers can
+container's agent (`containers.Container`) or beside a function container's process
+(`function_exec.FunctionExec`), with its output buffered in memory so readers can
 stream it from any byte offset, an offset-checked stdin, a timeout, and a kill that takes
 its whole process group down.
 """
@@ -9,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from harvest_iac.emulator.runtime.containers import Container
+from typing import Protocol
 
 STDOUT = 1
 STDERR = 2
@@ -21,12 +19,22 @@ NOT_FOUND_EXIT = 127
 DRAIN_AFTER_EXIT_S = 2.0
 
 
+class Spawner(Protocol):
+    """What starts a `Proc` and kills it: a container's agent, or exec in a function container."""
+
+    async def spawn(
+        self, proc: Proc, *, stdio: list[str], env: Mapping[str, str]
+    ) -> tuple[asyncio.StreamWriter | None, dict[int, asyncio.StreamReader], str | None]: ...
+
+    def kill(self, ident: str) -> None: ...
+
+
 class Proc:
     """One process of a container, started with `start()`."""
 
     def __init__(
         self,
-        container: Container,
+        container: Spawner,
         argv: Sequence[str],
         *,
         cwd: str,

@@ -41,6 +41,7 @@ from harvest_iac.emulator.runtime.function_containers import Container, Containe
 from harvest_iac.emulator.runtime.launcher import Launcher
 from harvest_iac.emulator.runtime.logs import LogBook
 from harvest_iac.emulator.runtime.schedules import Ticker
+from harvest_iac.emulator.runtime.web import WebFront
 
 log = logging.getLogger("harvest.emulator.runtime")
 
@@ -194,7 +195,7 @@ class Scheduler:
     """Pools, tasks, calls and inputs of one local Modal."""
 
     def __init__(self, data_dir: Path, launcher: Launcher, *, new_id: Callable[[str], str],
-                 max_containers: int = 8) -> None:
+                 max_containers: int = 8, web_host: str = "127.0.0.1") -> None:
         self.container_dir = Path(data_dir) / "containers"
         self.launcher = launcher
         self.new_id = new_id
@@ -205,6 +206,7 @@ class Scheduler:
         self.inputs: dict[str, Input] = {}
         self.logs = LogBook()
         self.schedules = Ticker()
+        self.web = WebFront(web_host)
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -237,6 +239,7 @@ class Scheduler:
         for task in list(self.tasks.values()):
             task.stopping = True
             task.container.signal(signal.SIGKILL)
+        await self.web.close()
         if self._background:
             await asyncio.wait(list(self._background), timeout=5.0)
 
@@ -261,9 +264,10 @@ class Scheduler:
         return pool
 
     def stop_app(self, app_id: str) -> None:
-        """The app stopped: its schedules and pools go, queued inputs end TERMINATED,
-        containers stop."""
+        """The app stopped: its schedules, web endpoints and pools go, queued inputs end
+        TERMINATED, containers stop."""
         self.schedules.drop_app(app_id)
+        self.web.close_app(app_id)
         for key, pool in list(self.pools.items()):
             if pool.config.app_id != app_id:
                 continue
@@ -586,7 +590,7 @@ class Scheduler:
     def put_data(self, call_id: str, chunks: list[tuple[int, bytes]]) -> None:
         call = self.calls.get(call_id)
         if call is not None:
-            call.put_data(chunks)
+            call.data_out.put(chunks)
 
     def task_result(self, task_id: str, result: Result) -> None:
         """The container reports it failed as a whole (e.g. its imports or `@enter` raised)."""

@@ -18,6 +18,7 @@ from harvest_iac.emulator.services.queues import QueueService
 from harvest_iac.emulator.services.sandboxes import SandboxService
 from harvest_iac.emulator.services.secrets import SecretService
 from harvest_iac.emulator.services.volumes import VolumeService
+from harvest_iac.emulator.services.web import WebService
 
 SERVICE_CLASSES: list[type] = [
     EnvironmentService,
@@ -27,6 +28,7 @@ SERVICE_CLASSES: list[type] = [
     ClassService,
     LogService,
     ContainerService,
+    WebService,
     ImageService,
     MountService,
     SandboxService,

@@ -2,9 +2,10 @@
 
 ContainerHello, ContainerHeartbeat (a long poll that answers early with the inputs to
 cancel), FunctionGetInputs (a long poll: inputs, or a kill switch when the container should
-exit), FunctionPutOutputs, FunctionCallPutDataOut (generator items), TaskResult (the
-container failed as a whole) and ContainerStop. A container is identified by its task
-token (`x-harvest-task-token`), never by what it claims in a request.
+exit), FunctionPutOutputs, FunctionCallPutDataOut (generator items and web responses),
+FunctionCallGetDataIn (a web request's body), TaskResult (the container failed as a whole)
+and ContainerStop. A container is identified by its task token (`x-harvest-task-token`),
+never by what it claims in a request.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
 from harvest_iac.emulator.auth import CONTAINER
-from harvest_iac.emulator.base import Ctx, Service
+from harvest_iac.emulator.base import Ctx, Service, streaming
 from harvest_iac.emulator.services.apps import app_row
 from harvest_iac.emulator.services.container_volumes import LIVE, ContainerVolumes
 from harvest_iac.emulator.services.function_runtime import refresh_deployed_apps, run_scheduled
+from harvest_iac.emulator.services.invocations import send_data
 from harvest_iac.emulator.services.results import runtime_result
 from harvest_iac.emulator.services.volumes import VolumeService
 
@@ -111,6 +113,12 @@ class ContainerService(Service):
         )
         return empty_pb2.Empty()
 
+    @streaming
+    async def FunctionCallGetDataIn(self, stream: Any, ctx: Ctx) -> None:
+        """A web request's body (ASGI messages), as the front receives it."""
+        task_of(ctx)
+        await send_data(stream, self.emu.runtime, lambda call: call.data_in)
+
     async def TaskResult(self, req: api_pb2.TaskResultRequest, ctx: Ctx) -> empty_pb2.Empty:
         self.emu.runtime.task_result(task_of(ctx), runtime_result(req.result))
         return empty_pb2.Empty()
@@ -128,6 +136,15 @@ class ContainerService(Service):
                 api_pb2.SandboxTerminateRequest(sandbox_id=sandbox["id"]), ctx
             )
         return api_pb2.ContainerStopResponse()
+
+    def TaskGetCommandRouterAccess(
+        self, req: api_pb2.TaskGetCommandRouterAccessRequest, ctx: Ctx
+    ) -> api_pb2.TaskGetCommandRouterAccessResponse:
+        """Where `modal container exec` reaches a function container: the task command router."""
+        if req.task_id not in self.emu.runtime.tasks:
+            raise GRPCError(Status.NOT_FOUND, f"Container '{req.task_id}' not found (or already stopped)")
+        access = self._sandboxes().router_access(req.task_id)
+        return api_pb2.TaskGetCommandRouterAccessResponse(url=access.url, jwt=access.jwt)
 
     def TaskGetInfo(self, req: api_pb2.TaskGetInfoRequest, ctx: Ctx) -> api_pb2.TaskGetInfoResponse:
         task = self.emu.runtime.tasks.get(req.task_id)

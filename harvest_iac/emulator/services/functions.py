@@ -22,6 +22,7 @@ from modal_proto import api_pb2
 
 from harvest_iac.emulator.base import Ctx, Service
 from harvest_iac.emulator.services.apps import app_functions, app_row, deployed_app
+from harvest_iac.emulator.services.web_endpoints import fill_web_urls
 from harvest_iac.emulator.store import new_id
 
 if TYPE_CHECKING:
@@ -51,10 +52,16 @@ CREATE INDEX IF NOT EXISTS function_defs_digest ON function_defs (function_id, d
 
 # -- the interface apps.py uses ---------------------------------------------------------
 def function_data(emu: Emulator, definition_id: str) -> api_pb2.FunctionData:
-    row = emu.store.one("SELECT data FROM function_defs WHERE id = ?", definition_id)
+    """A stored definition, with the URLs of its web endpoints (which listen from then on)."""
+    row = emu.store.one(
+        "SELECT d.data, d.function_id, f.app_id FROM function_defs d"
+        " JOIN functions f ON f.id = d.function_id WHERE d.id = ?", definition_id,
+    )
     if row is None:
         raise GRPCError(Status.NOT_FOUND, f"Function definition '{definition_id}' not found")
-    return api_pb2.FunctionData.FromString(row["data"])
+    data = api_pb2.FunctionData.FromString(row["data"])
+    fill_web_urls(emu, str(row["app_id"]), str(row["function_id"]), data)
+    return data
 
 
 def function_handle_metadata(
@@ -291,9 +298,12 @@ class FunctionService(Service):
                 function_id, req.app_id, app["env_id"], name, data.function_type, time.time(),
             )
         definition_id = self._store_definition(function_id, data)
+        function = data.ranked_functions[0].function
+        for definition in (function, data):
+            fill_web_urls(self.emu, req.app_id, function_id, definition)
         return api_pb2.FunctionCreateResponse(
             function_id=function_id,
-            function=data.ranked_functions[0].function,
+            function=function,
             handle_metadata=function_handle_metadata(self.emu, function_id, definition_id),
             function_data=data,
         )

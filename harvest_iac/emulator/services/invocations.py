@@ -12,7 +12,7 @@ so outputs always carry retry count 0, the count the client expects then.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import empty_pb2
@@ -21,8 +21,9 @@ from grpclib.exceptions import GRPCError
 from modal_proto import api_pb2
 
 from harvest_iac.emulator.base import Ctx, Service, streaming
-from harvest_iac.emulator.runtime.calls import Call, Input, Output
+from harvest_iac.emulator.runtime.calls import Call, DataStream, Input, Output
 from harvest_iac.emulator.runtime.calls import Status as RunStatus
+from harvest_iac.emulator.runtime.scheduler import Scheduler
 from harvest_iac.emulator.services.function_runtime import function_config
 from harvest_iac.emulator.services.limits import check_can_start
 from harvest_iac.emulator.services.results import generic_result
@@ -42,6 +43,19 @@ def _entry(last_entry_id: str) -> int:
     return int(head) if head.isdigit() else 0
 
 
+async def send_data(stream: Any, runtime: Scheduler, which: Callable[[Call], DataStream]) -> None:
+    """Stream a call's data chunks (`which` of its streams) after the index asked for, for as
+    long as the call lives."""
+    req: api_pb2.FunctionCallGetDataRequest = await stream.recv_message()
+    call = runtime.calls.get(req.function_call_id)
+    last = int(req.last_index)
+    while call is not None and call.call_id in runtime.calls:
+        for index, body in which(call).after(last):
+            await stream.send_message(api_pb2.DataChunk.FromString(body))
+            last = index
+        await call.changed.wait(DATA_OUT_POLL_S)
+
+
 def output_item(output: Output) -> api_pb2.FunctionGetOutputsItem:
     return api_pb2.FunctionGetOutputsItem(
         result=generic_result(output.result), idx=output.idx, input_id=output.input_id,
@@ -52,16 +66,17 @@ def output_item(output: Output) -> api_pb2.FunctionGetOutputsItem:
 
 
 def blobs_of(call: Call) -> Iterable[str]:
-    """The blob ids a call still needs: its pending inputs' arguments, its results and its
-    generator items that went through blobs."""
+    """The blob ids a call still needs: its pending inputs' arguments, its results, and the
+    generator items or web request bodies that went through blobs."""
     for inp in call.inputs.values():
         if not inp.done:
             yield api_pb2.FunctionInput.FromString(inp.body).args_blob_id
     for output in call.outputs:
         if output.result.body:
             yield api_pb2.GenericResult.FromString(output.result.body).data_blob_id
-    for body in call.data_out.values():
-        yield api_pb2.DataChunk.FromString(body).data_blob_id
+    for stream in (call.data_in, call.data_out):
+        for body in stream.chunks.values():
+            yield api_pb2.DataChunk.FromString(body).data_blob_id
 
 
 class InvocationService(Service):
@@ -184,15 +199,7 @@ class InvocationService(Service):
 
     @streaming
     async def FunctionCallGetDataOut(self, stream: Any, ctx: Ctx) -> None:
-        req: api_pb2.FunctionCallGetDataRequest = await stream.recv_message()
-        runtime = self.emu.runtime
-        call = runtime.calls.get(req.function_call_id)
-        last = int(req.last_index)
-        while call is not None and call.call_id in runtime.calls:
-            for index, body in call.data_after(last):
-                await stream.send_message(api_pb2.DataChunk.FromString(body))
-                last = index
-            await call.changed.wait(DATA_OUT_POLL_S)
+        await send_data(stream, self.emu.runtime, lambda call: call.data_out)
 
     # -- managing calls ------------------------------------------------------------------
     def FunctionCallCancel(self, req: api_pb2.FunctionCallCancelRequest, ctx: Ctx) -> empty_pb2.Empty:

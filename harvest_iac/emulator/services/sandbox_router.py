@@ -1,6 +1,7 @@
 """The task command router of the local Modal's sandboxes (modal_proto's
 `TaskCommandRouter` service, served on the emulator's own port): exec, stdio streams,
-stdin, exit status, readiness, filesystem snapshots.
+stdin, exit status, readiness, filesystem snapshots. Exec also reaches function containers
+(`modal container exec`).
 
 Calls carry `authorization: Bearer <jwt>`, a JWT the control plane issued for one task
 (`SandboxCreateV2`, `SandboxGetCommandRouterAccess`); a wrong or expired one answers
@@ -15,7 +16,9 @@ import asyncio
 import shutil
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -23,7 +26,9 @@ from modal_proto import api_pb2, task_command_router_pb2 as sr_pb2
 
 from harvest_iac.emulator.auth import ROUTER
 from harvest_iac.emulator.base import Ctx, streaming
-from harvest_iac.emulator.runtime.processes import STDERR, STDOUT, Proc
+from harvest_iac.emulator.runtime.function_exec import FunctionExec
+from harvest_iac.emulator.runtime.function_containers import Container as FunctionContainer
+from harvest_iac.emulator.runtime.processes import STDERR, STDOUT, Proc, Spawner
 from harvest_iac.emulator.runtime.rootfs import LAYER_SNAPSHOT
 
 if TYPE_CHECKING:
@@ -39,15 +44,41 @@ _SANDBOX_FD = {
 }
 
 
+class ExecSpawner(Spawner, Protocol):
+    """What starts a task's commands (a sandbox's agent, a function container's exec)."""
+
+    def tool_argv(self, argv: list[str]) -> list[str]: ...
+
+
+@dataclass(eq=False)
+class ExecTarget:
+    """What `exec` needs of a task: what starts its processes, those it started, its
+    default workdir, the env of a command (given the request's own), whether it runs, and
+    how to note activity (a sandbox's idle timeout)."""
+
+    spawner: ExecSpawner
+    execs: dict[str, Proc]
+    workdir: str
+    env: Callable[[dict[str, str]], dict[str, str]]
+    running: bool
+    touch: Callable[[], None]
+
+
 class SandboxRouter:
     """TaskCommandRouter methods, by name."""
 
     # -- lookups and auth ----------------------------------------------------------------
-    def _task(self: SandboxService, ctx: Ctx, task_id: str) -> LiveSandbox:
+    def _check_token(self: SandboxService, ctx: Ctx, task_id: str) -> None:
         header = ctx.metadata.get("authorization", "")
         claims = self.emu.authority.verify(header.removeprefix("Bearer ").strip(), ROUTER)
         if claims is None or claims["sub"] != task_id:
             raise GRPCError(Status.UNAUTHENTICATED, "Invalid or expired task command router token")
+
+    def _task(self: SandboxService, ctx: Ctx, task_id: str) -> LiveSandbox:
+        self._check_token(ctx, task_id)
+        return self._live_task(task_id)
+
+    def _live_task(self: SandboxService, task_id: str) -> LiveSandbox:
         sandbox_id = self.by_task.get(task_id)
         live = self.live.get(sandbox_id) if sandbox_id else None
         if live is None:
@@ -60,9 +91,36 @@ class SandboxRouter:
             raise GRPCError(Status.NOT_FOUND, f"Task '{task_id}' has finished")
         return live
 
+    def _exec_target(self: SandboxService, ctx: Ctx, task_id: str) -> ExecTarget:
+        """Where `exec` runs in a task: a sandbox, or a function container."""
+        self._check_token(ctx, task_id)
+        task = self.emu.runtime.tasks.get(task_id)
+        if task is None or task_id in self.by_task:
+            return self._sandbox_target(self._live_task(task_id))
+        return self._function_target(task_id, task.container)
+
+    def _sandbox_target(self: SandboxService, live: LiveSandbox) -> ExecTarget:
+        assert live.container is not None
+
+        def touch() -> None:
+            live.last_activity = time.monotonic()
+
+        return ExecTarget(live.container, live.execs, live.workdir,
+                          lambda extra: self.process_env(live, extra), not live.done.is_set(), touch)
+
+    def _function_target(self: SandboxService, task_id: str, container: FunctionContainer) -> ExecTarget:
+        """A function container's commands run with its own env (plus the request's), in its
+        workdir unless the request names one."""
+        for gone in [t for t in self.function_execs if t not in self.emu.runtime.tasks]:
+            del self.function_execs[gone]
+        found = self.function_execs.get(task_id)
+        if found is None or found.container is not container:
+            found = self.function_execs[task_id] = FunctionExec(container)
+        return ExecTarget(found, found.execs, "", dict, found.running, lambda: None)
+
     @staticmethod
-    def _exec(live: LiveSandbox, exec_id: str) -> Proc:
-        proc = live.execs.get(exec_id)
+    def _exec(target: ExecTarget, exec_id: str) -> Proc:
+        proc = target.execs.get(exec_id)
         if proc is None:
             raise GRPCError(Status.NOT_FOUND, f"Exec '{exec_id}' not found")
         return proc
@@ -71,36 +129,36 @@ class SandboxRouter:
     async def TaskExecStart(
         self: SandboxService, req: sr_pb2.TaskExecStartRequest, ctx: Ctx
     ) -> sr_pb2.TaskExecStartResponse:
-        live = self._running_task(ctx, req.task_id)
-        if req.exec_id in live.execs:  # a retried start: the exec id is the idempotency key
+        target = self._exec_target(ctx, req.task_id)
+        if not target.running:
+            raise GRPCError(Status.NOT_FOUND, f"Task '{req.task_id}' has finished")
+        if req.exec_id in target.execs:  # a retried start: the exec id is the idempotency key
             return sr_pb2.TaskExecStartResponse()
         if not req.command_args:
             raise GRPCError(Status.INVALID_ARGUMENT, "An exec needs a command")
         extra = self._secret_env(req.secret_sources, req.secret_ids)
         extra.update(req.env)
-        workdir = req.workdir if req.HasField("workdir") and req.workdir else live.workdir
-        assert live.container is not None
+        workdir = req.workdir if req.HasField("workdir") and req.workdir else target.workdir
         proc = Proc(
-            live.container,
-            live.container.tool_argv(list(req.command_args)),
+            target.spawner,
+            target.spawner.tool_argv(list(req.command_args)),
             cwd=workdir,
-            env=self.process_env(live, extra),
+            env=target.env(extra),
             timeout=float(req.timeout_secs) if req.HasField("timeout_secs") and req.timeout_secs else None,
             pipe_stdout=req.stdout_config != sr_pb2.TASK_EXEC_STDOUT_CONFIG_DEVNULL,
             pipe_stderr=req.stderr_config != sr_pb2.TASK_EXEC_STDERR_CONFIG_DEVNULL,
             merge_stderr=req.stderr_config == sr_pb2.TASK_EXEC_STDERR_CONFIG_STDOUT
             or req.HasField("pty_info"),
         )
-        live.execs[req.exec_id] = proc
-        live.last_activity = time.monotonic()
+        target.execs[req.exec_id] = proc
+        target.touch()
         await proc.start()
         return sr_pb2.TaskExecStartResponse()
 
     @streaming
     async def TaskExecStdioRead(self: SandboxService, stream: Any, ctx: Ctx) -> None:
         req: sr_pb2.TaskExecStdioReadRequest = await stream.recv_message()
-        live = self._task(ctx, req.task_id)
-        proc = self._exec(live, req.exec_id)
+        proc = self._exec(self._exec_target(ctx, req.task_id), req.exec_id)
         fd = _EXEC_FD.get(req.file_descriptor)
         if fd is None:
             raise GRPCError(Status.INVALID_ARGUMENT, "Unknown file descriptor")
@@ -110,23 +168,23 @@ class SandboxRouter:
     async def TaskExecWait(
         self: SandboxService, req: sr_pb2.TaskExecWaitRequest, ctx: Ctx
     ) -> sr_pb2.TaskExecWaitResponse:
-        proc = self._exec(self._task(ctx, req.task_id), req.exec_id)
+        proc = self._exec(self._exec_target(ctx, req.task_id), req.exec_id)
         await proc.exited.wait()  # bounded by the client's deadline, which cancels us
         return sr_pb2.TaskExecWaitResponse(**_exit_fields(proc))
 
     async def TaskExecPoll(
         self: SandboxService, req: sr_pb2.TaskExecPollRequest, ctx: Ctx
     ) -> sr_pb2.TaskExecPollResponse:
-        proc = self._exec(self._task(ctx, req.task_id), req.exec_id)
+        proc = self._exec(self._exec_target(ctx, req.task_id), req.exec_id)
         return sr_pb2.TaskExecPollResponse(**_exit_fields(proc))
 
     # -- stdin --------------------------------------------------------------------------
     async def TaskExecStdinWrite(
         self: SandboxService, req: sr_pb2.TaskExecStdinWriteRequest, ctx: Ctx
     ) -> sr_pb2.TaskExecStdinWriteResponse:
-        live = self._task(ctx, req.task_id)
-        live.last_activity = time.monotonic()
-        await self._exec(live, req.exec_id).write_stdin(req.offset, req.data, req.eof)
+        target = self._exec_target(ctx, req.task_id)
+        target.touch()
+        await self._exec(target, req.exec_id).write_stdin(req.offset, req.data, req.eof)
         return sr_pb2.TaskExecStdinWriteResponse()
 
     @streaming
@@ -134,11 +192,11 @@ class SandboxRouter:
         first: sr_pb2.TaskExecStdinWriteStreamRequest | None = await stream.recv_message()
         if first is None or first.WhichOneof("payload") != "start":
             raise GRPCError(Status.INVALID_ARGUMENT, "The stdin stream must begin with `start`")
-        live = self._task(ctx, first.start.task_id)
-        proc = self._exec(live, first.start.exec_id)
+        target = self._exec_target(ctx, first.start.task_id)
+        proc = self._exec(target, first.start.exec_id)
         offset = first.start.offset
         async for msg in stream:
-            live.last_activity = time.monotonic()
+            target.touch()
             kind = msg.WhichOneof("payload")
             if kind == "data":
                 await proc.write_stdin(offset, msg.data, False)
@@ -151,7 +209,7 @@ class SandboxRouter:
     async def TaskExecStdinStatus(
         self: SandboxService, req: sr_pb2.TaskExecStdinStatusRequest, ctx: Ctx
     ) -> sr_pb2.TaskExecStdinStatusResponse:
-        proc = self._exec(self._task(ctx, req.task_id), req.exec_id)
+        proc = self._exec(self._exec_target(ctx, req.task_id), req.exec_id)
         return sr_pb2.TaskExecStdinStatusResponse(
             num_bytes_written=proc.stdin_written, closed=proc.stdin_closed
         )

@@ -42,6 +42,7 @@ from harvest_iac.emulator.auth import AUTH, ROUTER
 from harvest_iac.emulator.base import Ctx, Service
 from harvest_iac.emulator.runtime.containers import Container, ContainerError
 from harvest_iac.emulator.runtime.fs_tools import resolve_in_root
+from harvest_iac.emulator.runtime.function_exec import FunctionExec
 from harvest_iac.emulator.runtime.launcher import ContainerSpec, Mount
 from harvest_iac.emulator.runtime.processes import Proc
 from harvest_iac.emulator.services.limits import check_can_start
@@ -189,6 +190,7 @@ class SandboxService(SandboxRouter, Service):
         super().__init__(emu)
         self.live: dict[str, LiveSandbox] = {}
         self.by_task: dict[str, str] = {}
+        self.function_execs: dict[str, FunctionExec] = {}  # task id -> `modal container exec`
         self._finished: collections.deque[str] = collections.deque()
         self.sandbox_dir = emu.data_dir / "sandboxes"
         self.store.add_schema(SCHEMA)
