@@ -25,8 +25,10 @@ import logging
 import os
 import random
 import secrets
+import shutil
 import socket
 import sqlite3
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -43,7 +45,7 @@ from modal_proto import api_grpc, task_command_router_grpc
 
 from harvest_iac.emulator.auth import CLIENT_API, TASK_ROUTER, Authority, Caller, Unauthenticated
 from harvest_iac.emulator.base import DEFAULT_ENVIRONMENT, Ctx, Service
-from harvest_iac.emulator.runtime.launcher import HostLauncher, choose_launcher
+from harvest_iac.emulator.runtime.launcher import Launcher, choose_launcher
 from harvest_iac.emulator.runtime.scheduler import Scheduler
 from harvest_iac.emulator.store import Store, new_id, write_private
 
@@ -52,6 +54,7 @@ log = logging.getLogger("harvest.emulator")
 GC_INTERVAL_S = 600.0
 GC_GRACE_S = 3600.0
 """Unreferenced file bytes younger than this are kept: an upload may be about to be used."""
+CONTROL_SOCKET = "modal.sock"
 
 _SURFACES = (
     (api_grpc.ModalClientBase, CLIENT_API),
@@ -150,11 +153,10 @@ class Emulator:
         self.authority = Authority(self.token_id, self.token_secret)
         self.gc_interval_s = gc_interval_s
         self.stats = Stats()
-        self.launcher = choose_launcher()
-        # Function containers still run on the host: the sandboxes' launcher does not yet
-        # give them the venv that holds `modal` (the README's fidelity table says so).
-        self.runtime = Scheduler(self.data_dir, HostLauncher(), new_id=new_id,
+        self.runtime = Scheduler(self.data_dir, choose_launcher(), new_id=new_id,
                                  max_containers=int(os.environ.get("HARVEST_MAX_CONTAINERS", "8")))
+        self._control: grpclib.server.Server | None = None
+        self._control_dir: Path | None = None
         self.services: list[Service] = []
         self._server: grpclib.server.Server | None = None
         self._http: Any = None
@@ -192,8 +194,22 @@ class Emulator:
         return tid, tsecret
 
     @property
+    def launcher(self) -> Launcher:
+        """How containers (sandboxes, function containers, image builds) are started."""
+        return self.runtime.launcher
+
+    @launcher.setter
+    def launcher(self, launcher: Launcher) -> None:
+        self.runtime.launcher = launcher
+
+    @property
     def url(self) -> str:
         return f"http://{self._url_host}:{self.port}"
+
+    @property
+    def control_socket(self) -> Path | None:
+        """The API on a unix socket (for containers without network), once started."""
+        return self._control_dir / CONTROL_SOCKET if self._control_dir is not None else None
 
     @property
     def http_url(self) -> str:
@@ -397,12 +413,20 @@ class Emulator:
         await self._server.start(self.host, self.port)
         sock = self._server._server.sockets[0]  # type: ignore[union-attr]
         self.port = sock.getsockname()[1]
+        await self._serve_control_socket()
         self._write_client_config()
         self.spawn(self._collect_garbage_every(self.gc_interval_s))
         self.runtime.start()
         for svc in self.services:
             await svc.on_start()
         log.info("local Modal listening on %s (files on %s)", self.url, self.http_url)
+
+    async def _serve_control_socket(self) -> None:
+        """The API on a unix socket in a private folder of its own (short, so that the path
+        fits a socket address whatever the data directory)."""
+        self._control_dir = Path(tempfile.mkdtemp(prefix="harvest-modal-"))
+        self._control = grpclib.server.Server(self.mapping())
+        await self._control.start(path=str(self._control_dir / CONTROL_SOCKET))
 
     def _write_client_config(self) -> None:
         # An empty profile file of our own, so the user's ~/.modal.toml is never read.
@@ -435,9 +459,12 @@ class Emulator:
         await self.runtime.shutdown()
         for task in list(self.background):
             task.cancel()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in (self._server, self._control):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+        if self._control_dir is not None:
+            shutil.rmtree(self._control_dir, ignore_errors=True)
         if self._http is not None:
             await self._http.cleanup()
         self.store.close()

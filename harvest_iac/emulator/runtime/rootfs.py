@@ -96,18 +96,28 @@ class PythonEnvironment:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def python_environment(root: Path | None, site_targets: Sequence[str]) -> PythonEnvironment:
-    """Lay out the container's Python in `root` (None: only say where it is)."""
+def python_environment(root: Path | None, site_targets: Sequence[str],
+                       package_targets: Sequence[str] = ()) -> PythonEnvironment:
+    """Lay out the container's Python in `root` (None: only say where it is): the image's
+    package folders (`site_targets`) on its path, then `package_targets`."""
     base = base_python()
     if base.prefix.is_relative_to(VENV):
         # The host's Python lives in /usr/local itself: use it as it is, packages by PYTHONPATH.
-        env = {"PYTHONPATH": os.pathsep.join(site_targets)} if site_targets else {}
+        targets = [*site_targets, *package_targets]
+        env = {"PYTHONPATH": os.pathsep.join(targets)} if targets else {}
         return PythonEnvironment(str(base.binary), base.prefix, False, [], env)
     pip = _pip_package()
     binds = [(pip, f"{PIP_TARGET}/pip")] if pip is not None else []
     if root is not None:
-        _write_venv(root, base, [*site_targets, *([PIP_TARGET] if binds else [])])
+        _write_venv(root, base, [*site_targets, *([PIP_TARGET] if binds else [])], package_targets)
     return PythonEnvironment(str(VENV / "bin" / "python"), base.prefix, True, binds)
+
+
+def root_site_packages(root: Path) -> list[Path]:
+    """The site-packages of the Python environment in a container root (what pip installed in
+    an isolated build), for a container that does not run that environment (host mode)."""
+    site = root / VENV.relative_to("/") / "lib" / f"python{base_python().version}" / "site-packages"
+    return [site] if site.is_dir() else []
 
 
 @functools.cache
@@ -120,7 +130,8 @@ def _pip_package() -> Path | None:
     return Path(spec.origin).resolve().parent
 
 
-def _write_venv(root: Path, base: BasePython, path_entries: Sequence[str]) -> None:
+def _write_venv(root: Path, base: BasePython, path_entries: Sequence[str],
+               appended: Sequence[str]) -> None:
     venv = root / VENV.relative_to("/")
     bin_dir = venv / "bin"
     site = venv / "lib" / f"python{base.version}" / "site-packages"
@@ -136,7 +147,9 @@ def _write_venv(root: Path, base: BasePython, path_entries: Sequence[str]) -> No
         f"version = {base.full_version}\n"
     )
     entries = ", ".join(repr(p) for p in path_entries)
-    (site / LAYERS_PTH).write_text(f"import site; list(map(site.addsitedir, [{entries}]))\n")
+    # `appended` folders go on sys.path as they are: their .pth files are not the image's to run
+    (site / LAYERS_PTH).write_text(f"import site, sys; list(map(site.addsitedir, [{entries}])); "
+                                   f"sys.path.extend({list(appended)!r})\n")
     if PIP_TARGET in path_entries:
         (bin_dir / "pip").write_text(
             "#!/usr/local/bin/python\nimport sys\nfrom pip._internal.cli.main import main\n"
