@@ -7,12 +7,14 @@ host command line of their own.
 
 `BwrapLauncher` isolates with bubblewrap: the container's root folder is its `/`, the host's
 system folders (`/usr`, `/etc`) and Python installation are read-only, each mount is at its
-path, the image's Python packages are on the container Python's path, and the container has
+path, the image's Python packages are on the container Python's path (then the spec's
+`packages`, read-only), and the container has
 its own PID, IPC and UTS namespaces (and network namespace, so no network, when asked), no
 capabilities and a session of its own; it dies with the process that started it.
 
 `HostLauncher` runs the process on the host, not isolated: the container's workdir is a
-folder under its root, mounts are not placed at their paths, and the network is open.
+folder under its root, mounts are not placed at their paths, the image's package folders are
+on `PYTHONPATH`, and the network is open.
 
 `choose_launcher()` picks bubblewrap when it works here, else the host launcher with a
 one-line warning; `HARVEST_ISOLATION=host|bubblewrap` overrides.
