@@ -15,7 +15,7 @@ import modal
 import pytest
 from modal.exception import ImageBuildError
 
-from harvest_iac.emulator.runtime.images import LAYER_CACHE_ENV, LayerCache
+from harvest_iac.emulator.runtime.images import LAYER_CACHE_ENV, LayerCache, pip_install_args
 from harvest_iac.emulator.server import LocalModal
 from tests.conftest import modal_cli, run_client
 from tests.emulator.isolation import BWRAP
@@ -99,14 +99,29 @@ def test_pip_install_finds_packages_where_the_hosts_pip_does(
     assert _output(app, image, f"python -c 'import {name}; print({name}.VALUE)'") == "11\n"
 
 
-@needs_bwrap
-def test_a_failing_pip_install_fails_the_build_with_pips_reason(app: modal.App) -> None:
+def test_a_failing_pip_install_fails_the_build_with_pips_reason(app: modal.App, isolation: str) -> None:
     missing = "not_in_any_index_" + uuid.uuid4().hex[:8]
     with pytest.raises(ImageBuildError) as err:
         modal.Image.debian_slim().pip_install(missing).build(app)
     message = str(err.value)
     assert f"Step 1: RUN python -m pip install {missing}" in message
     assert f"exited with code 1: ERROR: No matching distribution found for {missing}" in message
+
+
+@pytest.mark.parametrize(("command", "args"), [
+    ("python -m pip install 'numpy<2' requests --find-links /wheels",
+     ["numpy<2", "requests", "--find-links", "/wheels"]),
+    ('python3 -m pip install "https://example.com/a.whl"', ["https://example.com/a.whl"]),
+    ("/.uv/uv pip install --python $(command -v python) --compile-bytecode --prerelease allow "
+     "--requirements /.uv/0/requirements.txt --no-cache a", ["--pre", "-r", "/.uv/0/requirements.txt",
+                                                             "--no-cache-dir", "a"]),
+    ("pip install a && rm -rf /", None),
+    ("pip install $PACKAGE", None),
+    ("pip install a > /tmp/log", None),
+    ("apt-get install -y git", None),
+])
+def test_without_bubblewrap_only_a_plain_pip_install_runs_on_the_host(command: str, args: list[str] | None) -> None:
+    assert pip_install_args(command) == args
 
 
 def test_apt_install_needs_the_package_on_the_host(app: modal.App) -> None:
