@@ -28,6 +28,7 @@ import secrets
 import shutil
 import socket
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
@@ -54,7 +55,6 @@ log = logging.getLogger("harvest.emulator")
 GC_INTERVAL_S = 600.0
 GC_GRACE_S = 3600.0
 """Unreferenced file bytes younger than this are kept: an upload may be about to be used."""
-CONTROL_SOCKET = "modal.sock"
 
 _SURFACES = (
     (api_grpc.ModalClientBase, CLIENT_API),
@@ -156,7 +156,8 @@ class Emulator:
         self.runtime = Scheduler(self.data_dir, choose_launcher(), new_id=new_id,
                                  max_containers=int(os.environ.get("HARVEST_MAX_CONTAINERS", "8")))
         self._control: grpclib.server.Server | None = None
-        self._control_dir: Path | None = None
+        self._control_socket: Path | None = None
+        self._control_temp: Path | None = None
         self.services: list[Service] = []
         self._server: grpclib.server.Server | None = None
         self._http: Any = None
@@ -209,7 +210,7 @@ class Emulator:
     @property
     def control_socket(self) -> Path | None:
         """The API on a unix socket (for containers without network), once started."""
-        return self._control_dir / CONTROL_SOCKET if self._control_dir is not None else None
+        return self._control_socket
 
     @property
     def http_url(self) -> str:
@@ -422,11 +423,16 @@ class Emulator:
         log.info("local Modal listening on %s (files on %s)", self.url, self.http_url)
 
     async def _serve_control_socket(self) -> None:
-        """The API on a unix socket in a private folder of its own (short, so that the path
-        fits a socket address whatever the data directory)."""
-        self._control_dir = Path(tempfile.mkdtemp(prefix="harvest-modal-"))
+        """The API on a unix socket in a folder private to the user,
+        `$TMPDIR/harvest-modal-<uid>` (short, so that the path fits a socket's address; that
+        folder, not the data folder, is what containers see), or in a temporary folder of
+        its own when that one is not the user's alone."""
+        folder = _control_folder()
+        if folder is None:
+            folder = self._control_temp = Path(tempfile.mkdtemp(prefix="harvest-modal-"))
+        self._control_socket = folder / f"modal-{os.getpid()}-{secrets.token_hex(4)}.sock"
         self._control = grpclib.server.Server(self.mapping())
-        await self._control.start(path=str(self._control_dir / CONTROL_SOCKET))
+        await self._control.start(path=str(self._control_socket))
 
     def _write_client_config(self) -> None:
         # An empty profile file of our own, so the user's ~/.modal.toml is never read.
@@ -463,8 +469,10 @@ class Emulator:
             if server is not None:
                 server.close()
                 await server.wait_closed()
-        if self._control_dir is not None:
-            shutil.rmtree(self._control_dir, ignore_errors=True)
+        if self._control_socket is not None:
+            self._control_socket.unlink(missing_ok=True)
+        if self._control_temp is not None:
+            shutil.rmtree(self._control_temp, ignore_errors=True)
         if self._http is not None:
             await self._http.cleanup()
         self.store.close()
@@ -475,6 +483,27 @@ class Emulator:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
         return task
+
+
+def _control_folder() -> Path | None:
+    """`$TMPDIR/harvest-modal-<uid>`, made or found private to this user, its stale sockets
+    removed; None when it exists but is not this user's own folder."""
+    folder = Path(tempfile.gettempdir()) / f"harvest-modal-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        info = folder.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return None
+        folder.chmod(0o700)
+    for sock in folder.glob("modal-*.sock"):  # of local Modals killed outright
+        try:
+            os.kill(int(sock.name.split("-")[1]), 0)
+        except ProcessLookupError:
+            sock.unlink(missing_ok=True)
+        except (ValueError, PermissionError):
+            continue
+    return folder
 
 
 class LocalModal:
