@@ -25,8 +25,11 @@ import logging
 import os
 import random
 import secrets
+import shutil
 import socket
 import sqlite3
+import stat
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -43,7 +46,7 @@ from modal_proto import api_grpc, task_command_router_grpc
 
 from harvest_iac.emulator.auth import CLIENT_API, TASK_ROUTER, Authority, Caller, Unauthenticated
 from harvest_iac.emulator.base import DEFAULT_ENVIRONMENT, Ctx, Service
-from harvest_iac.emulator.runtime.launcher import HostLauncher, choose_launcher
+from harvest_iac.emulator.runtime.launcher import Launcher, choose_launcher
 from harvest_iac.emulator.runtime.scheduler import Scheduler
 from harvest_iac.emulator.store import Store, new_id, write_private
 
@@ -150,12 +153,12 @@ class Emulator:
         self.authority = Authority(self.token_id, self.token_secret)
         self.gc_interval_s = gc_interval_s
         self.stats = Stats()
-        self.launcher = choose_launcher()
-        # Function containers still run on the host: the sandboxes' launcher does not yet
-        # give them the venv that holds `modal` (the README's fidelity table says so).
-        self.runtime = Scheduler(self.data_dir, HostLauncher(), new_id=new_id,
+        self.runtime = Scheduler(self.data_dir, choose_launcher(), new_id=new_id,
                                  max_containers=int(os.environ.get("HARVEST_MAX_CONTAINERS", "8")),
                                  web_host=host)
+        self._control: grpclib.server.Server | None = None
+        self._control_socket: Path | None = None
+        self._control_temp: Path | None = None
         self.services: list[Service] = []
         self._server: grpclib.server.Server | None = None
         self._http: Any = None
@@ -193,8 +196,22 @@ class Emulator:
         return tid, tsecret
 
     @property
+    def launcher(self) -> Launcher:
+        """How containers (sandboxes, function containers, image builds) are started."""
+        return self.runtime.launcher
+
+    @launcher.setter
+    def launcher(self, launcher: Launcher) -> None:
+        self.runtime.launcher = launcher
+
+    @property
     def url(self) -> str:
         return f"http://{self._url_host}:{self.port}"
+
+    @property
+    def control_socket(self) -> Path | None:
+        """The API on a unix socket (for containers without network), once started."""
+        return self._control_socket
 
     @property
     def http_url(self) -> str:
@@ -402,12 +419,25 @@ class Emulator:
         await self._server.start(self.host, self.port)
         sock = self._server._server.sockets[0]  # type: ignore[union-attr]
         self.port = sock.getsockname()[1]
+        await self._serve_control_socket()
         self._write_client_config()
         self.spawn(self._collect_garbage_every(self.gc_interval_s))
         self.runtime.start()
         for svc in self.services:
             await svc.on_start()
         log.info("local Modal listening on %s (files on %s)", self.url, self.http_url)
+
+    async def _serve_control_socket(self) -> None:
+        """The API on a unix socket in a folder private to the user,
+        `$TMPDIR/harvest-modal-<uid>` (short, so that the path fits a socket's address; that
+        folder, not the data folder, is what containers see), or in a temporary folder of
+        its own when that one is not the user's alone."""
+        folder = _control_folder()
+        if folder is None:
+            folder = self._control_temp = Path(tempfile.mkdtemp(prefix="harvest-modal-"))
+        self._control_socket = folder / f"modal-{os.getpid()}-{secrets.token_hex(4)}.sock"
+        self._control = grpclib.server.Server(self.mapping())
+        await self._control.start(path=str(self._control_socket))
 
     def _write_client_config(self) -> None:
         # An empty profile file of our own, so the user's ~/.modal.toml is never read.
@@ -440,9 +470,14 @@ class Emulator:
         await self.runtime.shutdown()
         for task in list(self.background):
             task.cancel()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in (self._server, self._control):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+        if self._control_socket is not None:
+            self._control_socket.unlink(missing_ok=True)
+        if self._control_temp is not None:
+            shutil.rmtree(self._control_temp, ignore_errors=True)
         if self._http is not None:
             await self._http.cleanup()
         self.store.close()
@@ -453,6 +488,27 @@ class Emulator:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
         return task
+
+
+def _control_folder() -> Path | None:
+    """`$TMPDIR/harvest-modal-<uid>`, made or found private to this user, its stale sockets
+    removed; None when it exists but is not this user's own folder."""
+    folder = Path(tempfile.gettempdir()) / f"harvest-modal-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        info = folder.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return None
+        folder.chmod(0o700)
+    for sock in folder.glob("modal-*.sock"):  # of local Modals killed outright
+        try:
+            os.kill(int(sock.name.split("-")[1]), 0)
+        except ProcessLookupError:
+            sock.unlink(missing_ok=True)
+        except (ValueError, PermissionError):
+            continue
+    return folder
 
 
 class LocalModal:

@@ -15,7 +15,7 @@ import modal
 import pytest
 from modal.exception import ImageBuildError
 
-from harvest_iac.emulator.runtime.images import LAYER_CACHE_ENV, LayerCache
+from harvest_iac.emulator.runtime.images import LAYER_CACHE_ENV, LayerCache, pip_install_args
 from harvest_iac.emulator.server import LocalModal
 from tests.conftest import modal_cli, run_client
 from tests.emulator.isolation import BWRAP
@@ -41,18 +41,23 @@ def test_pip_env_workdir_commands_and_files_take_effect(
     name = "tiny_" + uuid.uuid4().hex[:8]
     build_wheel(tmp_path / "wheels", name, value="7")
     (tmp_path / "config.txt").write_text("configured\n")
-    image = (
+    packages = (
         modal.Image.debian_slim()
         .add_local_dir(tmp_path / "wheels", "/wheels", copy=True)
         .pip_install(name, extra_options="--no-index --find-links /wheels")
         .env({"GREETING": "hello"})
-        .workdir("/srv")
+    )
+    image = (
+        packages.workdir("/srv")
         .run_commands("echo made-by-run > made.txt")
         .add_local_file(tmp_path / "config.txt", "/etc-app/config.txt", copy=True)
     )
-    if isolation == "host":  # build steps would change the host: refused
-        with pytest.raises(ImageBuildError, match="need bubblewrap"):
+    if isolation == "host":  # pip installs into the layer from the host; other commands are refused
+        with pytest.raises(ImageBuildError, match="run_commands need bubblewrap"):
             image.build(app)
+        out = _output(app, packages, f"python -c 'import {name}; print({name}.VALUE)'; echo $GREETING")
+        assert out == "7\nhello\n"
+        assert importlib.util.find_spec(name) is None
         return
     out = _output(app, image, f"python -c 'import {name}; print({name}.VALUE)'; echo $GREETING; pwd;"
                                " cat made.txt /etc-app/config.txt")
@@ -94,14 +99,29 @@ def test_pip_install_finds_packages_where_the_hosts_pip_does(
     assert _output(app, image, f"python -c 'import {name}; print({name}.VALUE)'") == "11\n"
 
 
-@needs_bwrap
-def test_a_failing_pip_install_fails_the_build_with_pips_reason(app: modal.App) -> None:
+def test_a_failing_pip_install_fails_the_build_with_pips_reason(app: modal.App, isolation: str) -> None:
     missing = "not_in_any_index_" + uuid.uuid4().hex[:8]
     with pytest.raises(ImageBuildError) as err:
         modal.Image.debian_slim().pip_install(missing).build(app)
     message = str(err.value)
     assert f"Step 1: RUN python -m pip install {missing}" in message
     assert f"exited with code 1: ERROR: No matching distribution found for {missing}" in message
+
+
+@pytest.mark.parametrize(("command", "args"), [
+    ("python -m pip install 'numpy<2' requests --find-links /wheels",
+     ["numpy<2", "requests", "--find-links", "/wheels"]),
+    ('python3 -m pip install "https://example.com/a.whl"', ["https://example.com/a.whl"]),
+    ("/.uv/uv pip install --python $(command -v python) --compile-bytecode --prerelease allow "
+     "--requirements /.uv/0/requirements.txt --no-cache a", ["--pre", "-r", "/.uv/0/requirements.txt",
+                                                             "--no-cache-dir", "a"]),
+    ("pip install a && rm -rf /", None),
+    ("pip install $PACKAGE", None),
+    ("pip install a > /tmp/log", None),
+    ("apt-get install -y git", None),
+])
+def test_without_bubblewrap_only_a_plain_pip_install_runs_on_the_host(command: str, args: list[str] | None) -> None:
+    assert pip_install_args(command) == args
 
 
 def test_apt_install_needs_the_package_on_the_host(app: modal.App) -> None:

@@ -242,6 +242,33 @@ def test_snapshot_filesystem_starts_a_new_sandbox_with_the_files(app: modal.App,
     assert third.stdout.read() == "snapshot-data\n"
 
 
+def test_a_snapshot_keeps_only_what_the_sandbox_changed_on_its_image(
+    app: modal.App, tmp_path: Path, local_modal: object
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    files = tmp_path / "files"
+    for name, text in {"keep.txt": "kept", "gone.txt": "gone", "edit.txt": "v1", "dir/a": "a"}.items():
+        (files / name).parent.mkdir(parents=True, exist_ok=True)
+        (files / name).write_text(text)
+    (files / "link").symlink_to("keep.txt")
+    image = modal.Image.debian_slim().add_local_dir(files, "/img", copy=True)
+    sb = modal.Sandbox.create(app=app, image=image, timeout=60)
+    try:
+        change = (f"cd {sb.exec('sh', '-c', 'echo $HARVEST_SANDBOX_ROOT').stdout.read().strip()}/img && "
+                  f"echo new > new-{tag}.txt && rm gone.txt && rm -r dir && echo v2 >> edit.txt && "
+                  f"ln -sf new-{tag}.txt link")
+        assert sb.exec("sh", "-c", change).wait() == 0
+        snapshot = sb.snapshot_filesystem()
+    finally:
+        sb.terminate()
+    child = modal.Sandbox.create("sh", "-c", "cd $HARVEST_SANDBOX_ROOT/img && ls && cat link edit.txt",
+                                 app=app, image=snapshot, timeout=60)
+    child.wait()
+    assert child.stdout.read() == f"edit.txt\nkeep.txt\nlink\nnew-{tag}.txt\nnew\nv1v2\n"
+    [layer] = Path(local_modal.data_dir, "snapshots").glob(f"*/img/new-{tag}.txt")  # type: ignore[attr-defined]
+    assert sorted(p.name for p in layer.parent.iterdir()) == ["edit.txt", "link", layer.name]
+
+
 def test_wait_until_ready_runs_the_readiness_probe(app: modal.App) -> None:
     sb = modal.Sandbox.create("sh", "-c", "sleep 0.2; touch ready; exec sleep 30", app=app, timeout=60,
                               readiness_probe=modal.Probe.with_exec("test", "-f", "ready"))

@@ -84,16 +84,19 @@ def python(code: str, exports: dict[str, str], *args: str) -> str:
 
 
 def test_containers_end_with_the_local_modal_even_when_it_was_killed(tmp_path: Path) -> None:
+    """As host processes (the pids are the host's); an isolated container dies with the
+    process that started it."""
     data = tmp_path / "state"
     (tmp_path / "restart_app.py").write_text(APP)
-    with serve(data) as (proc, exports):
+    host = {"HARVEST_ISOLATION": "host"}
+    with serve(data, env_extra=host) as (proc, exports):
         exports.pop("files")
         modal_cli("deploy", str(tmp_path / "restart_app.py"), env_extra=exports, cwd=tmp_path)
         started = json.loads(python(CALL, exports))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=20)
     assert alive(started["pid"])  # orphaned by the kill
-    with serve(data) as (proc, exports):
+    with serve(data, env_extra=host) as (proc, exports):
         exports.pop("files")
         wait_until(lambda: not alive(started["pid"]))
         assert not any((data / "containers").glob("ta-*"))

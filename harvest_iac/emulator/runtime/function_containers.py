@@ -3,13 +3,19 @@ its output.
 
 The container runs Modal's own entrypoint, `python -m modal._container_entrypoint`, which
 reads its `ContainerArguments` from the file `MODAL_CONTAINER_ARGUMENTS_PATH` names and then
-talks to the local Modal like a container talks to Modal's workers.
+talks to the local Modal like a container talks to Modal's workers. Its root starts with its
+image's layers; the deployed code is at /root. Modal's client package (and what it imports)
+is mounted into it as on Modal: the folder of this Python's packages that holds `modal`, on
+the container Python's path after the image's own packages. A container without network
+reaches the local Modal through a unix socket mounted into it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import importlib.util
 import os
 import shutil
 import signal
@@ -19,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from harvest_iac.emulator.runtime.launcher import ContainerSpec, HostCommand, Launcher, Mount, host_path
+from harvest_iac.emulator.runtime.rootfs import prepare_root
 
 ARGUMENTS_PATH = "/.modal/container_arguments.bin"
+CONTROL_DIR = "/__modal/control"
 PID_FILE = "pid"
 CODE_DIR = "/root"
 ENTRYPOINT = ("-m", "modal._container_entrypoint")
@@ -43,6 +51,8 @@ class ContainerPlan:
     layers: Sequence[Path] = ()
     mounts: Sequence[Mount] = ()
     network: bool = True
+    control_socket: Path | None = None
+    """The local Modal's API on a unix socket: how a container without network reaches it."""
     fill: Callable[[], None] | None = None
     """More of the container's files to write before it starts (in a worker thread)."""
     finish: Callable[[], Awaitable[None]] | None = None
@@ -55,7 +65,17 @@ def visible_path(launcher: Launcher, root: Path, container_path: str) -> str:
     return container_path if launcher.isolated else str(host_path(root, container_path))
 
 
+@functools.cache
+def modal_packages() -> Path:
+    """The folder of this Python's packages that holds Modal's client."""
+    spec = importlib.util.find_spec("modal")
+    assert spec is not None and spec.origin is not None, "the modal client is not installed"
+    return Path(spec.origin).resolve().parent.parent
+
+
 def _fill_root(root: Path, plan: ContainerPlan) -> None:
+    """The image's files, then the container's own (its arguments, the code) over them."""
+    prepare_root(root, plan.layers)
     args = host_path(root, ARGUMENTS_PATH)
     args.parent.mkdir(parents=True, exist_ok=True)
     args.write_bytes(plan.arguments)
@@ -76,13 +96,17 @@ def container_spec(launcher: Launcher, root: Path, plan: ContainerPlan) -> Conta
         PYTHONPATH=os.pathsep.join(p for p in (code, env.get("PYTHONPATH", "")) if p),
         HOME=code,
     )
+    mounts = list(plan.mounts)
     if not launcher.isolated:
         host = os.environ.get("PATH", os.defpath)
         env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), host))
         env["HARVEST_CONTAINER_ROOT"] = str(root)
+    elif not plan.network and plan.control_socket is not None:
+        mounts.append(Mount(plan.control_socket.parent, CONTROL_DIR))
+        env["MODAL_SERVER_URL"] = f"unix:{CONTROL_DIR}/{plan.control_socket.name}"
     return ContainerSpec(
-        root=root, argv=[sys.executable, *ENTRYPOINT], layers=plan.layers, env=env,
-        workdir=plan.workdir, mounts=plan.mounts, network=plan.network,
+        root=root, argv=[launcher.python, *ENTRYPOINT], layers=plan.layers, env=env,
+        workdir=plan.workdir, mounts=mounts, network=plan.network, packages=[modal_packages()],
     )
 
 
@@ -99,10 +123,19 @@ class Container:
         self.command: HostCommand | None = None
         """How its process was started (`modal container exec` starts others alike)."""
         self.isolated = False
+        self._main: int | None = None
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+    def main_pid(self) -> int | None:
+        """The host pid of the container's own first process (Modal's entrypoint): the
+        launched process itself, or, isolated, the first of its descendants that is not the
+        launcher's (bubblewrap's monitor and its init)."""
+        if self._main is None and self.pid is not None:
+            self._main = _first_non_launcher(self.pid) if self.isolated else self.pid
+        return self._main
 
     async def start(self, launcher: Launcher, plan: ContainerPlan) -> None:
         await asyncio.to_thread(_fill_root, self.root, plan)
@@ -143,21 +176,25 @@ class Container:
 
     def cpu_seconds(self) -> float | None:
         """CPU time the container's main process used so far (None where /proc is absent)."""
-        if self.pid is None:
+        pid = self.main_pid()
+        if pid is None:
             return None
         try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             return None
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def signal(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the container's whole process group (safe to repeat)."""
+        """Signal the container's processes (safe to repeat): SIGKILL ends the container
+        whole; another signal goes to its main process's group (isolated, the launcher's
+        own processes would die of it and take the container down at once)."""
         proc = self._process
         if proc is None or proc.returncode is not None:
             return
+        target = proc.pid if sig == signal.SIGKILL else self.main_pid() or proc.pid
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
+            os.killpg(os.getpgid(target), sig)
 
     def remove(self) -> None:
         shutil.rmtree(self.root.parent, ignore_errors=True)
@@ -166,6 +203,34 @@ class Container:
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _first_non_launcher(pid: int) -> int | None:
+    """Down the chain of first children from `pid`, the first process that is not
+    bubblewrap (None while it has not started yet)."""
+    current: int | None = pid
+    while current is not None and _name(current) == "bwrap":
+        current = min(_children(current), default=None)
+    return current
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:  # a kernel without CONFIG_PROC_CHILDREN: look at every process
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(stat.parent.name))
+        return found
 
 
 def remove_leftovers(container_dir: Path) -> None:

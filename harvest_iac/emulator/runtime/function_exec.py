@@ -93,7 +93,7 @@ class FunctionExec:
         """Through `nsenter`, into the entrypoint's namespaces (those that are not ours) and
         root; in the workdir asked for, else in the entrypoint's."""
         nsenter = shutil.which("nsenter")
-        target = _entrypoint(self.container.pid) if self.container.pid is not None else None
+        target = self.container.main_pid()
         if nsenter is None:
             return "exec into an isolated container needs nsenter (util-linux)"
         if target is None:
@@ -130,7 +130,6 @@ _NAMESPACES = (("mnt", "--mount"), ("uts", "--uts"), ("ipc", "--ipc"), ("net", "
                ("pid", "--pid"))
 NS_GET_PARENT = 0xB702
 """ioctl on a user namespace's fd: an fd of its parent namespace."""
-_LAUNCHER = "bwrap"
 
 
 def _namespace(pid: int, kind: str) -> str:
@@ -158,26 +157,3 @@ def _user_namespace(pid: int) -> int | None:
         fd = parent
     os.close(fd)
     return None
-
-
-def _entrypoint(pid: int) -> int | None:
-    """The container's first process of its own: down the first children from the launched
-    process, the first that is not bubblewrap (None when gone)."""
-    current: int | None = pid
-    while current is not None and _comm(current) == _LAUNCHER:
-        current = min(_children(current), default=None)
-    return current if current is not None and _comm(current) else None
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []

@@ -16,7 +16,10 @@ Dockerfile steps (as the modal client writes them) on its parent's layers.
 - `ENV` and `WORKDIR` set the image's env and workdir; `COPY src dest` copies from the
   build context (the files of `add_local_*(copy=True)`). `add_python`'s steps (copy a
   standalone Python in) are not run: the host's Python stands in.
-- Without bubblewrap, `RUN` steps are refused: they would run on the host and change it.
+- Without bubblewrap, a `RUN` step that is a pip install (`pip_install`, `uv_pip_install`)
+  runs on the host with `pip install --target` into the layer's package folder (containers
+  see it on their Python's path), which leaves the host's environment as it is; other `RUN`
+  steps are refused: they would run on the host and change it.
 - A step that fails ends the build with `BuildError` naming the step and its exit code.
 - Layers are kept in a `LayerCache` by the key of their recipe chain: a build whose key is
   there already takes that layer at once, whatever image, environment or local Modal made it.
@@ -24,6 +27,7 @@ Dockerfile steps (as the modal client writes them) on its parent's layers.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import shlex
@@ -38,7 +42,7 @@ from harvest_iac.emulator.runtime.containers import Container
 from harvest_iac.emulator.runtime.fs_tools import resolve_in_root
 from harvest_iac.emulator.runtime.launcher import ContainerSpec, Launcher, Mount
 from harvest_iac.emulator.runtime.processes import STDOUT, Proc
-from harvest_iac.emulator.runtime.rootfs import LAYER_SNAPSHOT, copy_layer
+from harvest_iac.emulator.runtime.rootfs import LAYER_SITE_PACKAGES, LAYER_SNAPSHOT, copy_layer
 
 _UV_IMAGE = "--from=ghcr.io/astral-sh/uv"
 # add_python's steps: a standalone Python copied in (and linked as `python`)
@@ -197,7 +201,11 @@ class Build:
                     self._uv_shim(step, root)
                 elif step.instruction == "COPY":
                     self._copy(step, root)
-                elif not self._host_package_step(step):
+                elif self._host_package_step(step):
+                    continue
+                elif not self.launcher.isolated:
+                    await self._host_pip(step, root)
+                else:
                     container = container or await self._container(root)
                     await self._run(container, step)
         finally:
@@ -221,10 +229,6 @@ class Build:
             self.log(f"(local Modal: the host's userland stands in for {step.argument})\n")
 
     async def _container(self, root: Path) -> Container:
-        if not self.launcher.isolated:
-            raise BuildError("run_commands and pip_install need bubblewrap: without it the local Modal "
-                             "does not run build steps, which would change the host (apt-get install "
-                             "bubblewrap)")
         sources, pip_env = host_pip_sources()
         spec = ContainerSpec(root=root, argv=(), layers=self.parent_layers, env={**pip_env, **self.env},
                              workdir="/", network=True, hostname="modal-builder",
@@ -239,13 +243,40 @@ class Build:
         await proc.start()
         last_line = ""
         async for _, data in proc.read(STDOUT, 0):
-            text = data.decode("utf-8", "replace")
-            self.log(text)
-            last_line = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), last_line)
+            last_line = self._log_output(data, last_line)
         await proc.exited.wait()
-        if proc.returncode != 0:
-            why = f": {last_line}" if last_line else ""
-            raise BuildError(f"Step {step.number}: {step}\nexited with code {proc.returncode}{why}")
+        _check_exit(step, proc.returncode, last_line)
+
+    def _log_output(self, data: bytes, last_line: str) -> str:
+        """Log a step's output; its last non-empty line so far."""
+        text = data.decode("utf-8", "replace")
+        self.log(text)
+        return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), last_line)
+
+    async def _host_pip(self, step: Step, root: Path) -> None:
+        """Without isolation, a pip install (only) runs on the host, into the layer's package
+        folder (`pip install --target`), leaving the host's own environment as it is."""
+        args = pip_install_args(step.argument)
+        if args is None:
+            raise BuildError(f"Step {step.number}: {step}\nrun_commands need bubblewrap: without it the "
+                             "local Modal runs no build step but pip installs, as other commands would "
+                             "change the host (apt-get install bubblewrap)")
+        target = root / LAYER_SITE_PACKAGES
+        target.mkdir(parents=True, exist_ok=True)
+        layers = [root, *reversed(self.parent_layers)]
+        argv = [sys.executable, "-m", "pip", "install", "--target", str(target), "--no-warn-script-location",
+                "--disable-pip-version-check", *(_on_host(arg, layers) for arg in args)]
+        env = {**os.environ, **{k: v for k, v in self.env.items() if k.startswith("PIP_")}}
+        self.log("(local Modal: not isolated: pip installs into the layer from the host)\n")
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, cwd=str(root), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        assert proc.stdout is not None
+        last_line = ""
+        while data := await proc.stdout.read(64 * 1024):
+            last_line = self._log_output(data, last_line)
+        _check_exit(step, await proc.wait(), last_line)
 
     def _copy(self, step: Step, root: Path) -> None:
         words = [w for w in shlex.split(step.argument) if not w.startswith("--")]
@@ -290,6 +321,70 @@ class Build:
             )
         self.log(f"(local Modal: {', '.join(packages)} already installed on the host)\n")
         return True
+
+
+def _check_exit(step: Step, code: int | None, last_line: str) -> None:
+    if code != 0:
+        why = f": {last_line}" if last_line else ""
+        raise BuildError(f"Step {step.number}: {step}\nexited with code {code}{why}")
+
+
+_SHELL_OPERATORS = set("();<>|&")
+
+
+def pip_install_args(command: str) -> list[str] | None:
+    """The arguments of `pip install` when a RUN command is a single pip (or `uv pip`)
+    install, as the modal client writes them for `pip_install` and `uv_pip_install`; else
+    None (shell syntax, variables, any other command)."""
+    command = command.replace("$(command -v python)", "python")
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        words = list(lexer)
+    except ValueError:
+        return None
+    if "$" in command or any(w and set(w) <= _SHELL_OPERATORS for w in words):
+        return None
+    if len(words) > 3 and Path(words[0]).name.startswith("python") and words[1:4] == ["-m", "pip", "install"]:
+        return words[4:]
+    if len(words) > 1 and words[0] in ("pip", "pip3") and words[1] == "install":
+        return words[2:]
+    if len(words) > 2 and Path(words[0]).name == "uv" and words[1:3] == ["pip", "install"]:
+        return _pip_options(words[3:])
+    return None
+
+
+def _pip_options(uv_args: list[str]) -> list[str]:
+    """`uv pip install` arguments as pip's."""
+    args: list[str] = []
+    rest = iter(uv_args)
+    for arg in rest:
+        if arg == "--python":
+            next(rest, None)
+        elif arg == "--prerelease":
+            next(rest, None)
+            args.append("--pre")
+        elif arg == "--requirements":
+            args += ["-r", next(rest, "")]
+        elif arg == "--no-cache":
+            args.append("--no-cache-dir")
+        elif arg not in ("--compile-bytecode", "--system"):
+            args.append(arg)
+    return args
+
+
+def _on_host(arg: str, layers: Sequence[Path]) -> str:
+    """A pip argument naming a container path (`/wheels`, `--find-links=/wheels`) as the
+    host path of that file in the build's layers (the newest first); other arguments as
+    they are."""
+    option, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if not value.startswith("/"):
+        return arg
+    for layer in layers:
+        found = resolve_in_root(layer, value)
+        if found.exists():
+            return f"{option}{eq}{found}"
+    return arg
 
 
 def _remove_mount_points(root: Path, mounts: Sequence[Mount]) -> None:

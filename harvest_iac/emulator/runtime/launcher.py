@@ -7,12 +7,14 @@ host command line of their own.
 
 `BwrapLauncher` isolates with bubblewrap: the container's root folder is its `/`, the host's
 system folders (`/usr`, `/etc`) and Python installation are read-only, each mount is at its
-path, the image's Python packages are on the container Python's path, and the container has
+path, the image's Python packages are on the container Python's path (then the spec's
+`packages`, read-only), and the container has
 its own PID, IPC and UTS namespaces (and network namespace, so no network, when asked), no
 capabilities and a session of its own; it dies with the process that started it.
 
 `HostLauncher` runs the process on the host, not isolated: the container's workdir is a
-folder under its root, mounts are not placed at their paths, and the network is open.
+folder under its root, mounts are not placed at their paths, the image's package folders are
+on `PYTHONPATH`, and the network is open.
 
 `choose_launcher()` picks bubblewrap when it works here, else the host launcher with a
 one-line warning; `HARVEST_ISOLATION=host|bubblewrap` overrides.
@@ -34,6 +36,7 @@ from harvest_iac.emulator.runtime.fs_tools import resolve_in_root
 from harvest_iac.emulator.runtime.rootfs import (
     prepare_root,
     python_environment,
+    root_site_packages,
     site_dirs,
 )
 from harvest_iac.errors import HarvestError
@@ -74,6 +77,9 @@ class ContainerSpec:
     mounts: Sequence[Mount] = ()
     network: bool = True
     hostname: str = "modal"
+    packages: Sequence[Path] = ()
+    """Host folders of Python packages the container's Python sees read-only, after the
+    image's own (Modal's client in function containers, mounted as on Modal)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,7 @@ class HostLauncher:
     python = sys.executable
 
     def prepare(self, spec: ContainerSpec) -> HostCommand:
+        """The container's packages are this Python's own (`spec.packages` are not added)."""
         prepare_root(spec.root, spec.layers)
         cwd = host_path(spec.root, spec.workdir)
         cwd.mkdir(parents=True, exist_ok=True)
@@ -118,10 +125,11 @@ class HostLauncher:
         path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
         env = {k: v for k, v in os.environ.items() if k in _HOST_BASICS}
         env.update(PATH=os.path.dirname(sys.executable) + os.pathsep + path, HOME=str(home))
-        packages = site_dirs(spec.layers)
-        if packages:
-            env["PYTHONPATH"] = os.pathsep.join(str(p) for p in packages)
         env.update(spec.env)
+        packages = [*site_dirs(spec.layers), *root_site_packages(spec.root)]
+        python_path = _joined(spec.env.get("PYTHONPATH", ""), *(str(p) for p in packages))
+        if python_path:
+            env["PYTHONPATH"] = python_path
         return HostCommand(argv=list(spec.argv), env=env, cwd=cwd)
 
 
@@ -140,7 +148,8 @@ class BwrapLauncher:
         prepare_root(root, spec.layers)
         packages = site_dirs(spec.layers)
         site_targets = [f"/__modal/site/{i}" for i in range(len(packages))]
-        py = python_environment(root, site_targets)
+        package_targets = [f"/__modal/packages/{i}" for i in range(len(spec.packages))]
+        py = python_environment(root, site_targets, package_targets)
         argv = [self.bwrap, "--bind", str(root), "/", "--ro-bind", "/usr", "/usr"]
         if py.own_usr_local:
             argv += ["--bind", str(root / "usr" / "local"), "/usr/local"]
@@ -151,7 +160,7 @@ class BwrapLauncher:
         argv += ["--dev", "/dev", "--proc", "/proc"]
         argv += _proc_masks()
         argv += ["--tmpfs", "/__modal"]
-        for source, target in zip(packages, site_targets):
+        for source, target in zip([*packages, *spec.packages], [*site_targets, *package_targets]):
             argv += ["--ro-bind", str(source), target]
         for source, target in py.binds:
             argv += ["--ro-bind", str(source), target]
@@ -166,7 +175,14 @@ class BwrapLauncher:
         env.update(PATH=CONTAINER_PATH, HOME="/root", HOSTNAME=spec.hostname)
         env.update(py.env)
         env.update(spec.env)
+        if "PYTHONPATH" in py.env:
+            env["PYTHONPATH"] = _joined(spec.env.get("PYTHONPATH", ""), py.env["PYTHONPATH"])
         return HostCommand(argv=argv, env=env, cwd=root)
+
+
+def _joined(*paths: str) -> str:
+    """A search path of the non-empty entries, in order."""
+    return os.pathsep.join(p for p in paths if p)
 
 
 def _system_dirs(root: Path) -> list[str]:

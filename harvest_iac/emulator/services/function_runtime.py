@@ -37,6 +37,7 @@ from harvest_iac.emulator.services.functions import (
     function_data,
     function_handle_metadata,
 )
+from harvest_iac.emulator.services.images import layers_for
 from harvest_iac.emulator.services.limits import budget_reached
 from harvest_iac.emulator.services.mounts import mount_files
 from harvest_iac.emulator.services.named import environment_name
@@ -226,6 +227,7 @@ def container_plan(emu: Emulator, task_id: str, root: Path, pool_key: str, funct
         serialized_params=serialized_params,
     )
     image_env, workdir = image_settings(emu, fn.image_id)
+    layers = layers_for(emu, fn.image_id)[0] if fn.image_id else []
     env = {
         **image_env,
         "MODAL_SERVER_URL": emu.url,
@@ -240,8 +242,9 @@ def container_plan(emu: Emulator, task_id: str, root: Path, pool_key: str, funct
     volumes = ContainerVolumes.open(emu, task_id, root, fn.volume_mounts)
     return ContainerPlan(
         arguments=arguments.SerializeToString(), files=code_files(emu, fn), env=env,
-        workdir=workdir or CODE_DIR, network=not fn.block_network, mounts=volumes.mounts(),
-        fill=volumes.fill, finish=volumes.close,
+        workdir=workdir or CODE_DIR, layers=layers, network=not fn.block_network,
+        control_socket=emu.control_socket, mounts=volumes.mounts(), fill=volumes.fill,
+        finish=volumes.close,
     )
 
 

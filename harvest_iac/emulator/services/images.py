@@ -41,6 +41,7 @@ from modal_proto import api_pb2
 
 from harvest_iac.emulator.base import IMAGE_BUILDER_VERSION, Ctx, Service, streaming
 from harvest_iac.emulator.runtime import images as builder
+from harvest_iac.emulator.runtime.rootfs import diff_base
 from harvest_iac.emulator.services.mounts import mount_files
 from harvest_iac.emulator.store import new_id
 
@@ -190,7 +191,9 @@ def layers_for(emu: Emulator, image_id: str) -> tuple[list[Path], dict[str, str]
     workdir = "/"
     for row in reversed(chain):
         if row["fs_dir"]:
-            layers.append(Path(row["fs_dir"]))
+            snapshot = Path(row["fs_dir"])
+            base = diff_base(snapshot)  # a snapshot taken as a difference names its layers
+            layers = [*(layers if base is None else base), snapshot]
             continue
         commands = list(api_pb2.Image.FromString(row["definition"]).dockerfile_commands)
         env, workdir = builder.config(commands, env, workdir)

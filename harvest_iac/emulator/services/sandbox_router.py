@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from grpclib.const import Status
@@ -29,7 +30,7 @@ from harvest_iac.emulator.base import Ctx, streaming
 from harvest_iac.emulator.runtime.function_exec import FunctionExec
 from harvest_iac.emulator.runtime.function_containers import Container as FunctionContainer
 from harvest_iac.emulator.runtime.processes import STDERR, STDOUT, Proc, Spawner
-from harvest_iac.emulator.runtime.rootfs import LAYER_SNAPSHOT
+from harvest_iac.emulator.runtime.rootfs import LAYER_SNAPSHOT, snapshot_diff
 
 if TYPE_CHECKING:
     from harvest_iac.emulator.services.sandboxes import LiveSandbox, SandboxService
@@ -343,12 +344,24 @@ class SandboxRouter:
         if key in live.snapshots:  # a retried snapshot: the client's snapshot id is the key
             return sr_pb2.TaskSnapshotFilesystemResponse(image_id=live.snapshots[key])
         dest = self.emu.data_dir / "snapshots" / uuid.uuid4().hex
-        await asyncio.to_thread(_copy_tree, live.root, dest)
-        (dest / LAYER_SNAPSHOT).touch()
+        await asyncio.to_thread(self._snapshot, live, dest)
         image_id = register_snapshot_image(self.emu, live.environment_id, dest, ttl_seconds=req.ttl_seconds,
                                            parent_id=live.image_id)
         live.snapshots[key] = image_id
         return sr_pb2.TaskSnapshotFilesystemResponse(image_id=image_id)
+
+
+    def _snapshot(self: SandboxService, live: LiveSandbox, dest: Path) -> None:
+        """A sandbox's root as a layer: what it changed on its image's layers, when those
+        are all in the layer cache (kept for good); else (its image is itself a snapshot,
+        which can be deleted) a copy of the whole root."""
+        snapshots = (self.emu.data_dir / "snapshots").resolve()
+        layers = live.container.spec.layers if live.container is not None else None
+        if layers is not None and not any(snapshots in Path(layer).resolve().parents for layer in layers):
+            snapshot_diff(live.root, layers, dest)
+            return
+        _copy_tree(live.root, dest)
+        (dest / LAYER_SNAPSHOT).touch()
 
 
 async def _probe_passes(svc: SandboxService, live: LiveSandbox, probe: api_pb2.Probe) -> bool:
