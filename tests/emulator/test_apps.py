@@ -80,6 +80,13 @@ def test_errors_users_see(modal_environment: str, tmp_path: Path) -> None:
     assert "already stopped" in stopped.stdout + stopped.stderr
 
 
+DEPLOY_RPCS = frozenset({
+    "AppGetOrCreate", "AppCreate", "AppGetLayout", "AppPublish", "AppClientDisconnect",
+    "FunctionPrecreate", "FunctionCreate", "ClassCreate", "MountGetOrCreate", "MountPutFile",
+    "ImageGetOrCreate", "ImageJoinStreaming", "SecretGetOrCreate", "VolumeGetOrCreate",
+})
+
+
 def test_retried_publish_and_rollback_do_not_double_versions(
     modal_environment: str, tmp_path: Path, local_modal: Any
 ) -> None:
@@ -88,12 +95,16 @@ def test_retried_publish_and_rollback_do_not_double_versions(
     modal_cli("deploy", str(app_py), "--env", env, cwd=tmp_path)
     before = local_modal.stats()
     faults = local_modal.faults
-    local_modal.emulator._rng.seed(1234)  # a fixed fault sequence: the test is repeatable
+    # A fixed fault sequence, drawn only by the deploy's RPCs (not by what other tests left
+    # running on this local Modal, such as heartbeats and schedules): the test is repeatable.
+    local_modal.emulator._rng.seed(1234)
+    faults.methods = DEPLOY_RPCS
     faults.error_rate = 0.15
     try:
         modal_cli("deploy", str(write_app(tmp_path, minutes=20)), "--env", env, cwd=tmp_path)
     finally:
         faults.error_rate = 0.0
+        faults.methods = frozenset()
         local_modal.emulator._rng.seed()  # back to an unpredictable sequence for other tests
     assert local_modal.stats()["injected_errors"] > before["injected_errors"]
     history = json.loads(modal_cli("app", "history", "ticker", "--env", env, "--json").stdout)

@@ -167,8 +167,22 @@ def test_modal_serve_prints_a_url_that_serves(deployed: Deployed) -> None:
         assert address != deployed.url("echo")  # the ephemeral app's own endpoint
         assert request(address + "/served").body == b"GET /served ? "
     finally:
+        stop(serve)
+
+
+def stop(serve: subprocess.Popen[str]) -> None:
+    """Ctrl-C, as a user stops `modal serve`; again if the first one is lost (it can be, while
+    the client is still setting up its file watcher), and only then a kill."""
+    for _ in range(2):
         serve.send_signal(signal.SIGINT)
-        serve.communicate(timeout=60)
+        try:
+            serve.communicate(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    serve.kill()
+    serve.communicate()
+    raise AssertionError("modal serve did not stop on Ctrl-C")
 
 
 def test_stopping_the_app_stops_its_endpoints(deployed: Deployed) -> None:
