@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,10 +156,14 @@ def first_url_after(lines: Iterator[str], marker: str) -> str:
     raise AssertionError(f"no URL after {marker!r}")
 
 
-def test_modal_serve_prints_a_url_that_serves(deployed: Deployed) -> None:
+def test_modal_serve_prints_a_url_that_serves(deployed: Deployed, tmp_path: Path) -> None:
+    # Served from a folder of its own: `modal serve` reloads on any change in the folder it
+    # watches, and other tests (other workers) deploying the apps beside it write there.
+    app = tmp_path / APP.name
+    shutil.copy(APP, app)
     serve = subprocess.Popen(
-        [sys.executable, "-m", "modal", "serve", str(APP), "--env", deployed.env],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=APP.parent,
+        [sys.executable, "-m", "modal", "serve", str(app), "--env", deployed.env],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
         env={**os.environ, "RT_WEB_PORT": str(free_port("0.0.0.0"))},
     )
     try:
