@@ -360,4 +360,9 @@ def write_rendered(rendered: RenderedApp, out_dir: Path | str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{rendered.module_name}.py"
     path.write_bytes(rendered.code.encode("utf-8"))
+    # Python trusts a cached .pyc whose source has the same size and mtime in whole seconds:
+    # a module rewritten within the second, to the same size (a schedule "*/30" made "*/20"),
+    # would run (and deploy) the old code.
+    for cached in (directory / "__pycache__").glob(f"{rendered.module_name}.*.pyc"):
+        cached.unlink(missing_ok=True)
     return path

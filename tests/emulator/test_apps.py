@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,9 @@ def tick() -> None:
 def write_app(path: Path, name: str = "ticker", minutes: int = 30) -> Path:
     app_py = path / "app.py"
     app_py.write_text(SMALL_APP.format(name=name, minutes=minutes))
+    # `minutes=20` has the size of `minutes=30`: rewritten within the second of the last
+    # deploy's import, the cached bytecode of the old file would be deployed.
+    shutil.rmtree(path / "__pycache__", ignore_errors=True)
     return app_py
 
 

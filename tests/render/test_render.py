@@ -242,3 +242,22 @@ def test_render_verb_writes_each_environment(tmp_path: Path) -> None:
     proc = _harvest("render")
     assert proc.returncode == 1
     assert "name one file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_module_rewritten_in_the_same_second_to_the_same_size_runs_its_new_code(
+        tmp_path: Path) -> None:
+    """Python trusts a cached .pyc while its source keeps its size and whole-second mtime:
+    the rewritten module must not run the bytecode of the one it replaced."""
+    from harvest_iac.render import RenderedApp
+
+    def write_and_import(code: str, mtime: int) -> str:
+        path = write_rendered(RenderedApp("stale_check", code, ""), tmp_path)
+        os.utime(path, (mtime, mtime))
+        return subprocess.run(
+            [sys.executable, "-c", "import stale_check; print(stale_check.EVERY)"], cwd=tmp_path,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+            capture_output=True, text=True, check=True).stdout.strip()
+
+    assert write_and_import('EVERY = "*/30"\n', 1_700_000_000) == "*/30"
+    assert any((tmp_path / "__pycache__").glob("stale_check.*.pyc"))
+    assert write_and_import('EVERY = "*/20"\n', 1_700_000_000) == "*/20"
